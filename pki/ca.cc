@@ -1,0 +1,309 @@
+#include "pki/ca.h"
+
+#include <openssl/obj_mac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "pki/certificate.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
+#include "pki/ssl_error.h"
+
+namespace relay::pki {
+namespace {
+
+constexpr int kX509Version3 = 2;
+
+absl::Status Internal(absl::string_view what) {
+  return SslError(absl::StatusCode::kInternal, what);
+}
+
+// SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2, method 1).
+absl::StatusOr<std::string> KeyIdentifier(const X509_PUBKEY* public_key) {
+  const unsigned char* bits = nullptr;
+  int length = 0;
+  if (X509_PUBKEY_get0_param(nullptr, &bits, &length, nullptr,
+                             const_cast<X509_PUBKEY*>(public_key)) != 1) {
+    return Internal("reading the public key for its identifier");
+  }
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(bits, static_cast<size_t>(length), digest);
+  return std::string(reinterpret_cast<char*>(digest), sizeof(digest));
+}
+
+// A random positive 128-bit serial (RFC 5280 allows up to 20 octets).
+absl::Status SetRandomSerial(X509* cert) {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return Internal("drawing a random serial");
+  bytes[0] &= 0x7f;  // positive
+  bytes[0] |= 0x40;  // full 16 octets, never zero
+  UniquePtr<BIGNUM> bn(BN_bin2bn(bytes, sizeof(bytes), nullptr));
+  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert))) {
+    return Internal("setting the serial number");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddExtension(X509* cert, int nid, void* value, bool critical) {
+  if (X509_add1_ext_i2d(cert, nid, value, critical ? 1 : 0, X509V3_ADD_REPLACE) != 1) {
+    return Internal(absl::StrCat("adding extension ", OBJ_nid2sn(nid)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UniquePtr<X509_NAME>> BuildName(const CertificateSpec& spec) {
+  UniquePtr<X509_NAME> name(X509_NAME_new());
+  auto add = [&](int nid, const std::string& value) {
+    return value.empty() ||
+           X509_NAME_add_entry_by_NID(name.get(), nid, MBSTRING_UTF8,
+                                      reinterpret_cast<const unsigned char*>(value.data()),
+                                      static_cast<int>(value.size()), -1, 0) == 1;
+  };
+  if (!name || !add(NID_organizationName, spec.organization) ||
+      !add(NID_commonName, spec.common_name)) {
+    return Internal("building the subject name");
+  }
+  return name;
+}
+
+absl::Status AddSubjectAltNames(X509* cert, const CertificateSpec& spec) {
+  if (spec.dns_names.empty() && spec.ip_addresses.empty()) return absl::OkStatus();
+  UniquePtr<GENERAL_NAMES> names(sk_GENERAL_NAME_new_null());
+  if (!names) return Internal("allocating subject alternative names");
+  for (const std::string& dns : spec.dns_names) {
+    UniquePtr<GENERAL_NAME> name(GENERAL_NAME_new());
+    UniquePtr<ASN1_STRING> value(ASN1_IA5STRING_new());
+    if (!name || !value ||
+        !ASN1_STRING_set(value.get(), dns.data(), static_cast<int>(dns.size()))) {
+      return Internal("encoding a DNS name");
+    }
+    GENERAL_NAME_set0_value(name.get(), GEN_DNS, value.release());  // name owns it
+    if (!sk_GENERAL_NAME_push(names.get(), name.get())) return Internal("adding a DNS name");
+    name.release();  // names owns it
+  }
+  for (const std::string& ip : spec.ip_addresses) {
+    UniquePtr<ASN1_STRING> value(a2i_IPADDRESS(ip.c_str()));
+    if (!value) {
+      ClearSslErrors();
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", ip, "\" is not an IPv4 or IPv6 address"));
+    }
+    UniquePtr<GENERAL_NAME> name(GENERAL_NAME_new());
+    if (!name) return Internal("allocating an IP name");
+    GENERAL_NAME_set0_value(name.get(), GEN_IPADD, value.release());  // name owns it
+    if (!sk_GENERAL_NAME_push(names.get(), name.get())) return Internal("adding an IP name");
+    name.release();  // names owns it
+  }
+  return AddExtension(cert, NID_subject_alt_name, names.get(), false);
+}
+
+absl::Status AddUsageExtensions(X509* cert, const CertificateSpec& spec, bool rsa_key) {
+  UniquePtr<BASIC_CONSTRAINTS> constraints(BASIC_CONSTRAINTS_new());
+  if (!constraints) return Internal("allocating basicConstraints");
+  constraints->ca = spec.usage == CertificateUsage::kCa ? 0xff : 0;
+  if (spec.usage == CertificateUsage::kCa && spec.path_length >= 0) {
+    constraints->pathlen = ASN1_INTEGER_new();
+    if (!constraints->pathlen || !ASN1_INTEGER_set(constraints->pathlen, spec.path_length)) {
+      return Internal("setting the path length");
+    }
+  }
+  RETURN_IF_ERROR(AddExtension(cert, NID_basic_constraints, constraints.get(), true));
+
+  UniquePtr<ASN1_STRING> key_usage(ASN1_BIT_STRING_new());
+  if (!key_usage) return Internal("allocating keyUsage");
+  std::vector<int> bits;
+  const char* purpose = nullptr;
+  switch (spec.usage) {
+    case CertificateUsage::kCa:
+      bits = {0, 5, 6};  // digitalSignature, keyCertSign, cRLSign
+      break;
+    case CertificateUsage::kServer:
+      bits = {0};
+      if (rsa_key) bits.push_back(2);  // keyEncipherment, for RSA key exchange
+      purpose = SN_server_auth;
+      break;
+    case CertificateUsage::kClient:
+      bits = {0};
+      purpose = SN_client_auth;
+      break;
+  }
+  for (int bit : bits) {
+    if (!ASN1_BIT_STRING_set_bit(key_usage.get(), bit, 1)) return Internal("setting keyUsage");
+  }
+  RETURN_IF_ERROR(AddExtension(cert, NID_key_usage, key_usage.get(), true));
+
+  if (purpose != nullptr) {
+    UniquePtr<EXTENDED_KEY_USAGE> eku(sk_ASN1_OBJECT_new_null());
+    UniquePtr<ASN1_OBJECT> oid(OBJ_txt2obj(purpose, 0));
+    if (!eku || !oid || !sk_ASN1_OBJECT_push(eku.get(), oid.get())) {
+      return Internal("building extKeyUsage");
+    }
+    oid.release();  // eku owns it
+    RETURN_IF_ERROR(AddExtension(cert, NID_ext_key_usage, eku.get(), false));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddKeyIdentifiers(X509* cert, absl::string_view authority_key_id) {
+  ASSIGN_OR_RETURN(std::string subject_key_id, KeyIdentifier(X509_get_X509_PUBKEY(cert)));
+  UniquePtr<ASN1_STRING> ski(ASN1_OCTET_STRING_new());
+  if (!ski || !ASN1_OCTET_STRING_set(ski.get(),
+                                     reinterpret_cast<const unsigned char*>(subject_key_id.data()),
+                                     static_cast<int>(subject_key_id.size()))) {
+    return Internal("encoding the subject key identifier");
+  }
+  RETURN_IF_ERROR(AddExtension(cert, NID_subject_key_identifier, ski.get(), false));
+
+  // Self-signed: the authority is the subject itself.
+  absl::string_view aki_bytes = authority_key_id.empty() ? subject_key_id : authority_key_id;
+  UniquePtr<AUTHORITY_KEYID> aki(AUTHORITY_KEYID_new());
+  if (!aki) return Internal("allocating the authority key identifier");
+  aki->keyid = ASN1_OCTET_STRING_new();
+  if (!aki->keyid ||
+      !ASN1_OCTET_STRING_set(aki->keyid, reinterpret_cast<const unsigned char*>(aki_bytes.data()),
+                             static_cast<int>(aki_bytes.size()))) {
+    return Internal("encoding the authority key identifier");
+  }
+  return AddExtension(cert, NID_authority_key_identifier, aki.get(), false);
+}
+
+absl::Status CheckSpec(const CertificateSpec& spec) {
+  if (spec.lifetime <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("certificate lifetime must be positive");
+  }
+  if (spec.common_name.empty() && spec.dns_names.empty() && spec.ip_addresses.empty()) {
+    return absl::InvalidArgumentError("certificate needs a common name or a subject alternative name");
+  }
+  return absl::OkStatus();
+}
+
+const EVP_MD* SigningDigest(const EVP_PKEY* signing_key) {
+  return EVP_PKEY_id(signing_key) == EVP_PKEY_EC && EVP_PKEY_bits(signing_key) > 256
+             ? EVP_sha384()
+             : EVP_sha256();
+}
+
+// Builds and signs. `issuer_cert` null means self-signed with `signing_key`.
+absl::StatusOr<UniquePtr<X509>> BuildAndSign(const EVP_PKEY* subject_key,
+                                             const CertificateSpec& spec,
+                                             const X509* issuer_cert,
+                                             const EVP_PKEY* signing_key,
+                                             absl::string_view authority_key_id) {
+  RETURN_IF_ERROR(CheckSpec(spec));
+  UniquePtr<X509> cert(X509_new());
+  ASSIGN_OR_RETURN(UniquePtr<X509_NAME> subject, BuildName(spec));
+  absl::Time not_before = spec.now - Backdate(spec.lifetime);
+  absl::Time not_after = spec.now + spec.lifetime;
+  if (!cert || !X509_set_version(cert.get(), kX509Version3) ||
+      !X509_set_subject_name(cert.get(), subject.get()) ||
+      !X509_set_issuer_name(cert.get(), issuer_cert ? X509_get_subject_name(issuer_cert)
+                                                    : subject.get()) ||
+      !ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(not_before)) ||
+      !ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after)) ||
+      !X509_set_pubkey(cert.get(), const_cast<EVP_PKEY*>(subject_key))) {
+    return Internal("building the certificate");
+  }
+  RETURN_IF_ERROR(SetRandomSerial(cert.get()));
+  RETURN_IF_ERROR(AddUsageExtensions(cert.get(), spec, EVP_PKEY_id(subject_key) == EVP_PKEY_RSA));
+  RETURN_IF_ERROR(AddSubjectAltNames(cert.get(), spec));
+  RETURN_IF_ERROR(AddKeyIdentifiers(cert.get(), authority_key_id));
+  if (X509_sign(cert.get(), const_cast<EVP_PKEY*>(signing_key), SigningDigest(signing_key)) <= 0) {
+    return Internal("signing the certificate");
+  }
+  return cert;
+}
+
+}  // namespace
+
+absl::Duration Backdate(absl::Duration lifetime) {
+  return std::min(absl::Seconds(30), lifetime / 10);
+}
+
+CertificateSpec RootCaSpec(absl::string_view common_name, absl::Time now,
+                           absl::Duration lifetime) {
+  CertificateSpec spec;
+  spec.usage = CertificateUsage::kCa;
+  spec.common_name = std::string(common_name);
+  spec.organization = "relay";
+  spec.now = now;
+  spec.lifetime = lifetime;
+  return spec;
+}
+
+CertificateSpec IntermediateCaSpec(absl::string_view common_name, absl::Time now,
+                                   absl::Duration lifetime) {
+  CertificateSpec spec = RootCaSpec(common_name, now, lifetime);
+  spec.path_length = 0;  // signs leaves only
+  return spec;
+}
+
+CertificateSpec ServerSpec(absl::string_view common_name, std::vector<std::string> dns_names,
+                           std::vector<std::string> ip_addresses, absl::Time now,
+                           absl::Duration lifetime) {
+  CertificateSpec spec;
+  spec.usage = CertificateUsage::kServer;
+  spec.common_name = std::string(common_name);
+  spec.dns_names = std::move(dns_names);
+  spec.ip_addresses = std::move(ip_addresses);
+  spec.now = now;
+  spec.lifetime = lifetime;
+  return spec;
+}
+
+CertificateSpec ClientSpec(absl::string_view cluster, absl::Time now, absl::Duration lifetime) {
+  CertificateSpec spec;
+  spec.usage = CertificateUsage::kClient;
+  spec.common_name = std::string(cluster);
+  spec.dns_names = {std::string(cluster)};
+  spec.now = now;
+  spec.lifetime = lifetime;
+  return spec;
+}
+
+absl::StatusOr<UniquePtr<X509>> CreateSelfSignedCertificate(const EVP_PKEY* key,
+                                                            const CertificateSpec& spec) {
+  return BuildAndSign(key, spec, nullptr, key, "");
+}
+
+absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(UniquePtr<X509> cert,
+                                                       UniquePtr<EVP_PKEY> key, absl::Time now) {
+  RETURN_IF_ERROR(CheckCaCertificate(cert.get(), now, "signing CA certificate"));
+  RETURN_IF_ERROR(CheckKeyMatchesCertificate(cert.get(), key.get()));
+  ASSIGN_OR_RETURN(std::string key_id, KeyIdentifier(X509_get_X509_PUBKEY(cert.get())));
+  ASSIGN_OR_RETURN(std::string pem, CertificateToPem(cert.get()));
+  return std::unique_ptr<Issuer>(
+      new Issuer(std::move(cert), std::move(key), std::move(key_id), std::move(pem)));
+}
+
+absl::StatusOr<UniquePtr<X509>> Issuer::Issue(const EVP_PKEY* subject_key,
+                                              const CertificateSpec& spec) const {
+  return BuildAndSign(subject_key, spec, cert_.get(), key_.get(), key_id_);
+}
+
+absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_view csr_pem,
+                                                                absl::string_view expected_cluster,
+                                                                absl::Time now,
+                                                                absl::Duration lifetime) const {
+  ASSIGN_OR_RETURN(VerifiedCsr csr, ParseAndVerifyCsrPem(csr_pem));
+  if (!expected_cluster.empty() && csr.cluster != expected_cluster) {
+    return absl::InvalidArgumentError(absl::StrCat("CSR names cluster \"", csr.cluster,
+                                                   "\" but the request is for \"",
+                                                   expected_cluster, "\""));
+  }
+  ASSIGN_OR_RETURN(UniquePtr<X509> cert,
+                   Issue(csr.public_key.get(), ClientSpec(csr.cluster, now, lifetime)));
+  IssuedPem issued;
+  ASSIGN_OR_RETURN(issued.certificate_pem, CertificateToPem(cert.get()));
+  issued.certificate_pem += cert_pem_;
+  issued.cluster = std::move(csr.cluster);
+  issued.serial_hex = SerialHex(cert.get());
+  issued.not_after = now + lifetime;
+  return issued;
+}
+
+}  // namespace relay::pki

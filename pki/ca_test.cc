@@ -1,0 +1,196 @@
+#include "pki/ca.h"
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pki/certificate.h"
+#include "pki/csr.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
+#include "pki/testing.h"
+
+namespace relay::pki {
+namespace {
+
+using ::relay::pki::testing::ReferenceTime;
+using ::relay::pki::testing::TestPki;
+using ::relay::pki::testing::ValueOrDie;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class CaTest : public ::testing::TestWithParam<KeyType> {
+ protected:
+  CaTest() : pki_(TestPki::Make(ReferenceTime(), GetParam())) {}
+  TestPki pki_;
+};
+
+INSTANTIATE_TEST_SUITE_P(KeyTypes, CaTest,
+                         ::testing::Values(KeyType::kEcdsaP256, KeyType::kRsa2048),
+                         [](const auto& info) {
+                           std::string name = KeyTypeName(info.param);
+                           name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+                           return name;
+                         });
+
+TEST_P(CaTest, RootIsSelfSignedCaThatVerifiesItself) {
+  CertificateInfo info = ValueOrDie(InspectCertificate(pki_.root.get()));
+  EXPECT_TRUE(info.is_ca);
+  EXPECT_EQ(info.subject, info.issuer);
+  EXPECT_EQ(info.not_after - ReferenceTime(), absl::Hours(24 * 3650));
+  EXPECT_TRUE(VerifyChain(pki_.root.get(), {}, {pki_.root.get()}, ReferenceTime()).ok());
+}
+
+TEST_P(CaTest, ClientLeafHasTheClusterIdentityAndClientAuthOnly) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  absl::Time now = ReferenceTime() + absl::Hours(1);
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("cluster-1", now, absl::Hours(24 * 30))));
+  CertificateInfo info = ValueOrDie(InspectCertificate(leaf.get()));
+  EXPECT_FALSE(info.is_ca);
+  EXPECT_EQ(info.common_name, "cluster-1");
+  EXPECT_THAT(info.dns_names, ElementsAre("cluster-1"));
+  EXPECT_EQ(info.serial_hex.size(), 32u);  // 128 random bits, top bits fixed to 01
+  EXPECT_EQ(info.not_before, now - absl::Seconds(30));
+  EXPECT_EQ(info.not_after, now + absl::Hours(24 * 30));
+  EXPECT_TRUE(CheckKeyMatchesCertificate(leaf.get(), key.get()).ok());
+
+  std::vector<const X509*> intermediates = {pki_.intermediate->certificate()};
+  EXPECT_TRUE(VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, now, Purpose::kClientAuth)
+                  .ok());
+  absl::Status as_server =
+      VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, now, Purpose::kServerAuth);
+  EXPECT_FALSE(as_server.ok());
+  EXPECT_THAT(as_server.message(), HasSubstr("purpose"));
+}
+
+TEST_P(CaTest, SerialsAreRandom) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  std::set<std::string> serials;
+  for (int i = 0; i < 20; ++i) {
+    UniquePtr<X509> leaf = ValueOrDie(
+        pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Hours(1))));
+    serials.insert(SerialHex(leaf.get()));
+  }
+  EXPECT_EQ(serials.size(), 20u);
+}
+
+TEST_P(CaTest, ShortLifetimesAreBackdatedByATenth) {
+  EXPECT_EQ(Backdate(absl::Seconds(30)), absl::Seconds(3));
+  EXPECT_EQ(Backdate(absl::Hours(1)), absl::Seconds(30));
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Seconds(30))));
+  CertificateInfo info = ValueOrDie(InspectCertificate(leaf.get()));
+  EXPECT_EQ(info.not_before, ReferenceTime() - absl::Seconds(3));
+  EXPECT_DOUBLE_EQ(info.FractionRemaining(ReferenceTime() + absl::Seconds(13.5)), 0.5);  // 33 s lifetime
+}
+
+TEST_P(CaTest, ServerCertificateMatchesItsNamesOnly) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> server = ValueOrDie(pki_.intermediate->Issue(
+      key.get(), ServerSpec("gloo-mesh-mgmt-server.gloo-mesh",
+                            {"gloo-mesh-mgmt-server.gloo-mesh", "localhost"},
+                            {"127.0.0.1", "::1"}, ReferenceTime(), absl::Hours(24 * 365))));
+  EXPECT_TRUE(CheckHost(server.get(), "gloo-mesh-mgmt-server.gloo-mesh").ok());
+  EXPECT_TRUE(CheckHost(server.get(), "127.0.0.1").ok());
+  EXPECT_TRUE(CheckHost(server.get(), "::1").ok());
+  absl::Status other = CheckHost(server.get(), "evil.example.com");
+  EXPECT_FALSE(other.ok());
+  EXPECT_THAT(other.message(), HasSubstr("evil.example.com"));
+  CertificateInfo info = ValueOrDie(InspectCertificate(server.get()));
+  EXPECT_THAT(info.ip_addresses, ElementsAre("127.0.0.1", "::1"));
+  EXPECT_TRUE(VerifyChain(server.get(), {pki_.intermediate->certificate()}, {pki_.root.get()},
+                          ReferenceTime(), Purpose::kServerAuth)
+                  .ok());
+}
+
+TEST_P(CaTest, BadIpAddressIsRefused) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  auto cert = pki_.intermediate->Issue(
+      key.get(), ServerSpec("s", {"s"}, {"300.1.1.1"}, ReferenceTime(), absl::Hours(1)));
+  EXPECT_EQ(cert.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cert.status().message(), HasSubstr("300.1.1.1"));
+}
+
+TEST_P(CaTest, NonPositiveLifetimeIsRefused) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  auto cert = pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::ZeroDuration()));
+  EXPECT_EQ(cert.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(CaTest, ChainThatDoesNotReachTheRootIsRefused) {
+  TestPki other = TestPki::Make(ReferenceTime(), GetParam());
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      other.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Hours(1))));
+  absl::Status status = VerifyChain(leaf.get(), {other.intermediate->certificate()},
+                                    {pki_.root.get()}, ReferenceTime());
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("does not verify"));
+  // Missing intermediate: same answer.
+  EXPECT_FALSE(VerifyChain(leaf.get(), {}, {other.root.get()}, ReferenceTime()).ok());
+}
+
+TEST_P(CaTest, ExpiredLeafDoesNotVerify) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Hours(1))));
+  absl::Status status = VerifyChain(leaf.get(), {pki_.intermediate->certificate()},
+                                    {pki_.root.get()}, ReferenceTime() + absl::Hours(2));
+  EXPECT_THAT(status.message(), HasSubstr("expired"));
+}
+
+TEST_P(CaTest, ExpiredOrNotYetValidCaCannotSign) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey(GetParam()));
+  UniquePtr<X509> ca = ValueOrDie(
+      CreateSelfSignedCertificate(key.get(), RootCaSpec("old", ReferenceTime(), absl::Hours(1))));
+  X509_up_ref(ca.get());
+  EVP_PKEY_up_ref(key.get());
+  auto expired = Issuer::Create(UniquePtr<X509>(ca.get()), UniquePtr<EVP_PKEY>(key.get()),
+                                ReferenceTime() + absl::Hours(2));
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(expired.status().message(), HasSubstr("expired on 2026-01-01T01:00:00Z"));
+  auto early = Issuer::Create(std::move(ca), std::move(key), ReferenceTime() - absl::Hours(1));
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(early.status().message(), HasSubstr("not valid until"));
+}
+
+TEST_P(CaTest, KeyThatDoesNotMatchTheCaIsRefused) {
+  UniquePtr<EVP_PKEY> wrong_key = ValueOrDie(GenerateKey(GetParam()));
+  X509_up_ref(pki_.root.get());
+  auto issuer = Issuer::Create(UniquePtr<X509>(pki_.root.get()), std::move(wrong_key),
+                               ReferenceTime());
+  EXPECT_EQ(issuer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(issuer.status().message(), HasSubstr("does not match"));
+}
+
+TEST_P(CaTest, LeafCannotActAsCa) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Hours(1))));
+  auto issuer = Issuer::Create(std::move(leaf), std::move(key), ReferenceTime());
+  EXPECT_THAT(issuer.status().message(), HasSubstr("not a CA certificate"));
+}
+
+TEST_P(CaTest, FullRegistrationPathFromCsrPem) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  std::string csr = ValueOrDie(CreateCsrPem(key.get(), "east"));
+  Issuer::IssuedPem issued = ValueOrDie(
+      pki_.intermediate->IssueClientFromCsrPem(csr, "east", ReferenceTime(), absl::Hours(24)));
+  EXPECT_EQ(issued.cluster, "east");
+  std::vector<UniquePtr<X509>> chain = ValueOrDie(ParseCertificateChainPem(issued.certificate_pem));
+  ASSERT_EQ(chain.size(), 2u);
+  EXPECT_EQ(SerialHex(chain[0].get()), issued.serial_hex);
+  EXPECT_TRUE(CheckKeyMatchesCertificate(chain[0].get(), key.get()).ok());
+  EXPECT_TRUE(VerifyChain(chain[0].get(), {chain[1].get()}, {pki_.root.get()}, ReferenceTime(),
+                          Purpose::kClientAuth)
+                  .ok());
+
+  auto mismatch =
+      pki_.intermediate->IssueClientFromCsrPem(csr, "west", ReferenceTime(), absl::Hours(24));
+  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mismatch.status().message(), HasSubstr("\"west\""));
+}
+
+}  // namespace
+}  // namespace relay::pki

@@ -1,0 +1,66 @@
+#ifndef RELAY_PKI_CERTIFICATE_H_
+#define RELAY_PKI_CERTIFICATE_H_
+
+#include <string>
+#include <vector>
+
+#include <openssl/x509.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "pki/ssl_types.h"
+
+namespace relay::pki {
+
+// What an operator (and the rotator) needs to know about a certificate.
+struct CertificateInfo {
+  std::string subject;  // RFC 2253, e.g. "CN=cluster-1"
+  std::string issuer;
+  std::string common_name;
+  std::vector<std::string> dns_names;
+  std::vector<std::string> ip_addresses;
+  std::string serial_hex;  // uppercase hex, no leading zeros
+  absl::Time not_before;
+  absl::Time not_after;
+  bool is_ca = false;
+
+  absl::Duration Lifetime() const { return not_after - not_before; }
+  // Share of the lifetime left at `now`, in [0, 1].
+  double FractionRemaining(absl::Time now) const;
+};
+
+absl::StatusOr<CertificateInfo> InspectCertificate(const X509* cert);
+
+absl::StatusOr<absl::Time> Asn1TimeToTime(const ASN1_TIME* time);
+
+// OK when `now` is inside [notBefore, notAfter]; otherwise FAILED_PRECONDITION naming
+// `what` and the date that was missed.
+absl::Status CheckValidAt(const CertificateInfo& info, absl::Time now, absl::string_view what);
+
+// OK when `cert` is a CA certificate (basicConstraints CA:TRUE) valid at `now`.
+absl::Status CheckCaCertificate(const X509* cert, absl::Time now, absl::string_view what);
+
+enum class Purpose { kAny, kServerAuth, kClientAuth };
+
+// Verifies `leaf` up to one of `roots` through `intermediates`, at time `at`, for
+// `purpose`. INVALID_ARGUMENT with the verifier's reason when it does not verify.
+absl::Status VerifyChain(const X509* leaf, const std::vector<const X509*>& intermediates,
+                         const std::vector<const X509*>& roots, absl::Time at,
+                         Purpose purpose = Purpose::kAny);
+
+// OK when `host` matches one of `cert`'s DNS SANs (or an IP SAN when it is an address).
+absl::Status CheckHost(const X509* cert, absl::string_view host);
+
+// Borrowed views for the verify functions.
+std::vector<const X509*> Borrow(const std::vector<UniquePtr<X509>>& certs);
+
+// Uppercase hex of the serial number.
+std::string SerialHex(const X509* cert);
+
+std::string FormatUtc(absl::Time time);
+
+}  // namespace relay::pki
+
+#endif  // RELAY_PKI_CERTIFICATE_H_
