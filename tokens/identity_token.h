@@ -1,0 +1,33 @@
+#ifndef RELAY_TOKENS_IDENTITY_TOKEN_H_
+#define RELAY_TOKENS_IDENTITY_TOKEN_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "secrets/secret_store.h"
+
+namespace relay::tokens {
+
+// Upper bound on a token read from a secret or a request.
+inline constexpr size_t kMaxTokenBytes = 1024;
+
+// 32 random bytes, base64url without padding (43 characters).
+absl::StatusOr<std::string> GenerateToken();
+
+// Reads the shared identity token from `key` of secret `ns/name`. Surrounding
+// whitespace is dropped (a trailing newline from `echo` is common); an empty token or a
+// missing key is an error that names the secret and key, never the value.
+absl::StatusOr<std::string> LoadToken(secrets::SecretStore& store, absl::string_view ns,
+                                      absl::string_view name, absl::string_view key);
+
+// Constant-time equality: time does not depend on where the tokens differ, nor on
+// their lengths (both are hashed first). An empty token never matches.
+bool TokensEqual(absl::string_view presented, absl::string_view expected);
+
+// Hex SHA-256, the form in which tokens are stored when only a hash is kept.
+std::string TokenHash(absl::string_view token);
+
+}  // namespace relay::tokens
+
+#endif  // RELAY_TOKENS_IDENTITY_TOKEN_H_

@@ -1,0 +1,141 @@
+#include <cstdlib>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "secrets/directory_store.h"
+#include "tokens/bootstrap_tokens.h"
+#include "tokens/identity_token.h"
+
+namespace relay::tokens {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kNs[] = "gloo-mesh";
+
+std::unique_ptr<secrets::DirectorySecretStore> TempStore() {
+  std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
+                                  "/tokens.XXXXXX");
+  return *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()));
+}
+
+const absl::Time kNow = absl::FromUnixSeconds(1767225600);
+
+TEST(IdentityTokenTest, GeneratedTokensAreBase64UrlOf32RandomBytes) {
+  std::string a = *GenerateToken();
+  std::string b = *GenerateToken();
+  EXPECT_EQ(a.size(), 43u);
+  EXPECT_NE(a, b);
+  for (char c : a) EXPECT_TRUE(isalnum(c) || c == '-' || c == '_') << c;
+}
+
+TEST(IdentityTokenTest, ComparisonIsExactAndEmptyNeverMatches) {
+  EXPECT_TRUE(TokensEqual("abc", "abc"));
+  EXPECT_FALSE(TokensEqual("abc", "abd"));
+  EXPECT_FALSE(TokensEqual("abc", "abcd"));
+  EXPECT_FALSE(TokensEqual("", ""));
+  EXPECT_FALSE(TokensEqual("x", ""));
+}
+
+TEST(IdentityTokenTest, LoadTrimsAndReportsMissingOrEmptyKeysWithoutValues) {
+  auto store = TempStore();
+  ASSERT_TRUE(store->Put(kNs, "relay-identity-token-secret", {{"token", "s3cret-token\n"}}).ok());
+  EXPECT_EQ(*LoadToken(*store, kNs, "relay-identity-token-secret", "token"), "s3cret-token");
+
+  auto wrong_key = LoadToken(*store, kNs, "relay-identity-token-secret", "other");
+  EXPECT_EQ(wrong_key.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(wrong_key.status().message(), HasSubstr("no key \"other\""));
+  EXPECT_THAT(wrong_key.status().message(), HasSubstr("it has: token"));
+  EXPECT_THAT(wrong_key.status().message(), Not(HasSubstr("s3cret")));
+
+  ASSERT_TRUE(store->Put(kNs, "empty", {{"token", " \n"}}).ok());
+  auto empty = LoadToken(*store, kNs, "empty", "token");
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(empty.status().message(), HasSubstr("is empty"));
+
+  auto missing = LoadToken(*store, kNs, "nope", "token");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("relayctl register"));
+}
+
+class BootstrapTokensTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<secrets::DirectorySecretStore> store_ = TempStore();
+  BootstrapTokens tokens_{store_.get(), kNs};
+  absl::Status Ok() { return absl::OkStatus(); }
+};
+
+TEST_F(BootstrapTokensTest, SingleUseTokenWorksOnceForItsCluster) {
+  std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
+  EXPECT_TRUE(absl::StartsWith(token, kBootstrapTokenPrefix));
+  int issued = 0;
+  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [&] { issued++; return absl::OkStatus(); }).ok());
+  absl::Status again = tokens_.Redeem(token, "east", kNow, [&] { issued++; return absl::OkStatus(); });
+  EXPECT_EQ(again.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(issued, 1);
+}
+
+TEST_F(BootstrapTokensTest, OnlyTheHashIsStored) {
+  std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
+  secrets::SecretData data = *store_->Get(kNs, kBootstrapTokenSecret);
+  ASSERT_EQ(data.size(), 1u);
+  EXPECT_EQ(data.begin()->first, TokenHash(token));
+  std::string random_part = token.substr(strlen(kBootstrapTokenPrefix));
+  for (const auto& [k, v] : data) {
+    EXPECT_THAT(k, Not(HasSubstr(random_part)));
+    EXPECT_THAT(v, Not(HasSubstr(random_part)));
+  }
+}
+
+TEST_F(BootstrapTokensTest, OtherClusterIsDeniedAndDoesNotBurnTheToken) {
+  std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
+  absl::Status other = tokens_.Redeem(token, "west", kNow, [] { return absl::OkStatus(); });
+  EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(other.message(), HasSubstr("\"east\""));
+  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+}
+
+TEST_F(BootstrapTokensTest, FailedIssuanceDoesNotBurnTheToken) {
+  std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
+  absl::Status failed =
+      tokens_.Redeem(token, "east", kNow, [] { return absl::InvalidArgumentError("bad CSR"); });
+  EXPECT_EQ(failed.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+}
+
+TEST_F(BootstrapTokensTest, ExpiredAndUnknownTokensAreRefusedAlike) {
+  std::string token = *tokens_.Create("east", absl::Minutes(5), 1, kNow);
+  absl::Status expired =
+      tokens_.Redeem(token, "east", kNow + absl::Minutes(6), [] { return absl::OkStatus(); });
+  absl::Status unknown = tokens_.Redeem(absl::StrCat(kBootstrapTokenPrefix, "nope"), "east", kNow,
+                                        [] { return absl::OkStatus(); });
+  absl::Status shared_shape = tokens_.Redeem("abc", "east", kNow, [] { return absl::OkStatus(); });
+  EXPECT_EQ(expired.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(expired, unknown);
+  EXPECT_EQ(unknown, shared_shape);
+  EXPECT_TRUE(tokens_.List(kNow + absl::Minutes(6))->empty());
+}
+
+TEST_F(BootstrapTokensTest, MultiUseTokensCountDown) {
+  std::string token = *tokens_.Create("east", absl::Hours(1), 2, kNow);
+  EXPECT_EQ((*tokens_.List(kNow))[0].uses_left, 2);
+  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_EQ((*tokens_.List(kNow))[0].uses_left, 1);
+  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_TRUE(tokens_.List(kNow)->empty());
+}
+
+TEST_F(BootstrapTokensTest, BadCreateArgumentsAreRefused) {
+  EXPECT_EQ(tokens_.Create("Bad_Name", absl::Hours(1), 1, kNow).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tokens_.Create("east", absl::ZeroDuration(), 1, kNow).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tokens_.Create("east", absl::Hours(1), 0, kNow).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace relay::tokens
