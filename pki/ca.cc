@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "pki/certificate.h"
+#include "pki/der.h"
 #include "pki/keys.h"
 #include "pki/pem.h"
 #include "pki/ssl_error.h"
@@ -188,8 +189,31 @@ const EVP_MD* SigningDigest(const EVP_PKEY* signing_key) {
              : EVP_sha256();
 }
 
+// The subject's public key, as an EVP_PKEY or as SubjectPublicKeyInfo DER (der.h).
+struct SubjectKey {
+  const EVP_PKEY* key = nullptr;
+  absl::string_view info_der;
+
+  absl::Status SetOn(X509* cert) const {
+    if (key != nullptr) {
+      if (X509_set_pubkey(cert, const_cast<EVP_PKEY*>(key)) != 1) {
+        return Internal("setting the certificate's public key");
+      }
+      return absl::OkStatus();
+    }
+    return internal::SetCertificatePublicKeyInfo(cert, info_der);
+  }
+
+  bool IsRsa(X509* cert) const {
+    if (key != nullptr) return EVP_PKEY_id(key) == EVP_PKEY_RSA;
+    ASN1_OBJECT* algorithm = nullptr;
+    X509_PUBKEY_get0_param(&algorithm, nullptr, nullptr, nullptr, X509_get_X509_PUBKEY(cert));
+    return OBJ_obj2nid(algorithm) == NID_rsaEncryption;
+  }
+};
+
 // Builds and signs. `issuer_cert` null means self-signed with `signing_key`.
-absl::StatusOr<UniquePtr<X509>> BuildAndSign(const EVP_PKEY* subject_key,
+absl::StatusOr<UniquePtr<X509>> BuildAndSign(const SubjectKey& subject_key,
                                              const CertificateSpec& spec,
                                              const X509* issuer_cert,
                                              const EVP_PKEY* signing_key,
@@ -204,12 +228,12 @@ absl::StatusOr<UniquePtr<X509>> BuildAndSign(const EVP_PKEY* subject_key,
       !X509_set_issuer_name(cert.get(), issuer_cert ? X509_get_subject_name(issuer_cert)
                                                     : subject.get()) ||
       !ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(not_before)) ||
-      !ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after)) ||
-      !X509_set_pubkey(cert.get(), const_cast<EVP_PKEY*>(subject_key))) {
+      !ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after))) {
     return Internal("building the certificate");
   }
+  RETURN_IF_ERROR(subject_key.SetOn(cert.get()));
   RETURN_IF_ERROR(SetRandomSerial(cert.get()));
-  RETURN_IF_ERROR(AddUsageExtensions(cert.get(), spec, EVP_PKEY_id(subject_key) == EVP_PKEY_RSA));
+  RETURN_IF_ERROR(AddUsageExtensions(cert.get(), spec, subject_key.IsRsa(cert.get())));
   RETURN_IF_ERROR(AddSubjectAltNames(cert.get(), spec));
   RETURN_IF_ERROR(AddKeyIdentifiers(cert.get(), authority_key_id));
   if (X509_sign(cert.get(), const_cast<EVP_PKEY*>(signing_key), SigningDigest(signing_key)) <= 0) {
@@ -267,7 +291,7 @@ CertificateSpec ClientSpec(absl::string_view cluster, absl::Time now, absl::Dura
 
 absl::StatusOr<UniquePtr<X509>> CreateSelfSignedCertificate(const EVP_PKEY* key,
                                                             const CertificateSpec& spec) {
-  return BuildAndSign(key, spec, nullptr, key, "");
+  return BuildAndSign(SubjectKey{key, {}}, spec, nullptr, key, "");
 }
 
 absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(UniquePtr<X509> cert,
@@ -282,7 +306,12 @@ absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(UniquePtr<X509> cert,
 
 absl::StatusOr<UniquePtr<X509>> Issuer::Issue(const EVP_PKEY* subject_key,
                                               const CertificateSpec& spec) const {
-  return BuildAndSign(subject_key, spec, cert_.get(), key_.get(), key_id_);
+  return BuildAndSign(SubjectKey{subject_key, {}}, spec, cert_.get(), key_.get(), key_id_);
+}
+
+absl::StatusOr<UniquePtr<X509>> Issuer::IssueForPublicKeyInfo(absl::string_view public_key_info,
+                                                              const CertificateSpec& spec) const {
+  return BuildAndSign(SubjectKey{nullptr, public_key_info}, spec, cert_.get(), key_.get(), key_id_);
 }
 
 absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_view csr_pem,
@@ -296,7 +325,7 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_vie
                                                    expected_cluster, "\""));
   }
   ASSIGN_OR_RETURN(UniquePtr<X509> cert,
-                   Issue(csr.public_key.get(), ClientSpec(csr.cluster, now, lifetime)));
+                   IssueForPublicKeyInfo(csr.public_key_info, ClientSpec(csr.cluster, now, lifetime)));
   IssuedPem issued;
   ASSIGN_OR_RETURN(issued.certificate_pem, CertificateToPem(cert.get()));
   issued.certificate_pem += cert_pem_;

@@ -62,6 +62,11 @@ class Issuer {
   absl::StatusOr<UniquePtr<X509>> Issue(const EVP_PKEY* subject_key,
                                         const CertificateSpec& spec) const;
 
+  // The same for a key given as SubjectPublicKeyInfo DER (as a verified CSR holds it):
+  // the key bytes are copied, never decoded.
+  absl::StatusOr<UniquePtr<X509>> IssueForPublicKeyInfo(absl::string_view public_key_info,
+                                                        const CertificateSpec& spec) const;
+
   // The whole registration path: parse and verify a CSR (csr.h), issue a client
   // certificate for the cluster it names, and return it as PEM. When
   // `expected_cluster` is not empty the CSR must name exactly that cluster.

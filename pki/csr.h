@@ -22,6 +22,7 @@ struct VerifiedCsr {
   std::string cluster;  // the one DNS SAN, a DNS label
   KeyType key_type;
   UniquePtr<EVP_PKEY> public_key;
+  std::string public_key_info;  // SubjectPublicKeyInfo DER, for issuance
 };
 
 // Checks what the CA relies on before it signs: the self-signature, the key policy
@@ -29,8 +30,9 @@ struct VerifiedCsr {
 // request for CA:TRUE. Other requested extensions are ignored: the CA sets its own.
 // Errors are INVALID_ARGUMENT and say what is wrong with the request.
 absl::StatusOr<VerifiedCsr> VerifyCsr(const X509_REQ* csr);
+absl::StatusOr<VerifiedCsr> VerifyCsrDer(absl::string_view der);
 
-// ParseCsrPem + VerifyCsr.
+// One PEM CSR block, verified.
 absl::StatusOr<VerifiedCsr> ParseAndVerifyCsrPem(absl::string_view pem);
 
 }  // namespace relay::pki

@@ -143,5 +143,55 @@ TEST_F(CsrTest, GarbageTruncatedAndOversizeInputAreRefused) {
   EXPECT_THAT(ParseAndVerifyCsrPem("").status().message(), HasSubstr("empty"));
 }
 
+TEST_F(CsrTest, SignatureByAnotherKeyIsRefused) {
+  UniquePtr<EVP_PKEY> other = ValueOrDie(GenerateKey());
+  UniquePtr<X509_REQ> csr = ValueOrDie(CreateCsr(key_.get(), "c"));
+  ASSERT_EQ(X509_REQ_sign(csr.get(), other.get(), EVP_sha256()) > 0, true);  // key_ inside, other signs
+  auto verified = ParseAndVerifyCsrPem(ValueOrDie(CsrToPem(csr.get())));
+  EXPECT_THAT(verified.status().message(), HasSubstr("signature does not verify"));
+}
+
+TEST_F(CsrTest, PemLabelsAreChecked) {
+  std::string pem = ValueOrDie(CreateCsrPem(key_.get(), "c"));
+  std::string old_label = pem;
+  old_label.replace(old_label.find("BEGIN CERTIFICATE REQUEST"), 25, "BEGIN NEW CERTIFICATE REQUEST");
+  old_label.replace(old_label.find("END CERTIFICATE REQUEST"), 23, "END NEW CERTIFICATE REQUEST");
+  EXPECT_EQ(ValueOrDie(ParseAndVerifyCsrPem(old_label)).cluster, "c");
+
+  testing::TestPki pki = testing::TestPki::Make();
+  auto certificate = ParseAndVerifyCsrPem(pki.intermediate->certificate_pem());
+  EXPECT_THAT(certificate.status().message(), HasSubstr("found BEGIN CERTIFICATE"));
+  EXPECT_THAT(ParseAndVerifyCsrPem(pem + pem).status().message(), HasSubstr("exactly one"));
+}
+
+TEST_F(CsrTest, MalformedDerIsRefused) {
+  UniquePtr<X509_REQ> csr = ValueOrDie(CreateCsr(key_.get(), "c"));
+  uint8_t* der = nullptr;
+  int length = i2d_X509_REQ(csr.get(), &der);
+  std::string bytes(reinterpret_cast<char*>(der), static_cast<size_t>(length));
+  OPENSSL_free(der);
+  EXPECT_EQ(ValueOrDie(VerifyCsrDer(bytes)).cluster, "c");
+  EXPECT_THAT(VerifyCsrDer(bytes + '\0').status().message(), HasSubstr("malformed"));
+  EXPECT_THAT(VerifyCsrDer(bytes.substr(0, bytes.size() - 1)).status().message(),
+              HasSubstr("malformed"));
+  EXPECT_EQ(VerifyCsrDer("").status().code(), absl::StatusCode::kInvalidArgument);
+  // Every single-byte corruption is refused or still names the same cluster; none crashes.
+  int refused = 0;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    for (uint8_t flip : {0x01, 0x80, 0xff}) {
+      std::string corrupt = bytes;
+      corrupt[i] = static_cast<char>(corrupt[i] ^ flip);
+      auto verified = VerifyCsrDer(corrupt);
+      if (verified.ok()) {
+        EXPECT_EQ(verified->cluster, "c") << "byte " << i;
+      } else {
+        EXPECT_EQ(verified.status().code(), absl::StatusCode::kInvalidArgument) << "byte " << i;
+        refused++;
+      }
+    }
+  }
+  EXPECT_GT(refused, static_cast<int>(bytes.size()) * 2);
+}
+
 }  // namespace
 }  // namespace relay::pki

@@ -1,8 +1,11 @@
 #include "pki/pem.h"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "pki/ssl_error.h"
@@ -136,6 +139,37 @@ absl::StatusOr<std::string> CertificateChainToPem(const std::vector<const X509*>
     out += pem;
   }
   return out;
+}
+
+absl::StatusOr<std::string> PemBlockToDer(absl::string_view pem, absl::string_view label) {
+  RETURN_IF_ERROR(CheckSize(pem, kMaxPemObjectBytes, absl::AsciiStrToLower(label)));
+  UniquePtr<BIO> bio = ReadOnlyBio(pem);
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* data = nullptr;
+  long length = 0;
+  int ok = PEM_read_bio(bio.get(), &name, &header, &data, &length);
+  absl::Cleanup free_block = [&] {
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(data);
+  };
+  if (ok != 1) {
+    return SslError(absl::StatusCode::kInvalidArgument,
+                    absl::StrCat(absl::AsciiStrToLower(label), " is not valid PEM (expected a BEGIN ",
+                                 label, " block)"));
+  }
+  absl::string_view found = name;
+  bool label_ok = found == label || (label == "CERTIFICATE REQUEST" && found == "NEW CERTIFICATE REQUEST");
+  if (!label_ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected a BEGIN ", label, " block but found BEGIN ", found.substr(0, 40)));
+  }
+  if (!OnlyWhitespaceLeft(bio.get())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("expected exactly one ", label, " block but found more text after it"));
+  }
+  return std::string(reinterpret_cast<const char*>(data), static_cast<size_t>(length));
 }
 
 absl::StatusOr<UniquePtr<X509_REQ>> ParseCsrPem(absl::string_view pem) {

@@ -32,6 +32,10 @@ absl::StatusOr<std::string> CertificateToPem(const X509* cert);
 absl::StatusOr<std::vector<UniquePtr<X509>>> ParseCertificateChainPem(absl::string_view pem);
 absl::StatusOr<std::string> CertificateChainToPem(const std::vector<const X509*>& chain);
 
+// The DER inside one PEM block labelled `label` ("CERTIFICATE REQUEST" also accepts the
+// older "NEW CERTIFICATE REQUEST"). Anything but whitespace after it is an error.
+absl::StatusOr<std::string> PemBlockToDer(absl::string_view pem, absl::string_view label);
+
 absl::StatusOr<UniquePtr<X509_REQ>> ParseCsrPem(absl::string_view pem);
 absl::StatusOr<std::string> CsrToPem(const X509_REQ* csr);
 

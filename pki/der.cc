@@ -1,0 +1,183 @@
+#include "pki/der.h"
+
+#include <openssl/asn1.h>
+#include <openssl/crypto.h>
+#include <openssl/obj_mac.h>
+#include <openssl/objects.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "pki/ssl_error.h"
+
+namespace relay::pki::internal {
+namespace {
+
+absl::Status Malformed(absl::string_view what) {
+  return SslError(absl::StatusCode::kInvalidArgument,
+                  absl::StrCat("certificate signing request is malformed: ", what));
+}
+
+// A DER cursor over [pos, end).
+class DerReader {
+ public:
+  explicit DerReader(absl::string_view der)
+      : pos_(reinterpret_cast<const unsigned char*>(der.data())), end_(pos_ + der.size()) {}
+  DerReader(const unsigned char* begin, const unsigned char* end) : pos_(begin), end_(end) {}
+
+  bool empty() const { return pos_ == end_; }
+  const unsigned char* pos() const { return pos_; }
+
+  // Reads one element's header, which must have `tag` and `tag_class` and be
+  // constructed; returns a reader over its contents and moves past it. `whole`, when
+  // given, receives the whole element (header and contents).
+  absl::StatusOr<DerReader> Enter(int tag, int tag_class, absl::string_view* whole = nullptr) {
+    const unsigned char* start = pos_;
+    const unsigned char* cursor = pos_;
+    long length = 0;
+    int got_tag = 0, got_class = 0;
+    int flags = ASN1_get_object(&cursor, &length, &got_tag, &got_class, end_ - pos_);
+    // 0x80: error; 0x21: indefinite length, which DER does not allow.
+    if ((flags & 0x80) != 0 || flags != V_ASN1_CONSTRUCTED || got_tag != tag ||
+        got_class != tag_class || length > end_ - cursor) {
+      return absl::InvalidArgumentError("unexpected DER element");
+    }
+    pos_ = cursor + length;
+    if (whole != nullptr) {
+      *whole = absl::string_view(reinterpret_cast<const char*>(start),
+                                 static_cast<size_t>(pos_ - start));
+    }
+    return DerReader(cursor, pos_);
+  }
+
+  // Decodes one element with a d2i function.
+  template <typename T, typename D2i>
+  UniquePtr<T> Decode(D2i d2i) {
+    const unsigned char* cursor = pos_;
+    UniquePtr<T> value(d2i(nullptr, &cursor, end_ - pos_));
+    if (value) pos_ = cursor;
+    return value;
+  }
+
+  bool Peek(int tag, int tag_class) const {
+    const unsigned char* cursor = pos_;
+    long length = 0;
+    int got_tag = 0, got_class = 0;
+    int flags = ASN1_get_object(&cursor, &length, &got_tag, &got_class, end_ - pos_);
+    return (flags & 0x80) == 0 && got_tag == tag && got_class == tag_class;
+  }
+
+ private:
+  const unsigned char* pos_;
+  const unsigned char* end_;
+};
+
+absl::string_view View(const unsigned char* begin, const unsigned char* end) {
+  return absl::string_view(reinterpret_cast<const char*>(begin), static_cast<size_t>(end - begin));
+}
+
+// The extensions of an extensionRequest attribute, or null when it is absent.
+absl::StatusOr<UniquePtr<STACK_OF(X509_EXTENSION)>> ExtensionsFrom(DerReader attributes) {
+  UniquePtr<STACK_OF(X509_EXTENSION)> extensions;
+  int count = 0;
+  while (!attributes.empty()) {
+    if (++count > 16) return Malformed("too many attributes");
+    UniquePtr<X509_ATTRIBUTE> attribute = attributes.Decode<X509_ATTRIBUTE>(d2i_X509_ATTRIBUTE);
+    if (!attribute) return Malformed("unreadable attribute");
+    if (OBJ_obj2nid(X509_ATTRIBUTE_get0_object(attribute.get())) != NID_ext_req) continue;
+    if (extensions) return Malformed("two extensionRequest attributes");
+    if (X509_ATTRIBUTE_count(attribute.get()) != 1) return Malformed("extensionRequest must hold one value");
+    const ASN1_TYPE* value = X509_ATTRIBUTE_get0_type(attribute.get(), 0);
+    if (value == nullptr || value->type != V_ASN1_SEQUENCE) {
+      return Malformed("extensionRequest is not a sequence");
+    }
+    const unsigned char* cursor = ASN1_STRING_get0_data(value->value.sequence);
+    long length = ASN1_STRING_length(value->value.sequence);
+    extensions.reset(d2i_X509_EXTENSIONS(nullptr, &cursor, length));
+    if (!extensions) return Malformed("unreadable requested extensions");
+    if (sk_X509_EXTENSION_num(extensions.get()) > 32) return Malformed("too many extensions");
+  }
+  return extensions;
+}
+
+}  // namespace
+
+absl::StatusOr<PublicKeyInfoParts> SplitPublicKeyInfo(absl::string_view der) {
+  DerReader outer(der);
+  absl::StatusOr<DerReader> spki = outer.Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!spki.ok() || !outer.empty()) return Malformed("bad public key info");
+  PublicKeyInfoParts parts;
+  parts.algorithm = spki->Decode<X509_ALGOR>(d2i_X509_ALGOR);
+  if (!parts.algorithm) return Malformed("bad public key algorithm");
+  parts.public_key = spki->Decode<ASN1_STRING>(d2i_ASN1_BIT_STRING);
+  if (!parts.public_key || !spki->empty()) return Malformed("bad public key");
+  return parts;
+}
+
+absl::StatusOr<CsrParts> SplitCsr(absl::string_view der) {
+  DerReader outer(der);
+  absl::StatusOr<DerReader> request = outer.Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!request.ok() || !outer.empty()) return Malformed("not a single DER sequence");
+  CsrParts parts;
+  absl::StatusOr<DerReader> info =
+      request->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &parts.signed_info);
+  if (!info.ok()) return Malformed("no certificationRequestInfo");
+
+  UniquePtr<ASN1_STRING> version = info->Decode<ASN1_STRING>(d2i_ASN1_INTEGER);
+  if (!version || ASN1_INTEGER_get(version.get()) != 0) return Malformed("version must be 1 (0)");
+  parts.subject = info->Decode<X509_NAME>(d2i_X509_NAME);
+  if (!parts.subject) return Malformed("unreadable subject name");
+  const unsigned char* key_start = info->pos();
+  absl::StatusOr<DerReader> key = info->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!key.ok()) return Malformed("no subject public key info");
+  parts.public_key_info = View(key_start, info->pos());
+  if (info->Peek(0, V_ASN1_CONTEXT_SPECIFIC)) {
+    absl::StatusOr<DerReader> attributes = info->Enter(0, V_ASN1_CONTEXT_SPECIFIC);
+    if (!attributes.ok()) return Malformed("unreadable attributes");
+    ASSIGN_OR_RETURN(parts.extensions, ExtensionsFrom(*attributes));
+  }
+  if (!info->empty()) return Malformed("trailing data in certificationRequestInfo");
+
+  parts.signature_algorithm = request->Decode<X509_ALGOR>(d2i_X509_ALGOR);
+  if (!parts.signature_algorithm) return Malformed("unreadable signature algorithm");
+  parts.signature = request->Decode<ASN1_STRING>(d2i_ASN1_BIT_STRING);
+  if (!parts.signature || !request->empty()) return Malformed("unreadable signature");
+  ClearSslErrors();
+  return parts;
+}
+
+absl::Status SetCertificatePublicKeyInfo(X509* cert, absl::string_view der) {
+  ASSIGN_OR_RETURN(PublicKeyInfoParts parts, SplitPublicKeyInfo(der));
+  const ASN1_OBJECT* algorithm = nullptr;
+  int parameter_type = 0;
+  const void* parameter = nullptr;
+  X509_ALGOR_get0(&algorithm, &parameter_type, &parameter, parts.algorithm.get());
+  void* parameter_copy = nullptr;
+  switch (parameter_type) {
+    case V_ASN1_UNDEF:
+    case V_ASN1_NULL:
+      break;
+    case V_ASN1_OBJECT:
+      parameter_copy = OBJ_dup(static_cast<const ASN1_OBJECT*>(parameter));
+      if (parameter_copy == nullptr) return SslError(absl::StatusCode::kInternal, "copying key parameters");
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "public key parameters are not supported: use a named curve or an RSA key");
+  }
+  int length = ASN1_STRING_length(parts.public_key.get());
+  void* bits = OPENSSL_memdup(ASN1_STRING_get0_data(parts.public_key.get()),
+                              static_cast<size_t>(length));
+  ASN1_OBJECT* algorithm_copy = OBJ_dup(algorithm);
+  // set0 takes ownership of the algorithm, the parameter and the bits.
+  if (bits == nullptr || algorithm_copy == nullptr ||
+      X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), algorithm_copy, parameter_type,
+                             parameter_copy, static_cast<unsigned char*>(bits), length) != 1) {
+    OPENSSL_free(bits);
+    ASN1_OBJECT_free(algorithm_copy);
+    if (parameter_type == V_ASN1_OBJECT) ASN1_OBJECT_free(static_cast<ASN1_OBJECT*>(parameter_copy));
+    return SslError(absl::StatusCode::kInternal, "setting the certificate's public key");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace relay::pki::internal
