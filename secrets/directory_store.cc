@@ -28,7 +28,7 @@ namespace {
 
 constexpr char kDataLink[] = "..data";
 constexpr char kLockFile[] = "..lock";
-constexpr int kReadAttempts = 5;
+constexpr int kReadAttempts = 50;
 
 absl::Status ErrnoError(absl::string_view what, absl::string_view path, int error) {
   std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(error));
@@ -250,23 +250,33 @@ absl::StatusOr<SecretData> DirectorySecretStore::Get(absl::string_view ns, absl:
     return ErrnoError("cannot open secret", dir, errno);
   }
   std::string link = dir + "/" + kDataLink;
-  for (int attempt = 0;; ++attempt) {
+  for (int attempt = 0; attempt < kReadAttempts; ++attempt) {
     absl::StatusOr<std::string> target = ReadLink(link);
     if (!target.ok()) {
-      if (absl::IsNotFound(target.status())) return ReadKeys(dir);  // plain directory
-      return target.status();
+      if (!absl::IsNotFound(target.status())) return target.status();
+      // A plain directory. One with no keys at all is what a writer killed before its
+      // first switch leaves behind: there is no secret yet.
+      ASSIGN_OR_RETURN(SecretData plain, ReadKeys(dir));
+      if (plain.empty()) return absl::NotFoundError(absl::StrCat(where, " holds no keys"));
+      return plain;
     }
-    // Read every key from the one version the link named; if a writer removed that
-    // version meanwhile, the link has moved on: read again.
+    // Read every key from the version the link named, then check that the link still
+    // names it. A writer removes a version only after moving the link away, so an
+    // unchanged link means no key of this read came from a half-removed version.
     absl::StatusOr<SecretData> data = ReadKeys(dir + "/" + *target);
-    if (data.ok() || !absl::IsNotFound(data.status())) return data;
-    if (attempt + 1 == kReadAttempts) {
-      return absl::DataLossError(absl::StrCat(
-          where, ": ..data points to ", *target,
-          ", which does not exist; the secret is damaged: write it again (or delete it)"));
+    absl::StatusOr<std::string> after = ReadLink(link);
+    if (after.ok() && *after == *target) {
+      if (absl::IsNotFound(data.status())) {
+        return absl::DataLossError(absl::StrCat(
+            where, ": ..data points to ", *target,
+            ", which does not exist; the secret is damaged: write it again (or delete it)"));
+      }
+      return data;
     }
-    absl::SleepFor(absl::Milliseconds(2 << attempt));
+    if (attempt >= 3) absl::SleepFor(absl::Milliseconds(1));  // a writer is busy: let it finish
   }
+  return absl::UnavailableError(
+      absl::StrCat(where, " changed on every one of ", kReadAttempts, " reads; try again"));
 }
 
 absl::Status DirectorySecretStore::Put(absl::string_view ns, absl::string_view name,

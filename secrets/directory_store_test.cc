@@ -113,6 +113,11 @@ TEST_F(DirectoryStoreTest, MissingSecretIsNotFound) {
   EXPECT_EQ(store_->Delete(kNs, kName).code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(DirectoryStoreTest, DirectoryWithoutKeysIsNotASecretYet) {
+  fs::create_directories(SecretPath() + "/..2026_01_01_00_00_00.000000001");  // a killed first write
+  EXPECT_EQ(store_->Get(kNs, kName).status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(DirectoryStoreTest, DanglingDataLinkIsReportedAsDamage) {
   ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "1"}}).ok());
   fs::remove(SecretPath() + "/..data");
