@@ -82,4 +82,14 @@ cc_library(
     linkopts = ["-lyaml-cpp"],
 )
 
-exports_files(["protoc", "grpc_cpp_plugin"])
+cc_library(
+    name = "httplib",
+    # Debian builds libcpp-httplib with these three; the header must see the same.
+    defines = [
+        "CPPHTTPLIB_OPENSSL_SUPPORT",
+        "CPPHTTPLIB_ZLIB_SUPPORT",
+        "CPPHTTPLIB_BROTLI_SUPPORT",
+    ],
+    linkopts = ["-lcpp-httplib", "-pthread"],
+    deps = [":openssl"],
+)

@@ -131,6 +131,16 @@ TEST_P(CaTest, ChainThatDoesNotReachTheRootIsRefused) {
   EXPECT_FALSE(VerifyChain(leaf.get(), {}, {other.root.get()}, ReferenceTime()).ok());
 }
 
+TEST_P(CaTest, IsIssuedByTellsTheDirectIssuer) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Hours(1))));
+  EXPECT_TRUE(IsIssuedBy(pki_.intermediate->certificate(), leaf.get()));
+  EXPECT_FALSE(IsIssuedBy(pki_.root.get(), leaf.get()));
+  TestPki other = TestPki::Make(ReferenceTime(), GetParam());
+  EXPECT_FALSE(IsIssuedBy(other.intermediate->certificate(), leaf.get()));
+}
+
 TEST_P(CaTest, ExpiredLeafDoesNotVerify) {
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
   UniquePtr<X509> leaf = ValueOrDie(

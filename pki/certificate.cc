@@ -194,6 +194,16 @@ absl::Status CheckHost(const X509* cert, absl::string_view host) {
       "certificate is not valid for \"", host, "\": it names none of its subject alternative names"));
 }
 
+bool IsIssuedBy(const X509* issuer, const X509* cert) {
+  bool issued = X509_check_issued(const_cast<X509*>(issuer), const_cast<X509*>(cert)) == X509_V_OK;
+  if (issued) {
+    UniquePtr<EVP_PKEY> key(X509_get_pubkey(const_cast<X509*>(issuer)));
+    issued = key && X509_verify(const_cast<X509*>(cert), key.get()) == 1;
+  }
+  ClearSslErrors();
+  return issued;
+}
+
 std::vector<const X509*> Borrow(const std::vector<UniquePtr<X509>>& certs) {
   std::vector<const X509*> out;
   out.reserve(certs.size());

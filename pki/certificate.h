@@ -53,6 +53,10 @@ absl::Status VerifyChain(const X509* leaf, const std::vector<const X509*>& inter
 // OK when `host` matches one of `cert`'s DNS SANs (or an IP SAN when it is an address).
 absl::Status CheckHost(const X509* cert, absl::string_view host);
 
+// True when `issuer` issued `cert`: names and key identifiers agree and `cert`'s
+// signature verifies with `issuer`'s key.
+bool IsIssuedBy(const X509* issuer, const X509* cert);
+
 // Borrowed views for the verify functions.
 std::vector<const X509*> Borrow(const std::vector<UniquePtr<X509>>& certs);
 

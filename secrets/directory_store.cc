@@ -241,9 +241,7 @@ absl::StatusOr<std::string> DirectorySecretStore::SecretDir(absl::string_view ns
   return absl::StrCat(root_, "/", ns, "/", name);
 }
 
-absl::StatusOr<SecretData> DirectorySecretStore::Get(absl::string_view ns, absl::string_view name) {
-  ASSIGN_OR_RETURN(std::string dir, SecretDir(ns, name));
-  std::string where = absl::StrCat("secret ", ns, "/", name, " (", dir, ")");
+absl::StatusOr<SecretData> ReadSecretDirectory(const std::string& dir, const std::string& where) {
   struct stat info;
   if (stat(dir.c_str(), &info) != 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat(where, " does not exist"));
@@ -279,10 +277,8 @@ absl::StatusOr<SecretData> DirectorySecretStore::Get(absl::string_view ns, absl:
       absl::StrCat(where, " changed on every one of ", kReadAttempts, " reads; try again"));
 }
 
-absl::Status DirectorySecretStore::Put(absl::string_view ns, absl::string_view name,
-                                       const SecretData& data) {
+absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data) {
   RETURN_IF_ERROR(ValidateSecretData(data));
-  ASSIGN_OR_RETURN(std::string dir, SecretDir(ns, name));
   RETURN_IF_ERROR(MakeDirs(dir));
   ASSIGN_OR_RETURN(WriterLock lock, WriterLock::Acquire(dir));
 
@@ -337,6 +333,17 @@ absl::Status DirectorySecretStore::Put(absl::string_view ns, absl::string_view n
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<SecretData> DirectorySecretStore::Get(absl::string_view ns, absl::string_view name) {
+  ASSIGN_OR_RETURN(std::string dir, SecretDir(ns, name));
+  return ReadSecretDirectory(dir, absl::StrCat("secret ", ns, "/", name, " (", dir, ")"));
+}
+
+absl::Status DirectorySecretStore::Put(absl::string_view ns, absl::string_view name,
+                                       const SecretData& data) {
+  ASSIGN_OR_RETURN(std::string dir, SecretDir(ns, name));
+  return WriteSecretDirectory(dir, data);
 }
 
 absl::Status DirectorySecretStore::Delete(absl::string_view ns, absl::string_view name) {

@@ -50,6 +50,11 @@ class DirectorySecretStore : public SecretStore {
   const absl::Duration watch_interval_;
 };
 
+// The same layout for any directory (the agent writes snapshots this way): read every
+// key of the current version (`where` labels errors), or write a new version.
+absl::StatusOr<SecretData> ReadSecretDirectory(const std::string& dir, const std::string& where);
+absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data);
+
 }  // namespace relay::secrets
 
 #endif  // RELAY_SECRETS_DIRECTORY_STORE_H_

@@ -1,0 +1,343 @@
+#include "agent/agent.h"
+
+#include <atomic>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "api/relay/v1/relay.grpc.pb.h"
+#include "common/grpc_tls.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/names.h"
+#include "common/status_macros.h"
+#include "secrets/directory_store.h"
+#include "tokens/identity_token.h"
+
+namespace relay::agent {
+namespace {
+
+namespace v1 = ::relay::v1;
+
+constexpr char kStateSecret[] = "relay-agent-state";
+
+class AgentImpl final : public Agent {
+ public:
+  AgentImpl(AgentOptions options, std::unique_ptr<secrets::DirectorySecretStore> store)
+      : options_(std::move(options)), store_(std::move(store)) {
+    metrics_.Describe("relay_agent_connected", "gauge", "1 while the relay stream is up.");
+    metrics_.Describe("relay_client_certificate_expiry_timestamp_seconds", "gauge",
+                      "notAfter of the client certificate in use.");
+    metrics_.Describe("relay_agent_reconnects_total", "counter", "Relay streams opened after the first.");
+    metrics_.Describe("relay_agent_snapshots_applied_total", "counter", "Snapshots written to the output directory.");
+    metrics_.Describe("relay_agent_heartbeat_rtt_seconds", "gauge", "Round trip of the latest heartbeat.");
+    metrics_.Describe("relay_agent_credential_reloads_total", "counter",
+                      "Times a replaced client secret was picked up without a restart.");
+  }
+
+  ~AgentImpl() override {
+    Shutdown();
+    if (loop_.joinable()) loop_.join();
+  }
+
+  absl::Status Init() {
+    ASSIGN_OR_RETURN(ClientCredentials credentials, ObtainCredentials(absl::Now()));
+    SetCredentials(std::make_shared<const ClientCredentials>(std::move(credentials)));
+    if (absl::StatusOr<secrets::SecretData> state = store_->Get(options_.secrets.ns, kStateSecret);
+        state.ok() && state->count("acked_version")) {
+      acked_version_ = std::atoll(state->at("acked_version").c_str());
+    }
+    watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret,
+                           [this] { ReloadCredentials(); });
+    if (!options_.metrics_address.empty()) {
+      ASSIGN_OR_RETURN(http_, HttpEndpoints::Start(options_.metrics_address,
+                                                   {[this] { return metrics_.Render(); },
+                                                    [] { return std::string(); },
+                                                    [this] { return connected_ ? "" : "relay stream is not up"; }}));
+    }
+    loop_ = std::thread([this] { RelayLoop(); });
+    return absl::OkStatus();
+  }
+
+  void Shutdown() override {
+    absl::MutexLock lock(&mu_);
+    if (!stop_.HasBeenNotified()) stop_.Notify();
+    if (context_) context_->TryCancel();
+  }
+
+  void Wait() override { stop_.WaitForNotification(); }
+
+ private:
+  // DESIGN.md credential order.
+  absl::StatusOr<ClientCredentials> ObtainCredentials(absl::Time now) {
+    const WorkloadSecrets& secrets = options_.secrets;
+    absl::StatusOr<ClientCredentials> existing =
+        LoadClientCredentials(*store_, secrets, options_.cluster, now);
+    if (existing.ok()) {
+      LogInfo("credentials_loaded", {{"source", "client_secret"}, {"serial", existing->leaf.serial_hex}});
+      return existing;
+    }
+    std::string client_problem(existing.status().message());
+    if (!absl::IsNotFound(existing.status())) {
+      LogWarning("client_secret_unusable", {{"error", client_problem}});
+    }
+
+    absl::StatusOr<ClientCredentials> local =
+        SignLocally(*store_, secrets, options_.cluster, options_.local_cert_lifetime, now);
+    if (local.ok()) {
+      RETURN_IF_ERROR(WriteClientCredentials(*store_, secrets, *local));
+      LogInfo("credentials_signed_locally", {{"serial", local->leaf.serial_hex}});
+      return local;
+    }
+    if (!absl::IsNotFound(local.status())) return local.status();
+
+    absl::StatusOr<std::string> root = LoadRootBundle(*store_, secrets);
+    absl::StatusOr<std::string> token =
+        tokens::LoadToken(*store_, secrets.TokenNamespace(), secrets.values.token_secret.name,
+                          secrets.values.token_secret.key);
+    if (root.ok() && token.ok()) {
+      ASSIGN_OR_RETURN(ClientCredentials registered,
+                       RegisterWithToken(*store_, secrets, options_.cluster, options_.server, now));
+      RETURN_IF_ERROR(WriteClientCredentials(*store_, secrets, registered));
+      LogInfo("credentials_registered", {{"serial", registered.leaf.serial_hex}});
+      return registered;
+    }
+    std::string missing;
+    absl::StrAppend(&missing, "\n  - ", secrets.ns, "/", secrets.values.client_tls_secret,
+                    " (tls.crt, tls.key, ca.crt): ", client_problem);
+    if (!root.ok()) {
+      absl::StrAppend(&missing, "\n  - ", secrets.ns, "/", secrets.values.root_tls_secret,
+                      " key ca.crt: ", root.status().message());
+    }
+    if (!token.ok()) {
+      absl::StrAppend(&missing, "\n  - ", secrets.TokenNamespace(), "/",
+                      secrets.values.token_secret.name, " key ", secrets.values.token_secret.key,
+                      ": ", token.status().message());
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cluster ", options_.cluster, " has no way to get a client certificate. Missing:", missing,
+        "\nProvide the root certificate and the identity token from the management cluster with\n"
+        "  relayctl register --cluster ", options_.cluster,
+        " --mgmt_secrets_dir=<server's secrets dir> --secrets_dir=<this agent's secrets dir>\n"
+        "or put a client certificate in ", secrets.values.client_tls_secret, "."));
+  }
+
+  void SetCredentials(std::shared_ptr<const ClientCredentials> credentials) {
+    metrics_.Set("relay_client_certificate_expiry_timestamp_seconds", {},
+                 absl::ToUnixSeconds(credentials->leaf.not_after));
+    absl::MutexLock lock(&mu_);
+    credentials_ = std::move(credentials);
+  }
+
+  std::shared_ptr<const ClientCredentials> Credentials() {
+    absl::MutexLock lock(&mu_);
+    return credentials_;
+  }
+
+  // The client secret changed (the rotator renewed it, or an operator replaced it): new
+  // connections use it; the open stream keeps running.
+  void ReloadCredentials() {
+    absl::StatusOr<ClientCredentials> loaded =
+        LoadClientCredentials(*store_, options_.secrets, options_.cluster, absl::Now());
+    if (!loaded.ok()) {
+      LogWarning("client_secret_reload_skipped", {{"error", std::string(loaded.status().message())}});
+      return;
+    }
+    std::shared_ptr<const ClientCredentials> current = Credentials();
+    if (current && current->leaf.serial_hex == loaded->leaf.serial_hex) return;
+    LogInfo("client_secret_reloaded", {{"serial", loaded->leaf.serial_hex},
+                                       {"not_after", pki::FormatUtc(loaded->leaf.not_after)}});
+    metrics_.Add("relay_agent_credential_reloads_total", {});
+    SetCredentials(std::make_shared<const ClientCredentials>(*std::move(loaded)));
+  }
+
+  absl::Duration Backoff(int attempt) {
+    absl::Duration ceiling = options_.initial_backoff * (1 << std::min(attempt, 16));
+    ceiling = std::min(ceiling, options_.max_backoff);
+    std::uniform_real_distribution<double> full_jitter(0, 1);
+    return ceiling * full_jitter(rng_);
+  }
+
+  void RelayLoop() {
+    int attempt = 0;
+    bool first = true;
+    while (!stop_.HasBeenNotified()) {
+      std::shared_ptr<const ClientCredentials> credentials = Credentials();
+      absl::Time now = absl::Now();
+      if (now > credentials->leaf.not_after) {
+        // Expired and nobody renewed it: start over (a token still lets us Register).
+        absl::StatusOr<ClientCredentials> fresh = ObtainCredentials(now);
+        if (fresh.ok()) {
+          SetCredentials(std::make_shared<const ClientCredentials>(*std::move(fresh)));
+          continue;
+        }
+        LogError("client_certificate_expired", {{"error", std::string(fresh.status().message())}});
+      }
+      if (!first) metrics_.Add("relay_agent_reconnects_total", {});
+      first = false;
+      absl::Time opened = absl::Now();
+      bool welcomed = false;
+      grpc::Status status = RunStream(*credentials, &welcomed);
+      connected_ = false;
+      metrics_.Set("relay_agent_connected", {}, 0);
+      if (stop_.HasBeenNotified()) break;
+      absl::Status explained = ExplainRpcError(status, options_.server, "relay stream");
+      LogWarning("relay_stream_ended", {{"code", absl::StrCat(status.error_code())},
+                                        {"error", std::string(explained.message())}});
+      if (welcomed && absl::Now() - opened > absl::Seconds(10)) attempt = 0;
+      if (welcomed && status.error_code() == grpc::StatusCode::UNAUTHENTICATED) attempt = 0;
+      absl::Duration wait = welcomed && attempt == 0 ? absl::ZeroDuration() : Backoff(attempt);
+      attempt++;
+      if (stop_.WaitForNotificationWithTimeout(wait)) break;
+    }
+  }
+
+  grpc::Status RunStream(const ClientCredentials& credentials, bool* welcomed) {
+    auto channel = grpc_tls::CreateChannel(
+        options_.server.address,
+        grpc_tls::MutualTlsCredentials(credentials.root_pem, credentials.key_pem, credentials.chain_pem),
+        options_.server.authority);
+    auto stub = v1::Relay::NewStub(channel);
+    auto context = std::make_shared<grpc::ClientContext>();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_.HasBeenNotified()) return grpc::Status::CANCELLED;
+      context_ = context;
+    }
+    std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>> stream =
+        stub->Connect(context.get());
+    absl::Mutex write_mu;
+    auto write = [&](const v1::AgentMessage& message) {
+      absl::MutexLock lock(&write_mu);
+      return stream->Write(message);
+    };
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_cluster(options_.cluster);
+    hello.mutable_hello()->set_version(options_.version);
+    hello.mutable_hello()->set_cert_serial(credentials.leaf.serial_hex);
+    hello.mutable_hello()->set_acked_version(acked_version_);
+    write(hello);
+
+    absl::Notification stream_done;
+    std::thread heartbeats;
+    v1::ServerMessage message;
+    std::string close_reason;
+    while (stream->Read(&message)) {
+      if (message.has_welcome()) {
+        *welcomed = true;
+        connected_ = true;
+        metrics_.Set("relay_agent_connected", {}, 1);
+        LogInfo("relay_connected", {{"cluster", options_.cluster},
+                                    {"server", options_.server.address},
+                                    {"serial", credentials.leaf.serial_hex}});
+        WriteReadyFile();
+        absl::Duration interval = absl::Milliseconds(std::max<int64_t>(message.welcome().heartbeat_interval_ms(), 100));
+        if (!heartbeats.joinable()) {
+          heartbeats = std::thread([&, interval] {
+            int64_t sequence = 0;
+            while (!stream_done.WaitForNotificationWithTimeout(interval)) {
+              v1::AgentMessage beat;
+              beat.mutable_heartbeat()->set_sequence(++sequence);
+              beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
+              if (!write(beat)) break;
+            }
+          });
+        }
+      } else if (message.has_snapshot()) {
+        ApplySnapshot(message.snapshot(), write);
+      } else if (message.has_heartbeat_ack()) {
+        absl::Duration rtt = absl::Now() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
+        metrics_.Set("relay_agent_heartbeat_rtt_seconds", {}, absl::ToDoubleSeconds(rtt));
+      } else if (message.has_close()) {
+        close_reason = message.close().reason();
+        LogWarning("relay_closed_by_server", {{"reason", close_reason}});
+      }
+    }
+    stream_done.Notify();
+    if (heartbeats.joinable()) heartbeats.join();
+    grpc::Status status = stream->Finish();
+    {
+      absl::MutexLock lock(&mu_);
+      context_.reset();
+    }
+    if (!close_reason.empty() && status.ok()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, close_reason);
+    }
+    return status;
+  }
+
+  template <typename Write>
+  void ApplySnapshot(const v1::Snapshot& snapshot, Write& write) {
+    secrets::SecretData files;
+    for (const v1::Resource& resource : snapshot.resources()) {
+      files[resource.name()] = resource.content();
+    }
+    absl::Status written = secrets::WriteSecretDirectory(options_.output_dir, files);
+    if (!written.ok()) {
+      LogError("snapshot_not_written", {{"version", absl::StrCat(snapshot.version())},
+                                        {"error", std::string(written.message())}});
+      v1::AgentMessage status;
+      status.mutable_status()->set_message(
+          absl::StrCat("snapshot ", snapshot.version(), " not written: ", written.message()));
+      write(status);
+      return;
+    }
+    acked_version_ = snapshot.version();
+    absl::Status saved = store_->Put(options_.secrets.ns, kStateSecret,
+                                     {{"acked_version", absl::StrCat(snapshot.version())}});
+    if (!saved.ok()) LogWarning("agent_state_not_saved", {{"error", std::string(saved.message())}});
+    metrics_.Add("relay_agent_snapshots_applied_total", {});
+    LogInfo("snapshot_applied", {{"version", absl::StrCat(snapshot.version())},
+                                 {"resources", absl::StrCat(files.size())},
+                                 {"output_dir", options_.output_dir}});
+    v1::AgentMessage ack;
+    ack.mutable_ack()->set_snapshot_version(snapshot.version());
+    write(ack);
+  }
+
+  void WriteReadyFile() {
+    if (options_.ready_file.empty() || ready_written_) return;
+    ready_written_ = true;
+    std::string temp = options_.ready_file + ".tmp";
+    std::ofstream(temp) << "cluster=" << options_.cluster << "\nconnected=1\n";
+    std::rename(temp.c_str(), options_.ready_file.c_str());
+  }
+
+  const AgentOptions options_;
+  std::unique_ptr<secrets::DirectorySecretStore> store_;
+  Metrics metrics_;
+  std::unique_ptr<secrets::SecretWatch> watch_;
+  std::unique_ptr<HttpEndpoints> http_;
+  std::thread loop_;
+  std::mt19937_64 rng_{std::random_device{}()};
+  std::atomic<bool> connected_{false};
+  std::atomic<int64_t> acked_version_{0};
+  bool ready_written_ = false;
+  absl::Notification stop_;
+
+  absl::Mutex mu_;
+  std::shared_ptr<const ClientCredentials> credentials_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<grpc::ClientContext> context_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
+  RETURN_IF_ERROR(ValidateClusterName(options.cluster));
+  if (options.server.address.empty()) {
+    return absl::InvalidArgumentError(
+        "no management server address: set --server_address or glooAgent.relay.serverAddress");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<secrets::DirectorySecretStore> store,
+                   secrets::DirectorySecretStore::Create(options.secrets_dir));
+  auto agent = std::make_unique<AgentImpl>(std::move(options), std::move(store));
+  RETURN_IF_ERROR(agent->Init());
+  return agent;
+}
+
+}  // namespace relay::agent

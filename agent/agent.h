@@ -1,0 +1,42 @@
+#ifndef RELAY_AGENT_AGENT_H_
+#define RELAY_AGENT_AGENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/client_credentials.h"
+
+namespace relay::agent {
+
+struct AgentOptions {
+  std::string cluster;
+  std::string secrets_dir;
+  WorkloadSecrets secrets;
+  ServerEndpoint server;
+  std::string output_dir;       // where snapshots land
+  std::string metrics_address;  // empty: no metrics endpoint
+  std::string ready_file;       // written once the relay stream is up
+  // Lifetime of a certificate the agent signs itself with the root's tls.key.
+  absl::Duration local_cert_lifetime = absl::Hours(24 * 30);
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(30);
+  std::string version = "relay-agent/0.1";
+};
+
+class Agent {
+ public:
+  // Obtains credentials in the order of DESIGN.md (a valid client secret; the root's
+  // tls.key; the token and Register) and starts the relay loop. Fails, saying exactly
+  // what is missing, when there is no way to get a certificate.
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(AgentOptions options);
+  virtual ~Agent() = default;
+
+  virtual void Shutdown() = 0;
+  virtual void Wait() = 0;
+};
+
+}  // namespace relay::agent
+
+#endif  // RELAY_AGENT_AGENT_H_

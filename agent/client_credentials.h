@@ -1,0 +1,90 @@
+#ifndef RELAY_AGENT_CLIENT_CREDENTIALS_H_
+#define RELAY_AGENT_CLIENT_CREDENTIALS_H_
+
+// The workload side's certificate material: reading and checking
+// relay-client-tls-secret, signing one locally with the root's key, and obtaining one
+// from the management server with the identity token (Register) or with the current
+// certificate (Renew). Shared by the agent and the rotator.
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "config/values.h"
+#include "grpcpp/grpcpp.h"
+#include "pki/certificate.h"
+#include "secrets/secret_store.h"
+
+namespace relay::agent {
+
+// Where the workload side's secrets live (glooAgent.relay.* names).
+struct WorkloadSecrets {
+  std::string ns = config::kDefaultNamespace;
+  config::AgentValues values;
+
+  std::string TokenNamespace() const {
+    return values.token_secret.ns.empty() ? ns : values.token_secret.ns;
+  }
+};
+
+struct ClientCredentials {
+  std::string cluster;
+  std::string key_pem;
+  std::string chain_pem;  // leaf first
+  std::string root_pem;   // trust anchors for the server
+  pki::CertificateInfo leaf;
+};
+
+// The root bundle that authenticates the server: relay-root-tls-secret ca.crt.
+absl::StatusOr<std::string> LoadRootBundle(secrets::SecretStore& store, const WorkloadSecrets& secrets);
+
+// Reads relay-client-tls-secret and checks that the key matches, the chain reaches the
+// root bundle (relay-root-tls-secret ca.crt, else the secret's own ca.crt), the leaf
+// names `cluster` and is valid at `now`. NOT_FOUND when the secret does not exist.
+absl::StatusOr<ClientCredentials> LoadClientCredentials(secrets::SecretStore& store,
+                                                        const WorkloadSecrets& secrets,
+                                                        const std::string& cluster, absl::Time now);
+
+// Writes relay-client-tls-secret (tls.crt, tls.key, ca.crt) in one atomic swap.
+absl::Status WriteClientCredentials(secrets::SecretStore& store, const WorkloadSecrets& secrets,
+                                    const ClientCredentials& credentials);
+
+// Signs a client certificate with relay-root-tls-secret's tls.key (no token, no call).
+// NOT_FOUND when the root secret carries no tls.key.
+absl::StatusOr<ClientCredentials> SignLocally(secrets::SecretStore& store,
+                                              const WorkloadSecrets& secrets,
+                                              const std::string& cluster, absl::Duration lifetime,
+                                              absl::Time now);
+
+struct ServerEndpoint {
+  std::string address;    // host:port
+  std::string authority;  // name the server certificate must carry
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+// Makes a key and CSR and calls Register with the identity token from the token secret.
+// NOT_FOUND when there is no token.
+absl::StatusOr<ClientCredentials> RegisterWithToken(secrets::SecretStore& store,
+                                                    const WorkloadSecrets& secrets,
+                                                    const std::string& cluster,
+                                                    const ServerEndpoint& server, absl::Time now);
+
+// Makes a new key and CSR and calls Renew over mTLS with `current`; checks the answer
+// (key matches, chains to the root, same identity, later expiry).
+absl::StatusOr<ClientCredentials> Renew(const ClientCredentials& current,
+                                        const ServerEndpoint& server, absl::Time now);
+
+// Verifies a certificate answer against the key that asked for it.
+absl::StatusOr<ClientCredentials> CheckIssued(const std::string& cluster, std::string key_pem,
+                                              std::string chain_pem, std::string root_pem,
+                                              absl::Time now);
+
+// An RPC failure in words an operator can act on (untrusted server, wrong authority,
+// unreachable, refused token...).
+absl::Status ExplainRpcError(const grpc::Status& status, const ServerEndpoint& server,
+                             const std::string& what);
+
+}  // namespace relay::agent
+
+#endif  // RELAY_AGENT_CLIENT_CREDENTIALS_H_

@@ -1,0 +1,120 @@
+// relay agent: see README.md ("Agent").
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "agent/agent.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "config/values.h"
+
+ABSL_FLAG(std::string, values, "",
+          "Helm values file; the agent reads glooAgent.relay from it. Flags given on the command "
+          "line override values.");
+ABSL_FLAG(std::string, cluster, "",
+          "Name of this workload cluster (a DNS label); the client certificate's DNS SAN "
+          "(glooAgent.relay.cluster). Required.");
+ABSL_FLAG(std::string, secrets_dir, "",
+          "Root of the directory secret store holding relay-root-tls-secret, the token and "
+          "relay-client-tls-secret. Default: <workspace>/.relay/agent-<cluster> under `bazel "
+          "run`, else ./.relay/agent-<cluster>.");
+ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(std::string, server_address, "",
+          "host:port of the management server's relay (glooAgent.relay.serverAddress); default "
+          "127.0.0.1:9900.");
+ABSL_FLAG(std::string, authority, "",
+          "Name the management server's certificate must carry, sent as SNI "
+          "(glooAgent.relay.authority; default gloo-mesh-mgmt-server.gloo-mesh).");
+ABSL_FLAG(std::string, output_dir, "",
+          "Directory where snapshots pushed to this cluster are written (atomically, kubelet "
+          "layout). Default: <secrets_dir>/output.");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for /metrics, /healthz and /readyz; empty: none (e.g. 0.0.0.0:9092).");
+ABSL_FLAG(std::string, ready_file, "", "File written once the relay stream is up.");
+ABSL_FLAG(std::string, local_cert_lifetime, "720h",
+          "Lifetime of a client certificate the agent signs itself with the root's tls.key.");
+ABSL_FLAG(std::string, max_backoff, "30s", "Longest wait between reconnect attempts.");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+
+namespace {
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::cerr << "relay-agent: " << message << "\n";
+  std::exit(2);
+}
+
+absl::Duration DurationFlag(const std::string& name, const std::string& text) {
+  absl::Duration value;
+  if (!absl::ParseDuration(text, &value) || value <= absl::ZeroDuration()) {
+    Fail(absl::StrCat("--", name, "=", text, " is not a positive duration (e.g. 720h, 30s)"));
+  }
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "relay agent: obtains a client certificate for this workload cluster and keeps an mTLS "
+      "relay stream to the management server.\n"
+      "Usage: agent --cluster=NAME [--values=values.yaml] [--flags...]");
+  absl::ParseCommandLine(argc, argv);
+  relay::LogLevel level;
+  if (!relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    Fail("--log_level must be debug, info, warning or error");
+  }
+  relay::SetLogLevel(level);
+
+  absl::StatusOr<relay::config::AgentValues> values =
+      relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
+  if (!values.ok()) Fail(std::string(values.status().message()));
+
+  relay::agent::AgentOptions options;
+  options.secrets.values = *values;
+  options.secrets.ns = absl::GetFlag(FLAGS_namespace);
+  options.cluster = absl::GetFlag(FLAGS_cluster).empty() ? values->cluster : absl::GetFlag(FLAGS_cluster);
+  if (options.cluster.empty()) {
+    Fail("--cluster is required (or glooAgent.relay.cluster in --values): the name of this workload cluster");
+  }
+  options.secrets_dir =
+      relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
+  options.server.address = !absl::GetFlag(FLAGS_server_address).empty()
+                               ? absl::GetFlag(FLAGS_server_address)
+                               : (!values->server_address.empty() ? values->server_address
+                                                                  : "127.0.0.1:9900");
+  options.server.authority =
+      absl::GetFlag(FLAGS_authority).empty() ? values->authority : absl::GetFlag(FLAGS_authority);
+  options.output_dir = absl::GetFlag(FLAGS_output_dir).empty() ? options.secrets_dir + "/output"
+                                                               : absl::GetFlag(FLAGS_output_dir);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.ready_file = absl::GetFlag(FLAGS_ready_file);
+  options.local_cert_lifetime =
+      DurationFlag("local_cert_lifetime", absl::GetFlag(FLAGS_local_cert_lifetime));
+  options.max_backoff = DurationFlag("max_backoff", absl::GetFlag(FLAGS_max_backoff));
+
+  relay::BlockTerminationSignals();
+  relay::LogInfo("starting", {{"cluster", options.cluster},
+                              {"secrets_dir", options.secrets_dir},
+                              {"server", options.server.address},
+                              {"authority", options.server.authority}});
+  absl::StatusOr<std::unique_ptr<relay::agent::Agent>> agent = relay::agent::Agent::Start(options);
+  if (!agent.ok()) {
+    relay::LogError("start_failed", {{"error", std::string(agent.status().message())}});
+    Fail(std::string(agent.status().message()));
+  }
+  relay::agent::Agent* running = agent->get();
+  std::thread signals([running] {
+    relay::WaitForTerminationSignal();
+    relay::LogInfo("stopping");
+    running->Shutdown();
+  });
+  signals.detach();
+  running->Wait();
+  agent->reset();
+  relay::LogInfo("stopped");
+  return 0;
+}

@@ -1,0 +1,96 @@
+#include "common/flags.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/names.h"
+
+namespace relay {
+
+std::vector<char*> MergeRepeatedListFlags(int argc, char** argv,
+                                          const std::vector<std::string>& names) {
+  static std::vector<std::string>* storage = new std::vector<std::string>();
+  std::map<std::string, std::vector<std::string>> values;
+  std::vector<char*> out;
+  for (int i = 0; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    bool merged = false;
+    for (const std::string& name : names) {
+      for (const std::string& prefix : {absl::StrCat("--", name, "="), absl::StrCat("-", name, "=")}) {
+        if (i > 0 && absl::StartsWith(arg, prefix)) {
+          values[name].emplace_back(arg.substr(prefix.size()));
+          merged = true;
+        }
+      }
+    }
+    if (!merged) out.push_back(argv[i]);
+  }
+  storage->reserve(storage->size() + values.size());
+  for (const auto& [name, list] : values) {
+    storage->push_back(absl::StrCat("--", name, "=", absl::StrJoin(list, ",")));
+    out.push_back(storage->back().data());
+  }
+  return out;
+}
+
+std::string DefaultStateDir(const std::string& flag_value, const std::string& component) {
+  std::string dir = flag_value;
+  if (dir.empty()) {
+    const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
+    dir = absl::StrCat(workspace != nullptr ? workspace : ".", "/.relay/", component);
+  }
+  if (!dir.empty() && dir[0] != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof(cwd)) != nullptr) dir = absl::StrCat(cwd, "/", dir);
+  }
+  return dir;
+}
+
+absl::Status SplitSans(const std::vector<std::string>& sans, std::vector<std::string>* dns_names,
+                       std::vector<std::string>* ip_addresses) {
+  for (const std::string& san : sans) {
+    if (san.empty()) continue;
+    unsigned char buffer[16];
+    if (inet_pton(AF_INET, san.c_str(), buffer) == 1 || inet_pton(AF_INET6, san.c_str(), buffer) == 1) {
+      ip_addresses->push_back(san);
+    } else if (IsDnsName(san)) {
+      dns_names->push_back(san);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--server_san \"", san, "\" is neither an IP address nor a lowercase DNS name"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+sigset_t TerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+}  // namespace
+
+void BlockTerminationSignals() {
+  sigset_t set = TerminationSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+void WaitForTerminationSignal() {
+  sigset_t set = TerminationSignals();
+  int signal_number = 0;
+  sigwait(&set, &signal_number);
+}
+
+}  // namespace relay

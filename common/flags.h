@@ -1,0 +1,35 @@
+#ifndef RELAY_COMMON_FLAGS_H_
+#define RELAY_COMMON_FLAGS_H_
+
+// Small helpers shared by the binaries' main(): repeated list flags, default state
+// directories, SAN lists and signal handling.
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace relay {
+
+// Abseil list flags take one comma-separated value and a repeat replaces it; this
+// merges `--name=a --name=b` into `--name=a,b` for each name in `names`. The returned
+// pointers stay valid for the life of the process.
+std::vector<char*> MergeRepeatedListFlags(int argc, char** argv,
+                                          const std::vector<std::string>& names);
+
+// `flag_value` when set; otherwise <workspace>/.relay/<component> when run through
+// `bazel run` (BUILD_WORKSPACE_DIRECTORY), else ./.relay/<component>, made absolute.
+std::string DefaultStateDir(const std::string& flag_value, const std::string& component);
+
+// Sorts SAN entries into DNS names and IP addresses; anything else is an error.
+absl::Status SplitSans(const std::vector<std::string>& sans, std::vector<std::string>* dns_names,
+                       std::vector<std::string>* ip_addresses);
+
+// Call before starting threads: SIGINT and SIGTERM are then delivered only to
+// WaitForTerminationSignal(), which returns when one arrives.
+void BlockTerminationSignals();
+void WaitForTerminationSignal();
+
+}  // namespace relay
+
+#endif  // RELAY_COMMON_FLAGS_H_

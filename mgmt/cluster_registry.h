@@ -1,0 +1,84 @@
+#ifndef RELAY_MGMT_CLUSTER_REGISTRY_H_
+#define RELAY_MGMT_CLUSTER_REGISTRY_H_
+
+// What the server knows about each cluster, persisted in the secret store so that it
+// survives a restart: one secret per cluster, `relay-cluster.<name>`, and its latest
+// snapshot in `relay-snapshot.<name>`.
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "secrets/secret_store.h"
+
+namespace relay::mgmt {
+
+struct ClusterRecord {
+  std::string name;
+  bool deregistered = false;
+  std::string current_serial;  // the certificate in use
+  std::string pending_serial;  // issued by Renew, not yet seen in use
+  absl::Time not_after = absl::InfinitePast();
+  absl::Time registered_at = absl::InfinitePast();
+  int64_t snapshot_version = 0;  // latest pushed
+  int64_t acked_version = 0;     // latest the agent acknowledged
+};
+
+struct SnapshotResource {
+  std::string name;
+  std::string content;
+};
+
+class ClusterRegistry {
+ public:
+  static absl::StatusOr<std::unique_ptr<ClusterRegistry>> Load(secrets::SecretStore* store,
+                                                               std::string ns);
+
+  // PERMISSION_DENIED for a deregistered cluster.
+  absl::Status CheckNotDeregistered(const std::string& cluster) const;
+
+  // A certificate issued by Register (replaces whatever was in use).
+  absl::Status RecordRegistered(const std::string& cluster, const std::string& serial,
+                                absl::Time not_after, absl::Time now);
+  // A certificate issued by Renew: accepted beside the current one until first used.
+  absl::Status RecordRenewed(const std::string& cluster, const std::string& serial,
+                             absl::Time not_after);
+
+  // For certificates this server's CA issued: OK when `serial` is the current one or
+  // the pending one (which then becomes current). PERMISSION_DENIED otherwise.
+  absl::Status CheckIssuedSerial(const std::string& cluster, const std::string& serial);
+
+  absl::Status Deregister(const std::string& cluster);
+  absl::Status Admit(const std::string& cluster);
+
+  // Stores the snapshot and returns its version.
+  absl::StatusOr<int64_t> PushSnapshot(const std::string& cluster,
+                                       const std::vector<SnapshotResource>& resources);
+  absl::StatusOr<std::vector<SnapshotResource>> LatestSnapshot(const std::string& cluster) const;
+  absl::Status RecordAck(const std::string& cluster, int64_t version);
+
+  std::optional<ClusterRecord> Find(const std::string& cluster) const;
+  std::vector<ClusterRecord> List() const;
+
+ private:
+  ClusterRegistry(secrets::SecretStore* store, std::string ns) : store_(store), ns_(std::move(ns)) {}
+  absl::Status Save(const ClusterRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  ClusterRecord& Get(const std::string& cluster) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  secrets::SecretStore* const store_;
+  const std::string ns_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, ClusterRecord> clusters_ ABSL_GUARDED_BY(mu_);
+};
+
+// Resource names are file names an agent writes: letters, digits, '-', '_', '.'.
+absl::Status ValidateResourceName(const std::string& name);
+
+}  // namespace relay::mgmt
+
+#endif  // RELAY_MGMT_CLUSTER_REGISTRY_H_

@@ -1,0 +1,130 @@
+// relay management server: see README.md ("Management server").
+#include <signal.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "config/values.h"
+#include "mgmt/server.h"
+
+ABSL_FLAG(std::string, values, "",
+          "Helm values file; the server reads glooMgmtServer.relay from it. Flags given on the "
+          "command line override values.");
+ABSL_FLAG(std::string, secrets_dir, "",
+          "Root of the directory secret store (kubelet secret-volume layout). Default: "
+          "<workspace>/.relay/mgmt under `bazel run`, else ./.relay/mgmt.");
+ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(std::string, grpc_address, "0.0.0.0:9900",
+          "Relay gRPC listen address (Register, Renew, Connect); port 0 picks a free port.");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091", "Prometheus /metrics listen address.");
+ABSL_FLAG(std::string, health_address, "0.0.0.0:8090", "/healthz and /readyz listen address.");
+ABSL_FLAG(std::string, admin_socket, "",
+          "Admin API Unix socket (mode 0600) used by relayctl. Default: <secrets_dir>/admin.sock.");
+ABSL_FLAG(std::string, client_cert_ttl, "",
+          "Lifetime of issued client certificates, e.g. 720h or 30s "
+          "(glooMgmtServer.relay.clientCertTtl; default 720h).");
+ABSL_FLAG(std::vector<std::string>, server_san, {},
+          "Extra DNS name or IP address for the server certificate; repeat the flag or separate "
+          "with commas. The authority is always included.");
+ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+          "Name the server certificate carries and agents verify (glooAgent.relay.authority).");
+ABSL_FLAG(std::string, ready_file, "",
+          "File written once the server serves, with grpc_port=, metrics_port=, health_port=.");
+ABSL_FLAG(std::string, heartbeat_interval, "5s",
+          "How often agents send heartbeats; a stream silent for three intervals is closed.");
+ABSL_FLAG(double, server_cert_grace_ratio, 0.5,
+          "The server renews its own certificate when this share of its lifetime remains.");
+ABSL_FLAG(std::string, server_cert_lifetime, "8760h", "Lifetime of the server certificates it issues.");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+
+namespace {
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::cerr << "relay-mgmt-server: " << message << "\n";
+  std::exit(2);
+}
+
+absl::Duration DurationFlag(const std::string& name, const std::string& text) {
+  absl::Duration value;
+  if (!absl::ParseDuration(text, &value) || value <= absl::ZeroDuration()) {
+    Fail(absl::StrCat("--", name, "=", text, " is not a positive duration (e.g. 720h, 30m, 45s)"));
+  }
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "relay management server: creates the relay CAs, server certificate and identity token "
+      "on first start, signs agents' CSRs and serves the mTLS relay.\n"
+      "Usage: server [--values=values.yaml] [--flags...]");
+  std::vector<char*> args = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+
+  relay::LogLevel level;
+  if (!relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    Fail("--log_level must be debug, info, warning or error");
+  }
+  relay::SetLogLevel(level);
+
+  absl::StatusOr<relay::config::MgmtServerValues> values =
+      relay::config::LoadMgmtServerValues(absl::GetFlag(FLAGS_values));
+  if (!values.ok()) Fail(std::string(values.status().message()));
+
+  relay::mgmt::ServerOptions options;
+  options.values = *values;
+  if (!absl::GetFlag(FLAGS_client_cert_ttl).empty()) {
+    options.values.client_cert_ttl =
+        DurationFlag("client_cert_ttl", absl::GetFlag(FLAGS_client_cert_ttl));
+  }
+  options.secrets_dir = relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "mgmt");
+  options.ns = absl::GetFlag(FLAGS_namespace);
+  options.grpc_address = absl::GetFlag(FLAGS_grpc_address);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.health_address = absl::GetFlag(FLAGS_health_address);
+  options.admin_socket = absl::GetFlag(FLAGS_admin_socket);
+  options.ready_file = absl::GetFlag(FLAGS_ready_file);
+  options.authority = absl::GetFlag(FLAGS_authority);
+  options.heartbeat_interval = DurationFlag("heartbeat_interval", absl::GetFlag(FLAGS_heartbeat_interval));
+  options.server_cert_grace_ratio = absl::GetFlag(FLAGS_server_cert_grace_ratio);
+  if (!(options.server_cert_grace_ratio > 0 && options.server_cert_grace_ratio < 1)) {
+    Fail("--server_cert_grace_ratio must be strictly between 0 and 1");
+  }
+  options.server_cert_lifetime =
+      DurationFlag("server_cert_lifetime", absl::GetFlag(FLAGS_server_cert_lifetime));
+  if (absl::Status sans = relay::SplitSans(absl::GetFlag(FLAGS_server_san), &options.server_dns_names,
+                                           &options.server_ip_addresses);
+      !sans.ok()) {
+    Fail(std::string(sans.message()));
+  }
+
+  relay::BlockTerminationSignals();
+  relay::LogInfo("starting", {{"secrets_dir", options.secrets_dir}, {"namespace", options.ns}});
+  absl::StatusOr<std::unique_ptr<relay::mgmt::ManagementServer>> server =
+      relay::mgmt::ManagementServer::Start(options);
+  if (!server.ok()) {
+    relay::LogError("start_failed", {{"error", std::string(server.status().message())}});
+    Fail(std::string(server.status().message()));
+  }
+  relay::mgmt::ManagementServer* running = server->get();
+  std::thread signals([running] {
+    relay::WaitForTerminationSignal();
+    relay::LogInfo("stopping");
+    running->Shutdown();
+  });
+  signals.detach();
+  running->Wait();
+  server->reset();
+  relay::LogInfo("stopped");
+  return 0;
+}

@@ -1,0 +1,248 @@
+#include "mgmt/management_pki.h"
+
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
+#include "tokens/identity_token.h"
+
+namespace relay::mgmt {
+namespace {
+
+using secrets::SecretData;
+
+// Prefixes an error with the secret (and key) it is about; keeps the code.
+absl::Status InSecret(const std::string& ns, const std::string& name, absl::string_view key,
+                      const absl::Status& status) {
+  std::string where = absl::StrCat("secret ", ns, "/", name);
+  if (!key.empty()) absl::StrAppend(&where, " key ", key);
+  return absl::Status(status.code(), absl::StrCat(where, ": ", status.message()));
+}
+
+// Reads a secret; nullopt when it does not exist.
+absl::StatusOr<std::optional<SecretData>> Find(secrets::SecretStore& store, const std::string& ns,
+                                               const std::string& name) {
+  absl::StatusOr<SecretData> data = store.Get(ns, name);
+  if (absl::IsNotFound(data.status())) return std::nullopt;
+  if (!data.ok()) return InSecret(ns, name, "", data.status());
+  return std::optional<SecretData>(*std::move(data));
+}
+
+absl::StatusOr<std::string> Key(const SecretData& data, const std::string& ns,
+                                const std::string& name, const std::string& key) {
+  return secrets::GetKey(data, ns, name, key);
+}
+
+struct KeyPair {
+  std::vector<pki::UniquePtr<X509>> chain;
+  pki::UniquePtr<EVP_PKEY> key;
+};
+
+// tls.crt (+ tls.key when `need_key`) of a secret, checked to belong together.
+absl::StatusOr<KeyPair> LoadPair(const SecretData& data, const std::string& ns,
+                                 const std::string& name, bool need_key) {
+  KeyPair pair;
+  ASSIGN_OR_RETURN(std::string chain_pem, Key(data, ns, name, "tls.crt"));
+  absl::StatusOr<std::vector<pki::UniquePtr<X509>>> chain = pki::ParseCertificateChainPem(chain_pem);
+  if (!chain.ok()) return InSecret(ns, name, "tls.crt", chain.status());
+  pair.chain = *std::move(chain);
+  if (!need_key) return pair;
+  ASSIGN_OR_RETURN(std::string key_pem, Key(data, ns, name, "tls.key"));
+  absl::StatusOr<pki::UniquePtr<EVP_PKEY>> key = pki::ParsePrivateKeyPem(key_pem);
+  if (!key.ok()) return InSecret(ns, name, "tls.key", key.status());
+  pair.key = *std::move(key);
+  absl::Status match = pki::CheckKeyMatchesCertificate(pair.chain[0].get(), pair.key.get());
+  if (!match.ok()) return InSecret(ns, name, "tls.key", match);
+  return pair;
+}
+
+absl::Status Write(secrets::SecretStore& store, const std::string& ns, const std::string& name,
+                   const SecretData& data, ManagementPki& result) {
+  absl::Status status = store.Put(ns, name, data);
+  if (!status.ok()) return InSecret(ns, name, "", status);
+  result.created.push_back(absl::StrCat(ns, "/", name));
+  LogInfo("secret_created", {{"secret", absl::StrCat(ns, "/", name)}});
+  return absl::OkStatus();
+}
+
+absl::Status MissingSecret(const std::string& ns, const std::string& name, absl::string_view why,
+                           absl::string_view keys) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "secret ", ns, "/", name, " does not exist and ", why, ": create it with keys ", keys));
+}
+
+}  // namespace
+
+std::string TokenNamespace(const config::MgmtServerValues& values, const std::string& ns) {
+  return values.token_secret.ns.empty() ? ns : values.token_secret.ns;
+}
+
+absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                    const pki::Issuer& signer, const std::string& root_bundle_pem,
+                                    absl::Time now) {
+  std::vector<std::string> dns_names = {options.authority};
+  for (const std::string& name : options.extra_dns_names) {
+    if (name != options.authority) dns_names.push_back(name);
+  }
+  ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::GenerateKey(options.key_type));
+  ASSIGN_OR_RETURN(pki::UniquePtr<X509> cert,
+                   signer.Issue(key.get(), pki::ServerSpec(options.authority, dns_names,
+                                                           options.extra_ip_addresses, now,
+                                                           options.server_lifetime)));
+  ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
+  ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
+  const std::string& name = options.values.tls_secret;
+  absl::Status status = store.Put(options.ns, name,
+                                  {{"tls.crt", cert_pem + signer.certificate_pem()},
+                                   {"tls.key", key_pem},
+                                   {"ca.crt", root_bundle_pem}});
+  if (!status.ok()) return InSecret(options.ns, name, "", status);
+  LogInfo("server_certificate_issued",
+          {{"secret", absl::StrCat(options.ns, "/", name)}, {"serial", pki::SerialHex(cert.get())}});
+  return pki::InspectCertificate(cert.get());
+}
+
+absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
+                                                  const ManagementPkiOptions& options,
+                                                  absl::Time now) {
+  const config::MgmtServerValues& values = options.values;
+  const std::string& ns = options.ns;
+  const bool may_generate = !values.disable_ca_cert_generation;
+  ManagementPki result;
+
+  // 1. Root CA.
+  const std::string& root_name = values.root_tls_secret;
+  pki::UniquePtr<EVP_PKEY> root_key;
+  std::vector<pki::UniquePtr<X509>> roots;
+  ASSIGN_OR_RETURN(std::optional<SecretData> root_secret, Find(store, ns, root_name));
+  if (root_secret) {
+    ASSIGN_OR_RETURN(result.root_bundle_pem, Key(*root_secret, ns, root_name, "ca.crt"));
+    absl::StatusOr<std::vector<pki::UniquePtr<X509>>> bundle =
+        pki::ParseCertificateChainPem(result.root_bundle_pem);
+    if (!bundle.ok()) return InSecret(ns, root_name, "ca.crt", bundle.status());
+    roots = *std::move(bundle);
+    for (const auto& root : roots) {
+      absl::Status ca = pki::CheckCaCertificate(root.get(), now, "root certificate");
+      if (!ca.ok()) return InSecret(ns, root_name, "ca.crt", ca);
+    }
+    if (root_secret->count("tls.key")) {
+      SecretData pair_view = {{"tls.crt", root_secret->count("tls.crt") ? root_secret->at("tls.crt")
+                                                                         : result.root_bundle_pem},
+                              {"tls.key", root_secret->at("tls.key")}};
+      ASSIGN_OR_RETURN(KeyPair pair, LoadPair(pair_view, ns, root_name, true));
+      root_key = std::move(pair.key);
+    }
+  } else {
+    if (!may_generate) {
+      return MissingSecret(ns, root_name, "disableCaCertGeneration is set (bring your own root)",
+                           "ca.crt (and tls.crt, tls.key to let the server create the intermediate)");
+    }
+    ASSIGN_OR_RETURN(root_key, pki::GenerateKey(options.key_type));
+    ASSIGN_OR_RETURN(pki::UniquePtr<X509> root,
+                     pki::CreateSelfSignedCertificate(
+                         root_key.get(), pki::RootCaSpec("relay-root-ca", now, options.root_lifetime)));
+    ASSIGN_OR_RETURN(result.root_bundle_pem, pki::CertificateToPem(root.get()));
+    ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(root_key.get()));
+    RETURN_IF_ERROR(Write(store, ns, root_name,
+                          {{"ca.crt", result.root_bundle_pem},
+                           {"tls.crt", result.root_bundle_pem},
+                           {"tls.key", key_pem}},
+                          result));
+    roots.push_back(std::move(root));
+  }
+
+  // 2. Intermediate signing CA (also used for the server certificate).
+  const std::string& signing_name = values.signing_tls_secret;
+  ASSIGN_OR_RETURN(std::optional<SecretData> signing_secret, Find(store, ns, signing_name));
+  if (signing_secret) {
+    ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*signing_secret, ns, signing_name, true));
+    absl::Status chains = pki::VerifyChain(pair.chain[0].get(),
+                                           pki::Borrow(pair.chain), pki::Borrow(roots), now);
+    if (!chains.ok()) {
+      return InSecret(ns, signing_name, "tls.crt",
+                      absl::Status(chains.code(), absl::StrCat(chains.message(), " (relay-root-tls-secret ca.crt)")));
+    }
+    absl::StatusOr<std::unique_ptr<pki::Issuer>> signer =
+        pki::Issuer::Create(std::move(pair.chain[0]), std::move(pair.key), now);
+    if (!signer.ok()) return InSecret(ns, signing_name, "tls.crt", signer.status());
+    result.signer = *std::move(signer);
+  } else if (!values.disable_ca) {
+    if (!may_generate) {
+      return MissingSecret(ns, signing_name, "disableCaCertGeneration is set (bring your own intermediate)",
+                           "tls.crt, tls.key (the intermediate CA) and ca.crt");
+    }
+    if (!root_key) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "secret ", ns, "/", signing_name, " does not exist and cannot be created: secret ", ns, "/",
+          root_name, " has no tls.key to sign it. Create the intermediate yourself, or add the "
+          "root key"));
+    }
+    X509_up_ref(roots[0].get());
+    EVP_PKEY_up_ref(root_key.get());
+    ASSIGN_OR_RETURN(std::unique_ptr<pki::Issuer> root_issuer,
+                     pki::Issuer::Create(pki::UniquePtr<X509>(roots[0].get()),
+                                         pki::UniquePtr<EVP_PKEY>(root_key.get()), now));
+    ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::GenerateKey(options.key_type));
+    ASSIGN_OR_RETURN(pki::UniquePtr<X509> cert,
+                     root_issuer->Issue(key.get(), pki::IntermediateCaSpec(
+                                                       "relay-signing-ca", now,
+                                                       options.intermediate_lifetime)));
+    ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
+    ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
+    RETURN_IF_ERROR(Write(store, ns, signing_name,
+                          {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", result.root_bundle_pem}},
+                          result));
+    ASSIGN_OR_RETURN(result.signer, pki::Issuer::Create(std::move(cert), std::move(key), now));
+  }
+
+  // 3. Server certificate.
+  const std::string& server_name = values.tls_secret;
+  ASSIGN_OR_RETURN(std::optional<SecretData> server_secret, Find(store, ns, server_name));
+  if (server_secret) {
+    ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*server_secret, ns, server_name, true));
+    std::vector<const X509*> intermediates = pki::Borrow(pair.chain);
+    absl::Status chains = pki::VerifyChain(pair.chain[0].get(), intermediates, pki::Borrow(roots),
+                                           now, pki::Purpose::kServerAuth);
+    if (!chains.ok()) return InSecret(ns, server_name, "tls.crt", chains);
+    ASSIGN_OR_RETURN(result.server_certificate, pki::InspectCertificate(pair.chain[0].get()));
+    // Clients verify against the root bundle: keep ca.crt in step with it.
+    if (server_secret->count("ca.crt") == 0 || server_secret->at("ca.crt") != result.root_bundle_pem) {
+      SecretData updated = *server_secret;
+      updated["ca.crt"] = result.root_bundle_pem;
+      absl::Status put = store.Put(ns, server_name, updated);
+      if (!put.ok()) return InSecret(ns, server_name, "ca.crt", put);
+    }
+  } else {
+    if (!result.signer) {
+      return MissingSecret(ns, server_name,
+                           "there is no signing CA to issue it (disableCa is set)",
+                           "tls.crt (server certificate + intermediates), tls.key and ca.crt");
+    }
+    ASSIGN_OR_RETURN(result.server_certificate,
+                     WriteServerCertificate(store, options, *result.signer, result.root_bundle_pem, now));
+    result.created.push_back(absl::StrCat(ns, "/", server_name));
+  }
+
+  // 4. Identity token (not needed when the server signs nothing).
+  if (!values.disable_ca) {
+    std::string token_ns = TokenNamespace(values, ns);
+    const std::string& token_name = values.token_secret.name;
+    const std::string& token_key = values.token_secret.key;
+    ASSIGN_OR_RETURN(std::optional<SecretData> token_secret, Find(store, token_ns, token_name));
+    if (token_secret) {
+      ASSIGN_OR_RETURN(result.token, tokens::LoadToken(store, token_ns, token_name, token_key));
+    } else if (values.disable_token_generation) {
+      return MissingSecret(token_ns, token_name, "disableTokenGeneration is set",
+                           absl::StrCat(token_key, " (the shared identity token)"));
+    } else {
+      ASSIGN_OR_RETURN(result.token, tokens::GenerateToken());
+      RETURN_IF_ERROR(Write(store, token_ns, token_name, {{token_key, result.token}}, result));
+    }
+  }
+  return result;
+}
+
+}  // namespace relay::mgmt

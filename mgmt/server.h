@@ -1,0 +1,46 @@
+#ifndef RELAY_MGMT_SERVER_H_
+#define RELAY_MGMT_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "config/values.h"
+
+namespace relay::mgmt {
+
+struct ServerOptions {
+  std::string secrets_dir;
+  std::string ns = config::kDefaultNamespace;
+  config::MgmtServerValues values;
+  std::string grpc_address = "0.0.0.0:9900";
+  std::string metrics_address = "0.0.0.0:9091";
+  std::string health_address = "0.0.0.0:8090";
+  std::string admin_socket;  // empty: <secrets_dir>/admin.sock
+  std::string ready_file;    // written once serving: grpc_port=, metrics_port=, health_port=
+  std::string authority = config::kDefaultAuthority;
+  std::vector<std::string> server_dns_names;
+  std::vector<std::string> server_ip_addresses;
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  // The server renews its own certificate when this share of its lifetime remains.
+  double server_cert_grace_ratio = 0.5;
+  absl::Duration server_cert_lifetime = absl::Hours(24 * 365);
+};
+
+class ManagementServer {
+ public:
+  // Ensures the secrets, then serves the relay, admin, metrics and health endpoints.
+  static absl::StatusOr<std::unique_ptr<ManagementServer>> Start(ServerOptions options);
+  virtual ~ManagementServer() = default;
+
+  virtual int grpc_port() const = 0;
+  // Blocks until Shutdown() is called (from a signal handler thread or another thread).
+  virtual void Wait() = 0;
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace relay::mgmt
+
+#endif  // RELAY_MGMT_SERVER_H_
