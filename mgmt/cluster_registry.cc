@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<ClusterRegistry>> ClusterRegistry::Load(secrets::
     record.current_serial = Str(data, "current_serial");
     record.pending_serial = Str(data, "pending_serial");
     record.not_after = absl::FromUnixSeconds(Int(data, "not_after"));
+    record.issued_at = absl::FromUnixSeconds(Int(data, "issued_at"));
     record.registered_at = absl::FromUnixSeconds(Int(data, "registered_at"));
     record.snapshot_version = Int(data, "snapshot_version");
     record.acked_version = Int(data, "acked_version");
@@ -73,6 +74,7 @@ absl::Status ClusterRegistry::Save(const ClusterRecord& record) {
                       {"current_serial", record.current_serial},
                       {"pending_serial", record.pending_serial},
                       {"not_after", absl::StrCat(absl::ToUnixSeconds(record.not_after))},
+                      {"issued_at", absl::StrCat(absl::ToUnixSeconds(record.issued_at))},
                       {"registered_at", absl::StrCat(absl::ToUnixSeconds(record.registered_at))},
                       {"snapshot_version", absl::StrCat(record.snapshot_version)},
                       {"acked_version", absl::StrCat(record.acked_version)}});
@@ -99,6 +101,7 @@ absl::Status ClusterRegistry::RecordRegistered(const std::string& cluster, const
   record.current_serial = serial;
   record.pending_serial.clear();
   record.not_after = not_after;
+  record.issued_at = now;
   record.registered_at = now;
   RETURN_IF_ERROR(Save(record));
   clusters_[cluster] = record;
@@ -106,12 +109,13 @@ absl::Status ClusterRegistry::RecordRegistered(const std::string& cluster, const
 }
 
 absl::Status ClusterRegistry::RecordRenewed(const std::string& cluster, const std::string& serial,
-                                            absl::Time not_after) {
+                                            absl::Time not_after, absl::Time now) {
   absl::MutexLock lock(&mu_);
   ClusterRecord record = Get(cluster);
   if (record.deregistered) return Deregistered(cluster);
   record.pending_serial = serial;
   record.not_after = std::max(record.not_after, not_after);
+  record.issued_at = now;
   RETURN_IF_ERROR(Save(record));
   clusters_[cluster] = record;
   return absl::OkStatus();

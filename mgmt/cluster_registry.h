@@ -24,6 +24,7 @@ struct ClusterRecord {
   std::string current_serial;  // the certificate in use
   std::string pending_serial;  // issued by Renew, not yet seen in use
   absl::Time not_after = absl::InfinitePast();
+  absl::Time issued_at = absl::InfinitePast();  // of the latest certificate
   absl::Time registered_at = absl::InfinitePast();
   int64_t snapshot_version = 0;  // latest pushed
   int64_t acked_version = 0;     // latest the agent acknowledged
@@ -47,7 +48,7 @@ class ClusterRegistry {
                                 absl::Time not_after, absl::Time now);
   // A certificate issued by Renew: accepted beside the current one until first used.
   absl::Status RecordRenewed(const std::string& cluster, const std::string& serial,
-                             absl::Time not_after);
+                             absl::Time not_after, absl::Time now);
 
   // For certificates this server's CA issued: OK when `serial` is the current one or
   // the pending one (which then becomes current). PERMISSION_DENIED otherwise.

@@ -612,7 +612,7 @@ class RegistrationService final : public v1::Registration::Service {
         request->csr_pem(), caller->cluster, now, core_->options_.values.client_cert_ttl);
     if (!issued.ok()) return refuse("bad_csr", caller->cluster, issued.status());
     if (absl::Status recorded = core_->registry_->RecordRenewed(caller->cluster, issued->serial_hex,
-                                                                issued->not_after);
+                                                                issued->not_after, now);
         !recorded.ok()) {
       return refuse("not_recorded", caller->cluster, recorded);
     }
@@ -644,6 +644,7 @@ class AdminService final : public v1::Admin::Service {
       info->set_deregistered(record.deregistered);
       info->set_serial(record.current_serial);
       info->set_cert_not_after_unix(absl::ToUnixSeconds(record.not_after));
+      info->set_cert_issued_unix(absl::ToUnixSeconds(record.issued_at));
       info->set_snapshot_version(record.snapshot_version);
       info->set_acked_version(record.acked_version);
       std::string serial;

@@ -1,0 +1,537 @@
+// relayctl: the operator's command line for relay. See README.md ("relayctl").
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "agent/client_credentials.h"
+#include "api/relay/v1/relay.grpc.pb.h"
+#include "common/flags.h"
+#include "common/grpc_tls.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "config/values.h"
+#include "grpcpp/grpcpp.h"
+#include "mgmt/management_pki.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
+#include "pki/rotation.h"
+#include "secrets/directory_store.h"
+#include "tokens/identity_token.h"
+
+ABSL_FLAG(std::string, mgmt_secrets_dir, "",
+          "The management server's secret store. Default: <workspace>/.relay/mgmt under `bazel "
+          "run`, else ./.relay/mgmt (the server's own default).");
+ABSL_FLAG(std::string, secrets_dir, "",
+          "A workload cluster's secret store (register, check, certs inspect --secret). Default: "
+          "<workspace>/.relay/agent-<cluster>, the agent's own default.");
+ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(std::string, values, "",
+          "Helm values file: glooMgmtServer.relay for install; glooAgent.relay for register, "
+          "check and certs inspect.");
+ABSL_FLAG(std::string, admin_socket, "",
+          "The server's admin socket. Default: <mgmt_secrets_dir>/admin.sock.");
+ABSL_FLAG(std::string, cluster, "", "Workload cluster name (register, push).");
+ABSL_FLAG(std::string, bootstrap_token_ttl, "",
+          "register: instead of copying the shared token, create a single-use token bound to the "
+          "cluster that expires after this long (e.g. 1h); needs the running server.");
+ABSL_FLAG(std::string, file, "", "certs inspect: a PEM file (certificate or chain).");
+ABSL_FLAG(std::string, secret, "",
+          "certs inspect: a secret name instead of a file (its tls.crt, else ca.crt), in "
+          "--secrets_dir or, with --mgmt, in --mgmt_secrets_dir.");
+ABSL_FLAG(bool, mgmt, false, "certs inspect --secret: read from the management store.");
+ABSL_FLAG(double, grace_period_ratio, 0.5,
+          "Share of a certificate's lifetime left when rotation is due "
+          "(clientTlsSecretRotationGracePeriodRatio), for certs inspect and check.");
+ABSL_FLAG(std::vector<std::string>, server_san, {}, "install: extra server certificate DNS names / IPs.");
+ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+          "Name the server certificate carries (install) and agents verify (check).");
+ABSL_FLAG(std::string, server_address, "",
+          "check: relay address to test a TLS handshake against, e.g. 127.0.0.1:9900.");
+ABSL_FLAG(std::string, log_level, "warning", "debug, info, warning or error.");
+
+namespace {
+
+namespace v1 = ::relay::v1;
+using relay::secrets::DirectorySecretStore;
+
+constexpr char kUsage[] = R"(relayctl: operate a relay management server and its workload clusters.
+
+Commands:
+  install                       create the management secrets (root CA, signing CA, server
+                                certificate, identity token) without starting a server
+  register --cluster NAME       copy the root ca.crt and the identity token from the management
+                                store to the cluster's store (or, with --bootstrap_token_ttl,
+                                a single-use token bound to the cluster); re-admits a
+                                deregistered cluster
+  certs inspect --file F | --secret NAME
+                                subject, SANs, serial, validity, time left, rotation due
+  clusters list                 registered vs connected clusters and certificate expiry
+  clusters deregister NAME      revoke a cluster: its streams close, Renew and Connect fail
+  push --cluster NAME FILE...   send files as the cluster's next snapshot
+  check                         reachability, registration vs connection, certificates past
+                                their rotation point, and whether the server and agent
+                                secrets trust each other; exits 1 on any problem
+
+Flags (all commands):)";
+
+std::string Ago(absl::Duration d) {
+  if (d < absl::ZeroDuration()) return absl::StrCat("-", Ago(-d));
+  int64_t seconds = absl::ToInt64Seconds(d);
+  if (seconds < 120) return absl::StrCat(seconds, "s");
+  if (seconds < 7200) return absl::StrCat(seconds / 60, "m");
+  if (seconds < 172800) return absl::StrCat(seconds / 3600, "h");
+  return absl::StrCat(seconds / 86400, "d");
+}
+
+std::string MgmtDir() { return relay::DefaultStateDir(absl::GetFlag(FLAGS_mgmt_secrets_dir), "mgmt"); }
+
+std::string WorkloadDir(const std::string& cluster) {
+  return relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + cluster);
+}
+
+std::string AdminSocket() {
+  std::string socket = absl::GetFlag(FLAGS_admin_socket);
+  return socket.empty() ? MgmtDir() + "/admin.sock" : socket;
+}
+
+std::unique_ptr<v1::Admin::Stub> AdminStub() {
+  return v1::Admin::NewStub(
+      grpc::CreateChannel("unix:" + AdminSocket(), grpc::InsecureChannelCredentials()));
+}
+
+std::unique_ptr<grpc::ClientContext> AdminContext() {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return context;
+}
+
+int Fail(const std::string& message) {
+  std::cerr << "relayctl: " << message << "\n";
+  return 1;
+}
+
+int AdminFailure(const grpc::Status& status) {
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    return Fail(absl::StrCat("cannot reach the management server's admin socket ", AdminSocket(),
+                             ": is the server running? (point --admin_socket or --mgmt_secrets_dir "
+                             "at it) [", status.error_message(), "]"));
+  }
+  return Fail(status.error_message());
+}
+
+absl::StatusOr<std::unique_ptr<DirectorySecretStore>> OpenStore(const std::string& dir) {
+  return DirectorySecretStore::Create(dir);
+}
+
+// ---------------------------------------------------------------------------
+
+int Install() {
+  absl::StatusOr<relay::config::MgmtServerValues> values =
+      relay::config::LoadMgmtServerValues(absl::GetFlag(FLAGS_values));
+  if (!values.ok()) return Fail(std::string(values.status().message()));
+  relay::mgmt::ManagementPkiOptions options;
+  options.ns = absl::GetFlag(FLAGS_namespace);
+  options.values = *values;
+  options.authority = absl::GetFlag(FLAGS_authority);
+  if (absl::Status sans = relay::SplitSans(absl::GetFlag(FLAGS_server_san), &options.extra_dns_names,
+                                           &options.extra_ip_addresses);
+      !sans.ok()) {
+    return Fail(std::string(sans.message()));
+  }
+  auto store = OpenStore(MgmtDir());
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+  absl::StatusOr<relay::mgmt::ManagementPki> pki =
+      relay::mgmt::EnsureManagementPki(**store, options, absl::Now());
+  if (!pki.ok()) return Fail(std::string(pki.status().message()));
+  std::cout << "management secrets in " << MgmtDir() << " (namespace " << options.ns << "):\n";
+  for (const std::string& name : {values->root_tls_secret, values->signing_tls_secret,
+                                   values->tls_secret, values->token_secret.name}) {
+    std::string full = absl::StrCat(name == values->token_secret.name
+                                        ? relay::mgmt::TokenNamespace(*values, options.ns)
+                                        : options.ns,
+                                    "/", name);
+    bool created = std::find(pki->created.begin(), pki->created.end(), full) != pki->created.end();
+    bool used = name != values->signing_tls_secret || pki->signer != nullptr;
+    if (name == values->token_secret.name && values->disable_ca) used = false;
+    if (!used) continue;
+    std::cout << "  " << std::left << std::setw(45) << full << (created ? "created" : "kept (exists, checked)") << "\n";
+  }
+  return 0;
+}
+
+int Register() {
+  std::string cluster = absl::GetFlag(FLAGS_cluster);
+  if (absl::Status name = relay::ValidateClusterName(cluster); !name.ok()) {
+    return Fail(cluster.empty() ? "register needs --cluster NAME" : std::string(name.message()));
+  }
+  absl::StatusOr<relay::config::AgentValues> agent_values =
+      relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
+  if (!agent_values.ok()) return Fail(std::string(agent_values.status().message()));
+  std::string ns = absl::GetFlag(FLAGS_namespace);
+  relay::config::MgmtServerValues mgmt_values;  // the management side's secret names
+  auto mgmt = OpenStore(MgmtDir());
+  auto workload = OpenStore(WorkloadDir(cluster));
+  if (!mgmt.ok()) return Fail(std::string(mgmt.status().message()));
+  if (!workload.ok()) return Fail(std::string(workload.status().message()));
+
+  absl::StatusOr<relay::secrets::SecretData> root = (*mgmt)->Get(ns, mgmt_values.root_tls_secret);
+  if (!root.ok()) {
+    return Fail(absl::StrCat(root.status().message(),
+                             ": run the server once or `relayctl install` first"));
+  }
+  absl::StatusOr<std::string> ca = relay::secrets::GetKey(*root, ns, mgmt_values.root_tls_secret, "ca.crt");
+  if (!ca.ok()) return Fail(std::string(ca.status().message()));
+
+  std::string token;
+  std::string token_note;
+  std::string ttl_text = absl::GetFlag(FLAGS_bootstrap_token_ttl);
+  if (!ttl_text.empty()) {
+    absl::Duration ttl;
+    if (!absl::ParseDuration(ttl_text, &ttl) || ttl <= absl::ZeroDuration()) {
+      return Fail(absl::StrCat("--bootstrap_token_ttl=", ttl_text, " is not a positive duration (e.g. 1h)"));
+    }
+    v1::CreateBootstrapTokenRequest request;
+    request.set_cluster(cluster);
+    request.set_ttl_seconds(absl::ToInt64Seconds(ttl));
+    request.set_uses(1);
+    v1::CreateBootstrapTokenResponse response;
+    grpc::Status status = AdminStub()->CreateBootstrapToken(AdminContext().get(), request, &response);
+    if (!status.ok()) return AdminFailure(status);
+    token = response.token();
+    token_note = absl::StrCat("single-use bootstrap token, expires ",
+                              relay::pki::FormatUtc(absl::FromUnixSeconds(response.expires_unix())));
+  } else {
+    absl::StatusOr<std::string> shared = relay::tokens::LoadToken(
+        **mgmt, relay::mgmt::TokenNamespace(mgmt_values, ns), mgmt_values.token_secret.name,
+        mgmt_values.token_secret.key);
+    if (!shared.ok()) return Fail(std::string(shared.status().message()));
+    token = *shared;
+    token_note = "shared identity token";
+    // Lift a deregistration if the server is running; without it there is nothing to lift.
+    v1::ClusterRequest request;
+    request.set_cluster(cluster);
+    v1::AdminResponse response;
+    grpc::Status admitted = AdminStub()->AdmitCluster(AdminContext().get(), request, &response);
+    if (!admitted.ok() && admitted.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      return AdminFailure(admitted);
+    }
+  }
+  std::string token_ns = agent_values->token_secret.ns.empty() ? ns : agent_values->token_secret.ns;
+  absl::Status wrote_root = (*workload)->Put(ns, agent_values->root_tls_secret, {{"ca.crt", *ca}});
+  if (!wrote_root.ok()) return Fail(std::string(wrote_root.message()));
+  absl::Status wrote_token = (*workload)->Put(token_ns, agent_values->token_secret.name,
+                                              {{agent_values->token_secret.key, token}});
+  if (!wrote_token.ok()) return Fail(std::string(wrote_token.message()));
+  std::cout << "cluster " << cluster << " can register. Wrote to " << WorkloadDir(cluster) << ":\n"
+            << "  " << ns << "/" << agent_values->root_tls_secret << "  ca.crt (the relay root CA)\n"
+            << "  " << token_ns << "/" << agent_values->token_secret.name << "  "
+            << agent_values->token_secret.key << " (" << token_note << ")\n"
+            << "Start the agent with --cluster=" << cluster << " --secrets_dir=" << WorkloadDir(cluster)
+            << "\n";
+  return 0;
+}
+
+void PrintCertificate(const relay::pki::CertificateInfo& info, double ratio, absl::Time now) {
+  std::cout << "  subject:     " << info.subject << "\n"
+            << "  issuer:      " << info.issuer << "\n"
+            << "  serial:      " << info.serial_hex << "\n"
+            << "  DNS SANs:    " << (info.dns_names.empty() ? "-" : absl::StrJoin(info.dns_names, ", ")) << "\n"
+            << "  IP SANs:     " << (info.ip_addresses.empty() ? "-" : absl::StrJoin(info.ip_addresses, ", ")) << "\n"
+            << "  CA:          " << (info.is_ca ? "yes" : "no") << "\n"
+            << "  not before:  " << relay::pki::FormatUtc(info.not_before) << "\n"
+            << "  not after:   " << relay::pki::FormatUtc(info.not_after) << "\n";
+  if (now > info.not_after) {
+    std::cout << "  time left:   EXPIRED " << Ago(now - info.not_after) << " ago\n";
+  } else {
+    std::cout << "  time left:   " << Ago(info.not_after - now) << " ("
+              << std::fixed << std::setprecision(0) << info.FractionRemaining(now) * 100
+              << "% of its lifetime)\n";
+  }
+  absl::StatusOr<absl::Time> due = relay::pki::RenewAt(info, ratio);
+  if (due.ok()) {
+    std::cout << "  rotation:    " << (now >= *due ? "DUE since " : "due at ")
+              << relay::pki::FormatUtc(*due) << " (ratio " << std::setprecision(2) << ratio << ")\n";
+  }
+}
+
+int CertsInspect() {
+  std::string pem;
+  std::string label;
+  if (!absl::GetFlag(FLAGS_file).empty()) {
+    std::ifstream in(absl::GetFlag(FLAGS_file));
+    if (!in) return Fail(absl::StrCat("cannot read ", absl::GetFlag(FLAGS_file)));
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    pem = buffer.str();
+    label = absl::GetFlag(FLAGS_file);
+  } else if (!absl::GetFlag(FLAGS_secret).empty()) {
+    std::string dir = absl::GetFlag(FLAGS_mgmt) ? MgmtDir() : WorkloadDir(absl::GetFlag(FLAGS_cluster));
+    auto store = OpenStore(dir);
+    if (!store.ok()) return Fail(std::string(store.status().message()));
+    std::string ns = absl::GetFlag(FLAGS_namespace);
+    absl::StatusOr<relay::secrets::SecretData> data = (*store)->Get(ns, absl::GetFlag(FLAGS_secret));
+    if (!data.ok()) return Fail(std::string(data.status().message()));
+    const char* key = data->count("tls.crt") ? "tls.crt" : "ca.crt";
+    if (!data->count(key)) return Fail("the secret holds neither tls.crt nor ca.crt");
+    pem = data->at(key);
+    label = absl::StrCat(ns, "/", absl::GetFlag(FLAGS_secret), " ", key, " (", dir, ")");
+  } else {
+    return Fail("certs inspect needs --file PEM or --secret NAME");
+  }
+  absl::StatusOr<std::vector<relay::pki::UniquePtr<X509>>> chain =
+      relay::pki::ParseCertificateChainPem(pem);
+  if (!chain.ok()) return Fail(absl::StrCat(label, ": ", chain.status().message()));
+  absl::Time now = absl::Now();
+  std::cout << label << "\n";
+  for (size_t i = 0; i < chain->size(); ++i) {
+    absl::StatusOr<relay::pki::CertificateInfo> info = relay::pki::InspectCertificate((*chain)[i].get());
+    if (!info.ok()) return Fail(std::string(info.status().message()));
+    std::cout << "certificate " << i + 1 << " of " << chain->size() << "\n";
+    PrintCertificate(*info, absl::GetFlag(FLAGS_grace_period_ratio), now);
+  }
+  return 0;
+}
+
+int ClustersList() {
+  v1::ListClustersResponse response;
+  grpc::Status status = AdminStub()->ListClusters(AdminContext().get(), v1::ListClustersRequest(), &response);
+  if (!status.ok()) return AdminFailure(status);
+  absl::Time now = absl::Now();
+  std::cout << std::left << std::setw(24) << "CLUSTER" << std::setw(14) << "REGISTERED" << std::setw(11)
+            << "CONNECTED" << std::setw(22) << "CERT EXPIRES" << std::setw(10) << "LEFT"
+            << "SNAPSHOT (ACKED)\n";
+  for (const v1::ClusterInfo& cluster : response.clusters()) {
+    absl::Time not_after = absl::FromUnixSeconds(cluster.cert_not_after_unix());
+    std::string registered = cluster.deregistered() ? "deregistered" : cluster.registered() ? "yes" : "no";
+    std::cout << std::setw(24) << cluster.name() << std::setw(14) << registered << std::setw(11)
+              << (cluster.connected() ? "yes" : "no") << std::setw(22)
+              << (cluster.cert_not_after_unix() > 0 ? relay::pki::FormatUtc(not_after) : "-")
+              << std::setw(10) << (cluster.cert_not_after_unix() > 0 ? Ago(not_after - now) : "-")
+              << cluster.snapshot_version() << " (" << cluster.acked_version() << ")\n";
+  }
+  if (response.clusters().empty()) std::cout << "(no clusters yet)\n";
+  return 0;
+}
+
+int ClustersDeregister(const std::string& cluster) {
+  v1::ClusterRequest request;
+  request.set_cluster(cluster);
+  v1::AdminResponse response;
+  grpc::Status status = AdminStub()->DeregisterCluster(AdminContext().get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << response.message() << "\n";
+  return 0;
+}
+
+int Push(const std::vector<std::string>& files) {
+  std::string cluster = absl::GetFlag(FLAGS_cluster);
+  if (cluster.empty()) return Fail("push needs --cluster NAME");
+  v1::PushSnapshotRequest request;
+  request.set_cluster(cluster);
+  for (const std::string& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return Fail(absl::StrCat("cannot read ", file));
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    v1::Resource* resource = request.add_resources();
+    resource->set_name(file.substr(file.rfind('/') + 1));
+    resource->set_content(buffer.str());
+  }
+  v1::PushSnapshotResponse response;
+  grpc::Status status = AdminStub()->PushSnapshot(AdminContext().get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << "snapshot version " << response.version() << " for cluster " << cluster << " ("
+            << files.size() << " file" << (files.size() == 1 ? "" : "s") << ")\n";
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// check
+
+struct CheckRow {
+  std::string check;
+  bool ok;
+  std::string detail;
+};
+
+void CheckCertificateRotation(const std::string& what, const std::string& chain_pem, double ratio,
+                              absl::Time now, std::vector<CheckRow>& rows) {
+  auto chain = relay::pki::ParseCertificateChainPem(chain_pem);
+  if (!chain.ok()) {
+    rows.push_back({what, false, std::string(chain.status().message())});
+    return;
+  }
+  auto info = relay::pki::InspectCertificate((*chain)[0].get());
+  if (!info.ok()) {
+    rows.push_back({what, false, std::string(info.status().message())});
+    return;
+  }
+  absl::StatusOr<absl::Time> due = relay::pki::RenewAt(*info, ratio);
+  if (now > info->not_after) {
+    rows.push_back({what, false, absl::StrCat("EXPIRED on ", relay::pki::FormatUtc(info->not_after))});
+  } else if (due.ok() && now >= *due) {
+    rows.push_back({what, false, absl::StrCat("past its rotation point (", relay::pki::FormatUtc(*due),
+                                              "); expires in ", Ago(info->not_after - now))});
+  } else {
+    rows.push_back({what, true, absl::StrCat("expires in ", Ago(info->not_after - now), ", rotation at ",
+                                             due.ok() ? relay::pki::FormatUtc(*due) : "?")});
+  }
+}
+
+int Check() {
+  std::vector<CheckRow> rows;
+  absl::Time now = absl::Now();
+  double ratio = absl::GetFlag(FLAGS_grace_period_ratio);
+  std::string ns = absl::GetFlag(FLAGS_namespace);
+
+  // 1. The server, through its admin socket.
+  v1::ListClustersResponse clusters;
+  grpc::Status listed = AdminStub()->ListClusters(AdminContext().get(), v1::ListClustersRequest(), &clusters);
+  rows.push_back({"admin socket reachable", listed.ok(),
+                  listed.ok() ? AdminSocket() : absl::StrCat(AdminSocket(), ": ", listed.error_message())});
+  for (const v1::ClusterInfo& cluster : clusters.clusters()) {
+    std::string name = absl::StrCat("cluster ", cluster.name());
+    if (cluster.deregistered()) {
+      rows.push_back({name, !cluster.connected(), cluster.connected() ? "deregistered but still connected"
+                                                                      : "deregistered"});
+      continue;
+    }
+    if (cluster.registered() && !cluster.connected()) {
+      rows.push_back({name, false, "registered but not connected"});
+    } else if (!cluster.registered() && cluster.connected()) {
+      rows.push_back({name, false, "connected but not registered with this server's CA (own certificate?)"});
+    } else if (cluster.registered()) {
+      rows.push_back({name, true, "registered and connected"});
+    }
+    if (cluster.registered()) {
+      relay::pki::CertificateInfo info;
+      info.not_before = absl::FromUnixSeconds(cluster.cert_issued_unix());
+      info.not_after = absl::FromUnixSeconds(cluster.cert_not_after_unix());
+      info.serial_hex = cluster.serial();
+      absl::StatusOr<absl::Time> due = relay::pki::RenewAt(info, ratio);
+      bool past = due.ok() && now >= *due;
+      rows.push_back({name + " certificate", !past,
+                      past ? absl::StrCat("past its rotation point; expires ", relay::pki::FormatUtc(info.not_after))
+                           : absl::StrCat("expires in ", Ago(info.not_after - now))});
+    }
+  }
+
+  // 2. The management secrets.
+  relay::config::MgmtServerValues mgmt_values;
+  std::string server_chain, server_roots;
+  if (auto mgmt = OpenStore(MgmtDir()); mgmt.ok()) {
+    auto server = (*mgmt)->Get(ns, mgmt_values.tls_secret);
+    auto root = (*mgmt)->Get(ns, mgmt_values.root_tls_secret);
+    if (server.ok() && server->count("tls.crt")) {
+      server_chain = server->at("tls.crt");
+      CheckCertificateRotation("server certificate", server_chain, 0.5, now, rows);
+    } else {
+      rows.push_back({"server certificate", false, absl::StrCat("no ", mgmt_values.tls_secret, " in ", MgmtDir())});
+    }
+    if (root.ok() && root->count("ca.crt")) server_roots = root->at("ca.crt");
+  }
+
+  // 3. An agent's secrets, when given.
+  std::string cluster = absl::GetFlag(FLAGS_cluster);
+  if (!absl::GetFlag(FLAGS_secrets_dir).empty() || !cluster.empty()) {
+    absl::StatusOr<relay::config::AgentValues> agent_values =
+        relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
+    if (!agent_values.ok()) return Fail(std::string(agent_values.status().message()));
+    auto workload = OpenStore(WorkloadDir(cluster));
+    std::string agent_chain, agent_roots;
+    if (workload.ok()) {
+      auto client = (*workload)->Get(ns, agent_values->client_tls_secret);
+      auto root = (*workload)->Get(ns, agent_values->root_tls_secret);
+      if (client.ok() && client->count("tls.crt")) {
+        agent_chain = client->at("tls.crt");
+        CheckCertificateRotation("agent client certificate", agent_chain, ratio, now, rows);
+      } else {
+        rows.push_back({"agent client certificate", false, "no client certificate yet"});
+      }
+      if (root.ok() && root->count("ca.crt")) agent_roots = root->at("ca.crt");
+      else if (client.ok() && client->count("ca.crt")) agent_roots = client->at("ca.crt");
+    }
+    // Does the agent trust the server, and the server the agent?
+    if (!server_chain.empty() && !agent_roots.empty()) {
+      auto chain = relay::pki::ParseCertificateChainPem(server_chain);
+      auto roots = relay::pki::ParseCertificateChainPem(agent_roots);
+      absl::Status trusted = chain.ok() && roots.ok()
+                                 ? relay::pki::VerifyChain((*chain)[0].get(), relay::pki::Borrow(*chain),
+                                                           relay::pki::Borrow(*roots), now,
+                                                           relay::pki::Purpose::kServerAuth)
+                                 : absl::InvalidArgumentError("unreadable certificates");
+      if (trusted.ok()) trusted = relay::pki::CheckHost((*chain)[0].get(), agent_values->authority);
+      rows.push_back({"agent trusts server", trusted.ok(),
+                      trusted.ok() ? absl::StrCat("server certificate chains to the agent's root and names ",
+                                                  agent_values->authority)
+                                   : std::string(trusted.message())});
+    }
+    if (!agent_chain.empty() && !server_roots.empty()) {
+      auto chain = relay::pki::ParseCertificateChainPem(agent_chain);
+      auto roots = relay::pki::ParseCertificateChainPem(server_roots);
+      absl::Status trusted = chain.ok() && roots.ok()
+                                 ? relay::pki::VerifyChain((*chain)[0].get(), relay::pki::Borrow(*chain),
+                                                           relay::pki::Borrow(*roots), now,
+                                                           relay::pki::Purpose::kClientAuth)
+                                 : absl::InvalidArgumentError("unreadable certificates");
+      rows.push_back({"server trusts agent", trusted.ok(),
+                      trusted.ok() ? "client certificate chains to the server's root"
+                                   : std::string(trusted.message())});
+    }
+  }
+
+  // 4. The relay port itself.
+  std::string address = absl::GetFlag(FLAGS_server_address);
+  if (!address.empty() && !server_roots.empty()) {
+    auto channel = relay::grpc_tls::CreateChannel(address, relay::grpc_tls::ServerAuthCredentials(server_roots),
+                                                  absl::GetFlag(FLAGS_authority));
+    bool connected = channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    rows.push_back({"relay reachable over TLS", connected,
+                    connected ? address : absl::StrCat(address, ": no TLS connection within 5s")});
+  }
+
+  bool all_ok = true;
+  std::cout << std::left << std::setw(34) << "CHECK" << std::setw(8) << "STATUS" << "DETAIL\n";
+  for (const CheckRow& row : rows) {
+    all_ok = all_ok && row.ok;
+    std::cout << std::setw(34) << row.check << std::setw(8) << (row.ok ? "ok" : "PROBLEM") << row.detail << "\n";
+  }
+  std::cout << (all_ok ? "all checks passed\n" : "problems found\n");
+  return all_ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> merged = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
+  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(merged.size()), merged.data());
+  relay::LogLevel level;
+  if (relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) relay::SetLogLevel(level);
+  std::vector<std::string> words(args.begin() + 1, args.end());
+  auto usage = [] {
+    std::cerr << kUsage << "\n  (run relayctl --help for the flags)\n";
+    return 2;
+  };
+  if (words.empty()) return usage();
+  const std::string& command = words[0];
+  if (command == "install" && words.size() == 1) return Install();
+  if (command == "register" && words.size() == 1) return Register();
+  if (command == "certs" && words.size() == 2 && words[1] == "inspect") return CertsInspect();
+  if (command == "clusters" && words.size() == 2 && words[1] == "list") return ClustersList();
+  if (command == "clusters" && words.size() == 3 && words[1] == "deregister") return ClustersDeregister(words[2]);
+  if (command == "push" && words.size() >= 2) return Push({words.begin() + 1, words.end()});
+  if (command == "check" && words.size() == 1) return Check();
+  std::cerr << "relayctl: unknown command \"" << absl::StrJoin(words, " ") << "\"\n";
+  return usage();
+}
