@@ -1,6 +1,7 @@
 #include "common/metrics.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 
 namespace relay {
@@ -54,7 +55,7 @@ std::string Metrics::Render() const {
     if (!family.help.empty()) absl::StrAppend(&out, "# HELP ", name, " ", family.help, "\n");
     if (!family.type.empty()) absl::StrAppend(&out, "# TYPE ", name, " ", family.type, "\n");
     for (const auto& [labels, value] : family.series) {
-      absl::StrAppend(&out, name, labels, " ", value, "\n");
+      absl::StrAppend(&out, name, labels, " ", absl::StrFormat("%.15g", value), "\n");
     }
   }
   return out;

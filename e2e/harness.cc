@@ -1,0 +1,246 @@
+#include "e2e/harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "httplib.h"
+
+extern char** environ;
+
+namespace relay::e2e {
+
+namespace {
+// Under /tmp, not TEST_TMPDIR: a Unix socket path must stay under 108 bytes, and
+// Bazel's TEST_TMPDIR is longer than that. Removed when the test process exits.
+std::vector<std::string>* temp_dirs = nullptr;
+void RemoveTempDirs() {
+  for (const std::string& dir : *temp_dirs) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
+}
+}  // namespace
+
+std::string MakeTempDir(const std::string& prefix) {
+  if (temp_dirs == nullptr) {
+    temp_dirs = new std::vector<std::string>();
+    std::atexit(RemoveTempDirs);
+  }
+  std::string tmpl = absl::StrCat("/tmp/relay-e2e-", prefix, ".XXXXXX");
+  char* made = mkdtemp(tmpl.data());
+  if (made == nullptr) return "";
+  temp_dirs->push_back(made);
+  return made;
+}
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << content;
+}
+
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return condition();
+}
+
+std::map<std::string, std::string> ReadKeyValues(const std::string& path) {
+  std::map<std::string, std::string> values;
+  for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(path), '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
+    values[kv.first] = kv.second;
+  }
+  return values;
+}
+
+std::string ServerBinary() { return "mgmt/server"; }
+std::string AgentBinary() { return "agent/agent"; }
+std::string RelayctlBinary() { return "tools/relayctl"; }
+
+namespace {
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+}  // namespace
+
+Process::Process(std::vector<std::string> argv, std::string log_path) : log_path_(std::move(log_path)) {
+  pid_ = Spawn(argv, log_path_);
+}
+
+Process::~Process() { Stop(); }
+
+bool Process::Running() {
+  if (pid_ <= 0 || exited_) return false;
+  int status = 0;
+  pid_t result = waitpid(pid_, &status, WNOHANG);
+  if (result == pid_) {
+    exited_ = true;
+    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+int Process::Wait(absl::Duration timeout) {
+  WaitFor([this] { return !Running(); }, timeout);
+  return exited_ ? exit_status_ : -1;
+}
+
+void Process::Signal(int signal_number) {
+  if (Running()) kill(pid_, signal_number);
+}
+
+void Process::Stop() {
+  if (!Running()) return;
+  kill(pid_, SIGTERM);
+  if (Wait(absl::Seconds(5)) == -1) {
+    kill(pid_, SIGKILL);
+    Wait(absl::Seconds(5));
+  }
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout) {
+  std::string dir = MakeTempDir("cmd");
+  std::string log = dir + "/output";
+  Process process(argv, log);
+  CommandResult result;
+  result.exit_code = process.Wait(timeout);
+  if (result.exit_code == -1) process.Stop();
+  result.output = ReadFileOrEmpty(log);
+  return result;
+}
+
+ServerUnderTest::ServerUnderTest(std::string secrets_dir, std::vector<std::string> extra_flags,
+                                 int fixed_grpc_port)
+    : secrets_dir_(std::move(secrets_dir)),
+      extra_flags_(std::move(extra_flags)),
+      fixed_grpc_port_(fixed_grpc_port) {}
+
+ServerUnderTest::~ServerUnderTest() { Stop(); }
+
+bool ServerUnderTest::Start(std::string* error) {
+  std::string ready = absl::StrCat(secrets_dir_, ".ready.", start_count_);
+  std::string log = absl::StrCat(secrets_dir_, ".server.", start_count_++, ".log");
+  int port = grpc_port_ != 0 ? grpc_port_ : fixed_grpc_port_;
+  std::vector<std::string> argv = {ServerBinary(),
+                                   "--secrets_dir=" + secrets_dir_,
+                                   absl::StrCat("--grpc_address=127.0.0.1:", port),
+                                   "--metrics_address=127.0.0.1:0",
+                                   "--health_address=127.0.0.1:0",
+                                   "--ready_file=" + ready,
+                                   "--heartbeat_interval=500ms"};
+  argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
+  process_ = std::make_unique<Process>(argv, log);
+  bool up = WaitFor([&] { return !ReadFileOrEmpty(ready).empty() || !process_->Running(); },
+                    absl::Seconds(30));
+  std::map<std::string, std::string> ports = ReadKeyValues(ready);
+  if (!up || ports.empty()) {
+    if (error) *error = absl::StrCat("server did not become ready; log:\n", process_->Log());
+    return false;
+  }
+  (void)absl::SimpleAtoi(ports["grpc_port"], &grpc_port_);
+  (void)absl::SimpleAtoi(ports["metrics_port"], &metrics_port_);
+  return true;
+}
+
+void ServerUnderTest::Stop() {
+  if (process_) process_->Stop();
+}
+
+std::string ServerUnderTest::address() const { return absl::StrCat("127.0.0.1:", grpc_port_); }
+
+std::string ServerUnderTest::Metrics() const {
+  httplib::Client client("127.0.0.1", metrics_port_);
+  client.set_connection_timeout(2);
+  auto response = client.Get("/metrics");
+  return response ? response->body : "";
+}
+
+CommandResult ServerUnderTest::Relayctl(std::vector<std::string> args) const {
+  std::vector<std::string> argv = {RelayctlBinary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--mgmt_secrets_dir=" + secrets_dir_);
+  return RunCommand(argv);
+}
+
+AgentUnderTest::AgentUnderTest(std::string cluster, std::string secrets_dir,
+                               std::string server_address, std::vector<std::string> extra_flags)
+    : cluster_(std::move(cluster)),
+      secrets_dir_(std::move(secrets_dir)),
+      server_address_(std::move(server_address)),
+      extra_flags_(std::move(extra_flags)) {}
+
+AgentUnderTest::~AgentUnderTest() { Stop(); }
+
+void AgentUnderTest::Start() {
+  std::string log = absl::StrCat(secrets_dir_, ".agent.", start_count_, ".log");
+  std::string ready = absl::StrCat(secrets_dir_, ".agent-ready.", start_count_++);
+  std::vector<std::string> argv = {AgentBinary(), "--cluster=" + cluster_,
+                                   "--secrets_dir=" + secrets_dir_,
+                                   "--server_address=" + server_address_, "--ready_file=" + ready,
+                                   "--max_backoff=1s"};
+  argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
+  process_ = std::make_unique<Process>(argv, log);
+}
+
+bool AgentUnderTest::WaitConnected(absl::Duration timeout) {
+  std::string ready = absl::StrCat(secrets_dir_, ".agent-ready.", start_count_ - 1);
+  return WaitFor([&] { return !ReadFileOrEmpty(ready).empty(); }, timeout);
+}
+
+void AgentUnderTest::Stop() {
+  if (process_) process_->Stop();
+}
+
+std::string AgentUnderTest::SecretKey(const std::string& secret, const std::string& key) const {
+  return SecretFile(secrets_dir_, secret, key);
+}
+
+std::string SecretFile(const std::string& secrets_dir, const std::string& secret, const std::string& key) {
+  return ReadFileOrEmpty(absl::StrCat(secrets_dir, "/gloo-mesh/", secret, "/", key));
+}
+
+void WritePlainSecret(const std::string& secrets_dir, const std::string& secret,
+                      const std::map<std::string, std::string>& data) {
+  std::string dir = absl::StrCat(secrets_dir, "/gloo-mesh/", secret);
+  std::filesystem::create_directories(dir);
+  for (const auto& [key, value] : data) WriteFile(dir + "/" + key, value);
+}
+
+}  // namespace relay::e2e

@@ -1,0 +1,138 @@
+#ifndef RELAY_E2E_HARNESS_H_
+#define RELAY_E2E_HARNESS_H_
+
+// End-to-end test helpers: real binaries as child processes, temporary directories,
+// readiness files (never fixed sleeps), and commands such as `openssl` and `relayctl`.
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace relay::e2e {
+
+// A fresh directory under TEST_TMPDIR.
+std::string MakeTempDir(const std::string& prefix);
+
+std::string ReadFileOrEmpty(const std::string& path);
+void WriteFile(const std::string& path, const std::string& content);
+
+// Polls `condition` every 20 ms until it holds or `timeout` passes.
+bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
+
+// `key=value` lines of a ready file.
+std::map<std::string, std::string> ReadKeyValues(const std::string& path);
+
+// Paths of the binaries under test (runfiles).
+std::string ServerBinary();
+std::string AgentBinary();
+std::string RelayctlBinary();
+
+// A child process whose stdout and stderr go to `log_path`. Stopped (SIGTERM, then
+// SIGKILL after 5 s) when destroyed.
+class Process {
+ public:
+  Process(std::vector<std::string> argv, std::string log_path);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool Running();
+  // Waits for the process to exit; returns its exit status, or -1 on timeout.
+  int Wait(absl::Duration timeout);
+  void Signal(int signal_number);
+  void Stop();
+  std::string Log() const { return ReadFileOrEmpty(log_path_); }
+
+ private:
+  pid_t pid_ = -1;
+  int exit_status_ = -1;
+  bool exited_ = false;
+  std::string log_path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a command to completion (bounded by `timeout`).
+CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout = absl::Seconds(30));
+
+// A management server on 127.0.0.1 with free ports and its own secret store.
+class ServerUnderTest {
+ public:
+  // `extra_flags` are appended (e.g. --values=..., --client_cert_ttl=30s).
+  explicit ServerUnderTest(std::string secrets_dir, std::vector<std::string> extra_flags = {},
+                           int fixed_grpc_port = 0);
+  ~ServerUnderTest();
+
+  // Starts and waits for readiness; false (with the log in `error`) if it did not come up.
+  bool Start(std::string* error);
+  void Stop();
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_port_; }
+  std::string address() const;
+  const std::string& secrets_dir() const { return secrets_dir_; }
+  std::string admin_socket() const { return secrets_dir_ + "/admin.sock"; }
+  std::string Log() const { return process_ ? process_->Log() : ""; }
+  std::string Metrics() const;
+  Process* process() { return process_.get(); }
+
+  // relayctl against this server.
+  CommandResult Relayctl(std::vector<std::string> args) const;
+
+ private:
+  std::string secrets_dir_;
+  std::vector<std::string> extra_flags_;
+  int fixed_grpc_port_;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+  int start_count_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// An agent for one cluster with its own secret store.
+class AgentUnderTest {
+ public:
+  AgentUnderTest(std::string cluster, std::string secrets_dir, std::string server_address,
+                 std::vector<std::string> extra_flags = {});
+  ~AgentUnderTest();
+
+  void Start();
+  // Waits for the relay stream to come up (the ready file).
+  bool WaitConnected(absl::Duration timeout);
+  void Stop();
+
+  const std::string& secrets_dir() const { return secrets_dir_; }
+  std::string output_dir() const { return secrets_dir_ + "/output"; }
+  std::string Log() const { return process_ ? process_->Log() : ""; }
+  Process* process() { return process_.get(); }
+  // The key of a secret in the agent's store (kubelet layout), or "".
+  std::string SecretKey(const std::string& secret, const std::string& key) const;
+
+ private:
+  std::string cluster_;
+  std::string secrets_dir_;
+  std::string server_address_;
+  std::vector<std::string> extra_flags_;
+  int start_count_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// Reads `key` of `secret` in namespace gloo-mesh of a directory store.
+std::string SecretFile(const std::string& secrets_dir, const std::string& secret, const std::string& key);
+// Writes a secret as a plain directory (as a person would with mkdir and cp).
+void WritePlainSecret(const std::string& secrets_dir, const std::string& secret,
+                      const std::map<std::string, std::string>& data);
+
+}  // namespace relay::e2e
+
+#endif  // RELAY_E2E_HARNESS_H_
