@@ -1,0 +1,157 @@
+// After first contact: snapshots, deregistration, and a server restart.
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "e2e/harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace relay::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+class LifecycleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("lifecycle");
+    server_ = std::make_unique<ServerUnderTest>(dir_ + "/mgmt");
+    std::string error;
+    ASSERT_TRUE(server_->Start(&error)) << error;
+  }
+
+  std::unique_ptr<AgentUnderTest> ConnectedAgent(const std::string& cluster) {
+    std::string store = dir_ + "/" + cluster;
+    CommandResult registered = server_->Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
+    EXPECT_EQ(registered.exit_code, 0) << registered.output;
+    auto agent = std::make_unique<AgentUnderTest>(cluster, store, server_->address());
+    agent->Start();
+    EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
+    return agent;
+  }
+
+  // The "CONNECTED" column of `relayctl clusters list` for `cluster`.
+  std::string ListRow(const std::string& cluster) {
+    CommandResult list = server_->Relayctl({"clusters", "list"});
+    for (absl::string_view line : absl::StrSplit(list.output, '\n')) {
+      if (absl::StartsWith(line, cluster + " ")) return std::string(line);
+    }
+    return "";
+  }
+
+  bool Connected(const std::string& cluster) {
+    return server_->Metrics().find(absl::StrCat("relay_push_clients_connected{cluster=\"", cluster,
+                                                "\"} 1")) != std::string::npos;
+  }
+
+  std::string dir_;
+  std::unique_ptr<ServerUnderTest> server_;
+};
+
+// 10. `relayctl push` reaches the agent's output directory and is acknowledged.
+TEST_F(LifecycleTest, PushReachesTheOutputDirectoryAndIsAcked) {
+  auto agent = ConnectedAgent("east");
+  WriteFile(dir_ + "/files/policy.yaml", "kind: Policy\nname: p1\n");
+  WriteFile(dir_ + "/files/routes.json", "{\"routes\": 3}");
+  CommandResult pushed = server_->Relayctl(
+      {"push", "--cluster=east", dir_ + "/files/policy.yaml", dir_ + "/files/routes.json"});
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.output;
+  EXPECT_THAT(pushed.output, HasSubstr("snapshot version 1"));
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/routes.json") == "{\"routes\": 3}"; },
+                      absl::Seconds(10)))
+      << agent->Log();
+  EXPECT_EQ(ReadFileOrEmpty(agent->output_dir() + "/policy.yaml"), "kind: Policy\nname: p1\n");
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(ListRow("east"), "1 (1)"); }, absl::Seconds(10)))
+      << ListRow("east");
+
+  // A second snapshot replaces the first as a whole.
+  WriteFile(dir_ + "/files/v2.yaml", "two");
+  ASSERT_EQ(server_->Relayctl({"push", "--cluster=east", dir_ + "/files/v2.yaml"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/v2.yaml") == "two"; },
+                      absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/policy.yaml").empty(); },
+                      absl::Seconds(5)));
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(ListRow("east"), "2 (2)"); }, absl::Seconds(10)));
+
+  // A resource name that is not a plain file name is refused.
+  WriteFile(dir_ + "/files/..hidden", "x");
+  CommandResult bad = server_->Relayctl({"push", "--cluster=east", dir_ + "/files/..hidden"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("not a plain file name"));
+}
+
+// 8. Deregistration closes the stream within a second, and the agent cannot come back.
+TEST_F(LifecycleTest, DeregisterClosesTheStreamWithinASecondAndKeepsTheAgentOut) {
+  auto agent = ConnectedAgent("east");
+  auto other = ConnectedAgent("west");
+  ASSERT_TRUE(WaitFor([&] { return Connected("east"); }, absl::Seconds(5)));
+
+  absl::Time start = absl::Now();
+  CommandResult deregistered = server_->Relayctl({"clusters", "deregister", "east"});
+  ASSERT_EQ(deregistered.exit_code, 0) << deregistered.output;
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "cluster deregistered by an operator"); },
+                      absl::Seconds(5)))
+      << agent->Log();
+  absl::Duration closed_after = absl::Now() - start;
+  EXPECT_LT(closed_after, absl::Seconds(1)) << "stream closed after " << closed_after;
+
+  // It keeps trying and keeps being refused; the other cluster is untouched.
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "was deregistered"); }, absl::Seconds(10)));
+  absl::SleepFor(absl::Seconds(2));
+  EXPECT_THAT(ListRow("east"), MatchesRegex("east +deregistered +no .*"));
+  EXPECT_THAT(ListRow("west"), MatchesRegex("west +yes +yes .*"));
+  EXPECT_FALSE(Connected("east"));
+
+  // A restarted agent, and a fresh Register with the shared token, are refused too.
+  agent->Stop();
+  agent->Start();
+  EXPECT_FALSE(agent->WaitConnected(absl::Seconds(2)));
+  std::string fresh = dir_ + "/east-fresh";
+  WritePlainSecret(fresh, "relay-root-tls-secret",
+                   {{"ca.crt", SecretFile(server_->secrets_dir(), "relay-root-tls-secret", "ca.crt")}});
+  WritePlainSecret(fresh, "relay-identity-token-secret",
+                   {{"token", SecretFile(server_->secrets_dir(), "relay-identity-token-secret", "token")}});
+  CommandResult again = RunCommand({AgentBinary(), "--cluster=east", "--secrets_dir=" + fresh,
+                                    "--server_address=" + server_->address()});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_THAT(again.output, HasSubstr("was deregistered"));
+
+  // An operator admits it again with relayctl register; then it connects.
+  agent->Stop();
+  ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + fresh}).exit_code, 0);
+  AgentUnderTest readmitted("east", fresh, server_->address());
+  readmitted.Start();
+  EXPECT_TRUE(readmitted.WaitConnected(absl::Seconds(20))) << readmitted.Log();
+}
+
+// 9. A server restart: agents reconnect by themselves and registration survives.
+TEST_F(LifecycleTest, AgentsReconnectAfterAServerRestartAndRegistrationSurvives) {
+  auto east = ConnectedAgent("east");
+  auto west = ConnectedAgent("west");
+  WriteFile(dir_ + "/files/a.txt", "A");
+  ASSERT_EQ(server_->Relayctl({"push", "--cluster=east", dir_ + "/files/a.txt"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(east->output_dir() + "/a.txt") == "A"; }, absl::Seconds(10)));
+  std::string east_serial_before = ListRow("east");
+
+  server_->Stop();
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(east->Log(), "relay_stream_ended"); }, absl::Seconds(10)));
+  std::string error;
+  ASSERT_TRUE(server_->Start(&error)) << error;
+
+  EXPECT_TRUE(WaitFor([&] { return Connected("east") && Connected("west"); }, absl::Seconds(20)))
+      << server_->Log();
+  EXPECT_THAT(ListRow("east"), MatchesRegex("east +yes +yes .* 1 \\(1\\)"));
+  EXPECT_THAT(ListRow("west"), MatchesRegex("west +yes +yes .*"));
+  // The agents kept their certificates: no new registration happened.
+  EXPECT_THAT(server_->Metrics(), testing::Not(HasSubstr("relay_certificates_issued_total{")));
+  // The snapshot they already hold is not sent again.
+  EXPECT_EQ(absl::StrContains(east->Log(), "snapshot_applied version=1"), true);
+  int applied = 0;
+  for (size_t at = 0; (at = east->Log().find("snapshot_applied", at)) != std::string::npos; ++at) applied++;
+  EXPECT_EQ(applied, 1);
+}
+
+}  // namespace
+}  // namespace relay::e2e
