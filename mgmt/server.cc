@@ -441,9 +441,14 @@ void RelayStream::HandleHello(const v1::Hello& hello) {
 
 void RelayStream::OnReadDone(bool ok) {
   if (!ok) {
-    // The agent closed its side (or the call is over).
+    // The agent closed its side (or the call is over): finish once pending writes are
+    // out, keeping the status of a Close already under way.
     absl::MutexLock lock(&mu_);
-    FinishLocked(grpc::Status::OK);
+    if (!closing_) {
+      closing_ = true;
+      close_status_ = grpc::Status::OK;
+    }
+    StartNextWriteLocked();
     return;
   }
   {
@@ -478,7 +483,7 @@ void RelayStream::OnReadDone(bool ok) {
   }
   incoming_.Clear();
   absl::MutexLock lock(&mu_);
-  if (!finished_) StartRead(&incoming_);
+  if (!finished_ && !closing_) StartRead(&incoming_);
 }
 
 void RelayStream::OnDone() {
