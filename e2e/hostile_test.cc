@@ -1,0 +1,161 @@
+// 11. Hostile and malformed callers are refused while the server keeps serving the others.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "e2e/harness.h"
+#include "e2e/relay_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pki/csr.h"
+#include "pki/keys.h"
+
+namespace relay::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class HostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("hostile");
+    server_ = std::make_unique<ServerUnderTest>(dir_ + "/mgmt");
+    std::string error;
+    ASSERT_TRUE(server_->Start(&error)) << error;
+    root_ = SecretFile(server_->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+    token_ = SecretFile(server_->secrets_dir(), "relay-identity-token-secret", "token");
+    std::string store = dir_ + "/east";
+    ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + store}).exit_code, 0);
+    east_ = std::make_unique<AgentUnderTest>("east", store, server_->address());
+    east_->Start();
+    ASSERT_TRUE(east_->WaitConnected(absl::Seconds(20))) << east_->Log();
+  }
+
+  bool EastConnected() {
+    return absl::StrContains(server_->Metrics(), "relay_push_clients_connected{cluster=\"east\"} 1");
+  }
+
+  grpc::Status Register(const std::string& cluster, const std::string& csr_pem, const std::string& token,
+                        relay::v1::CertificateResponse* response = nullptr) {
+    auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(server_->address(), root_));
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    relay::v1::RegisterRequest request;
+    request.set_cluster(cluster);
+    request.set_csr_pem(csr_pem);
+    relay::v1::CertificateResponse ignored;
+    return stub->Register(&context, request, response ? response : &ignored);
+  }
+
+  std::string Csr(const std::string& cluster, pki::UniquePtr<EVP_PKEY>* key_out = nullptr) {
+    pki::UniquePtr<EVP_PKEY> key = *pki::GenerateKey();
+    std::string pem = *pki::CreateCsrPem(key.get(), cluster);
+    if (key_out) *key_out = std::move(key);
+    return pem;
+  }
+
+  std::string dir_;
+  std::string root_;
+  std::string token_;
+  std::unique_ptr<ServerUnderTest> server_;
+  std::unique_ptr<AgentUnderTest> east_;
+};
+
+TEST_F(HostileTest, PlaintextGarbageAndCertificatelessCallersAreRefused) {
+  // A plaintext gRPC client.
+  auto plaintext = relay::v1::Registration::NewStub(
+      grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext plain_context;
+  SetDeadline(&plain_context, 3);
+  relay::v1::CertificateResponse response;
+  grpc::Status plain = plaintext->Register(&plain_context, relay::v1::RegisterRequest(), &response);
+  EXPECT_EQ(plain.error_code(), grpc::StatusCode::UNAVAILABLE) << plain.error_message();
+
+  // Garbage bytes on the relay port, many times.
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(server_->grpc_port()));
+    inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    std::string garbage(4096, '\0');
+    for (char& c : garbage) c = static_cast<char>(rng());
+    if (round % 2 == 0) garbage.replace(0, 5, "\x16\x03\x01\xff\xff");  // a TLS record header that lies
+    (void)!write(fd, garbage.data(), garbage.size());
+    close(fd);
+  }
+
+  // Connect and Renew without a client certificate.
+  ConnectOutcome no_cert = ConnectWithHello(ServerAuthChannel(server_->address(), root_), "east");
+  EXPECT_EQ(no_cert.status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << no_cert.status.error_message();
+  EXPECT_FALSE(no_cert.got_message);
+  auto registration = relay::v1::Registration::NewStub(ServerAuthChannel(server_->address(), root_));
+  grpc::ClientContext renew_context;
+  SetDeadline(&renew_context);
+  relay::v1::RenewRequest renew;
+  renew.set_csr_pem(Csr("east"));
+  grpc::Status renew_status = registration->Renew(&renew_context, renew, &response);
+  EXPECT_EQ(renew_status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+
+  // The server is still serving: east is connected and a new cluster registers.
+  EXPECT_TRUE(server_->process()->Running());
+  EXPECT_TRUE(EastConnected());
+  EXPECT_TRUE(Register("north", Csr("north"), token_).ok());
+}
+
+TEST_F(HostileTest, HelloClaimingAnotherClusterIsRefused) {
+  std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
+  std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
+  ConnectOutcome outcome = ConnectWithHello(MutualTlsChannel(server_->address(), root_, key, chain), "west");
+  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(outcome.first.has_close());
+  EXPECT_THAT(outcome.first.close().reason(), HasSubstr("Hello names cluster \"west\""));
+  EXPECT_THAT(server_->Metrics(), Not(HasSubstr("cluster=\"west\"")));
+  EXPECT_TRUE(EastConnected());
+}
+
+TEST_F(HostileTest, BadRegistrationRequestsGetTheRightStatus) {
+  // No token, wrong token.
+  EXPECT_EQ(Register("north", Csr("north"), "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::Status wrong = Register("north", Csr("north"), "wrong-token");
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.error_message(), Not(HasSubstr("wrong-token")));
+  // A cluster name that is not a DNS label.
+  grpc::Status bad_name = Register("North_1", Csr("north"), token_);
+  EXPECT_EQ(bad_name.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad_name.error_message(), HasSubstr("DNS label"));
+  // A CSR for another name than the request.
+  grpc::Status mismatch = Register("north", Csr("south"), token_);
+  EXPECT_EQ(mismatch.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(mismatch.error_message(), HasSubstr("\"south\""));
+  // Malformed and oversize CSRs.
+  EXPECT_EQ(Register("north", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                     token_).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::Status oversize = Register("north", std::string(20000, 'A'), token_);
+  EXPECT_EQ(oversize.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(oversize.error_message(), HasSubstr("larger than"));
+  // A message over the server's size limit.
+  grpc::Status huge = Register("north", std::string(5 * 1024 * 1024, 'A'), token_);
+  EXPECT_EQ(huge.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Nothing of this was issued or recorded.
+  EXPECT_THAT(server_->Relayctl({"clusters", "list"}).output, Not(HasSubstr("north")));
+  // A good request still works.
+  pki::UniquePtr<EVP_PKEY> key;
+  relay::v1::CertificateResponse response;
+  ASSERT_TRUE(Register("north", Csr("north", &key), token_, &response).ok());
+  EXPECT_THAT(response.certificate_chain_pem(), HasSubstr("BEGIN CERTIFICATE"));
+  EXPECT_EQ(response.root_ca_pem(), root_);
+}
+
+}  // namespace
+}  // namespace relay::e2e
