@@ -197,8 +197,9 @@ class PollingWatch : public SecretWatch {
  public:
   PollingWatch(DirectorySecretStore* store, std::string ns, std::string name,
                absl::Duration interval, std::function<void()> on_change)
-      : thread_([=, on_change = std::move(on_change)] {
-          std::string last = store->VersionOf(ns, name);
+      // The starting version is read here, before the caller goes on: a change made
+      // right after Watch() returns must be reported.
+      : thread_([=, on_change = std::move(on_change), last = store->VersionOf(ns, name)]() mutable {
           while (!stop_.WaitForNotificationWithTimeout(interval)) {
             std::string now = store->VersionOf(ns, name);
             if (now != last) {
