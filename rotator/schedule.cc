@@ -1,0 +1,72 @@
+#include "rotator/schedule.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace relay::rotator {
+
+absl::Duration RetryDelay(int failures, const RetryPolicy& policy, double jitter01) {
+  if (failures <= 0) return absl::ZeroDuration();
+  absl::Duration ceiling = policy.initial * (int64_t{1} << std::min(failures - 1, 30));
+  ceiling = std::min(ceiling, policy.max);
+  jitter01 = std::clamp(jitter01, 0.0, 1.0);
+  return ceiling / 2 + (ceiling / 2) * jitter01;
+}
+
+Decision Decide(const RotationState& state, absl::Time now, double ratio,
+                const pki::JitterSource& jitter, const RetryPolicy& policy, double retry_jitter01) {
+  absl::Time retry_at = now;
+  if (state.consecutive_failures > 0) {
+    absl::Duration delay = RetryDelay(state.consecutive_failures, policy, retry_jitter01);
+    if (state.last_failure_refused) delay = std::max(delay, policy.refused_pause);
+    retry_at = std::max(now, state.last_failure + delay);
+  }
+
+  bool expired = !state.have_certificate || now >= state.certificate.not_after;
+  if (expired) {
+    std::string what = state.have_certificate
+                           ? absl::StrCat("client certificate expired at ",
+                                          pki::FormatUtc(state.certificate.not_after))
+                           : "there is no usable client certificate";
+    if (!state.token_available) {
+      return {Action::kStuck, retry_at == now ? now + policy.max : retry_at,
+              absl::StrCat(what, " and there is no identity token to register again: run relayctl "
+                                 "register --cluster <name> for this cluster")};
+    }
+    return {retry_at <= now ? Action::kRegister : Action::kWait, retry_at,
+            absl::StrCat(what, ": registering again with the identity token")};
+  }
+
+  if (state.force && state.consecutive_failures == 0) return {Action::kRenew, now, "renewal forced"};
+
+  absl::StatusOr<absl::Time> renew_at = pki::RenewAt(state.certificate, ratio, jitter);
+  absl::Time due = renew_at.ok() ? *renew_at : now;
+  absl::Time at = std::max(due, retry_at);
+  // A retry never waits past expiry: at expiry the Register fallback takes over.
+  if (state.consecutive_failures > 0) at = std::min(at, state.certificate.not_after);
+  if (at <= now) {
+    return {Action::kRenew, now,
+            state.consecutive_failures > 0
+                ? absl::StrCat("retrying after ", state.consecutive_failures, " failed renewal(s)")
+                : "rotation point reached"};
+  }
+  return {Action::kWait, at, state.consecutive_failures > 0 ? "waiting to retry" : "waiting for the rotation point"};
+}
+
+std::string HealthProblem(const RotationState& state, absl::Time now, double ratio,
+                          const pki::JitterSource& jitter) {
+  if (!state.have_certificate) return "no usable client certificate";
+  if (now >= state.certificate.not_after) {
+    return absl::StrCat("client certificate expired at ", pki::FormatUtc(state.certificate.not_after),
+                        state.token_available ? "" : "; no identity token: run relayctl register");
+  }
+  absl::StatusOr<absl::Time> due = pki::RenewAt(state.certificate, ratio, jitter);
+  if (due.ok() && now >= *due && state.consecutive_failures > 0) {
+    return absl::StrCat("client certificate is past its rotation point (", pki::FormatUtc(*due),
+                        ") and the last ", state.consecutive_failures, " renewal(s) failed");
+  }
+  return "";
+}
+
+}  // namespace relay::rotator

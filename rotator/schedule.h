@@ -1,0 +1,61 @@
+#ifndef RELAY_ROTATOR_SCHEDULE_H_
+#define RELAY_ROTATOR_SCHEDULE_H_
+
+// When to renew, retry, fall back to Register, or give up and say so: a pure function
+// of the certificate, the failures so far and the time, so tests move time instead of
+// sleeping (DESIGN.md "Rotation time").
+
+#include <string>
+
+#include "absl/time/time.h"
+#include "pki/certificate.h"
+#include "pki/rotation.h"
+
+namespace relay::rotator {
+
+struct RetryPolicy {
+  absl::Duration initial = absl::Seconds(1);
+  absl::Duration max = absl::Minutes(2);
+  // After PERMISSION_DENIED (deregistered or revoked) the server will keep refusing:
+  // wait this long rather than hammer it.
+  absl::Duration refused_pause = absl::Minutes(10);
+};
+
+// Capped exponential backoff with jitter: the nth failure (n >= 1) waits between half
+// and all of min(max, initial * 2^(n-1)); `jitter01` in [0, 1) picks where.
+absl::Duration RetryDelay(int failures, const RetryPolicy& policy, double jitter01);
+
+struct RotationState {
+  bool have_certificate = false;  // a readable client certificate exists
+  pki::CertificateInfo certificate;
+  int consecutive_failures = 0;
+  absl::Time last_failure = absl::InfinitePast();
+  bool last_failure_refused = false;  // PERMISSION_DENIED
+  bool token_available = false;
+  bool force = false;  // renew now, whatever the schedule
+};
+
+enum class Action {
+  kWait,       // nothing to do before `at`
+  kRenew,      // call Renew with the current certificate
+  kRegister,   // expired or missing: Register with the token
+  kStuck,      // expired or missing and no token: only an operator can help
+};
+
+struct Decision {
+  Action action = Action::kWait;
+  absl::Time at;  // when to act (or to look again)
+  std::string why;
+};
+
+Decision Decide(const RotationState& state, absl::Time now, double ratio,
+                const pki::JitterSource& jitter, const RetryPolicy& policy, double retry_jitter01);
+
+// Empty when healthy; otherwise the reason /healthz reports: the certificate expired
+// (or is missing), or it is past its rotation point and the last renewal failed.
+std::string HealthProblem(const RotationState& state, absl::Time now, double ratio,
+                          const pki::JitterSource& jitter);
+
+}  // namespace relay::rotator
+
+#endif  // RELAY_ROTATOR_SCHEDULE_H_

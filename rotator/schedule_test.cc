@@ -1,0 +1,120 @@
+#include "rotator/schedule.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace relay::rotator {
+namespace {
+
+using ::testing::HasSubstr;
+
+const absl::Time kIssued = absl::FromUnixSeconds(1767225600);
+
+pki::JitterSource Fixed(double value) {
+  return [value](const pki::CertificateInfo&) { return value; };
+}
+
+RotationState Fresh(absl::Duration lifetime = absl::Hours(100)) {
+  RotationState state;
+  state.have_certificate = true;
+  state.certificate.not_before = kIssued;
+  state.certificate.not_after = kIssued + lifetime;
+  state.certificate.serial_hex = "01";
+  state.token_available = true;
+  return state;
+}
+
+TEST(ScheduleTest, WaitsForTheRotationPointThenRenews) {
+  RotationState state = Fresh();
+  RetryPolicy policy;
+  Decision early = Decide(state, kIssued + absl::Hours(1), 0.5, Fixed(0), policy, 0);
+  EXPECT_EQ(early.action, Action::kWait);
+  EXPECT_EQ(early.at, kIssued + absl::Hours(50));
+  EXPECT_EQ(Decide(state, kIssued + absl::Hours(50), 0.5, Fixed(0), policy, 0).action, Action::kRenew);
+  // ratio 0.2: 80% of the lifetime goes by first.
+  EXPECT_EQ(Decide(state, kIssued, 0.2, Fixed(0), policy, 0).at, kIssued + absl::Hours(80));
+}
+
+TEST(ScheduleTest, JitterMovesRenewalEarlierWithinATenthOfTheGrace) {
+  RotationState state = Fresh();
+  RetryPolicy policy;
+  for (double draw : {0.0, 0.25, 0.5, 0.999}) {
+    Decision decision = Decide(state, kIssued, 0.5, Fixed(draw), policy, 0);
+    EXPECT_LE(decision.at, kIssued + absl::Hours(50));
+    EXPECT_GE(decision.at, kIssued + absl::Hours(45));
+    EXPECT_EQ(decision.at, kIssued + absl::Hours(50) - absl::Hours(5) * draw);
+  }
+}
+
+TEST(ScheduleTest, ForceRenewsNow) {
+  RotationState state = Fresh();
+  state.force = true;
+  EXPECT_EQ(Decide(state, kIssued, 0.5, Fixed(0), RetryPolicy(), 0).action, Action::kRenew);
+}
+
+TEST(ScheduleTest, FailuresBackOffExponentiallyWithACapAndJitter) {
+  RetryPolicy policy{absl::Seconds(1), absl::Seconds(60), absl::Minutes(10)};
+  EXPECT_EQ(RetryDelay(1, policy, 0), absl::Milliseconds(500));
+  EXPECT_EQ(RetryDelay(1, policy, 0.999999), absl::Microseconds(999999) + absl::Nanoseconds(500));
+  EXPECT_EQ(RetryDelay(3, policy, 0), absl::Seconds(2));
+  EXPECT_EQ(RetryDelay(3, policy, 1), absl::Seconds(4));
+  EXPECT_EQ(RetryDelay(20, policy, 1), absl::Seconds(60));
+  EXPECT_EQ(RetryDelay(20, policy, 0), absl::Seconds(30));
+
+  RotationState state = Fresh();
+  absl::Time now = kIssued + absl::Hours(60);  // past the rotation point
+  state.consecutive_failures = 3;
+  state.last_failure = now;
+  Decision wait = Decide(state, now, 0.5, Fixed(0), policy, 0.5);
+  EXPECT_EQ(wait.action, Action::kWait);
+  EXPECT_EQ(wait.at, now + absl::Seconds(3));
+  EXPECT_EQ(Decide(state, now + absl::Seconds(3), 0.5, Fixed(0), policy, 0.5).action, Action::kRenew);
+}
+
+TEST(ScheduleTest, RetriesNeverWaitPastExpiry) {
+  RetryPolicy policy{absl::Seconds(1), absl::Hours(10), absl::Minutes(10)};
+  RotationState state = Fresh();
+  absl::Time now = state.certificate.not_after - absl::Minutes(1);
+  state.consecutive_failures = 30;
+  state.last_failure = now;
+  Decision decision = Decide(state, now, 0.5, Fixed(0), policy, 0);
+  EXPECT_EQ(decision.at, state.certificate.not_after);
+}
+
+TEST(ScheduleTest, RefusalPausesInsteadOfHammering) {
+  RetryPolicy policy{absl::Seconds(1), absl::Seconds(60), absl::Minutes(10)};
+  RotationState state = Fresh();
+  absl::Time now = kIssued + absl::Hours(60);
+  state.consecutive_failures = 1;
+  state.last_failure = now;
+  state.last_failure_refused = true;
+  EXPECT_EQ(Decide(state, now, 0.5, Fixed(0), policy, 0).at, now + absl::Minutes(10));
+}
+
+TEST(ScheduleTest, ExpiredFallsBackToRegisterWithATokenOrIsStuckWithout) {
+  RotationState state = Fresh();
+  absl::Time after = state.certificate.not_after + absl::Seconds(1);
+  Decision with_token = Decide(state, after, 0.5, Fixed(0), RetryPolicy(), 0);
+  EXPECT_EQ(with_token.action, Action::kRegister);
+  state.token_available = false;
+  Decision without = Decide(state, after, 0.5, Fixed(0), RetryPolicy(), 0);
+  EXPECT_EQ(without.action, Action::kStuck);
+  EXPECT_THAT(without.why, HasSubstr("relayctl register"));
+  RotationState missing;
+  missing.token_available = true;
+  EXPECT_EQ(Decide(missing, after, 0.5, Fixed(0), RetryPolicy(), 0).action, Action::kRegister);
+}
+
+TEST(ScheduleTest, HealthFailsPastTheRotationPointAfterAFailureOrWhenExpired) {
+  RotationState state = Fresh();
+  EXPECT_EQ(HealthProblem(state, kIssued + absl::Hours(60), 0.5, Fixed(0)), "");
+  state.consecutive_failures = 1;
+  EXPECT_EQ(HealthProblem(state, kIssued + absl::Hours(10), 0.5, Fixed(0)), "");
+  EXPECT_THAT(HealthProblem(state, kIssued + absl::Hours(60), 0.5, Fixed(0)), HasSubstr("past its rotation point"));
+  state.consecutive_failures = 0;
+  state.token_available = false;
+  EXPECT_THAT(HealthProblem(state, kIssued + absl::Hours(101), 0.5, Fixed(0)), HasSubstr("relayctl register"));
+}
+
+}  // namespace
+}  // namespace relay::rotator
