@@ -16,6 +16,7 @@
 #include "common/metrics.h"
 #include "common/names.h"
 #include "common/status_macros.h"
+#include "rotator/rotator.h"
 #include "secrets/directory_store.h"
 #include "tokens/identity_token.h"
 
@@ -38,11 +39,22 @@ class AgentImpl final : public Agent {
     metrics_.Describe("relay_agent_heartbeat_rtt_seconds", "gauge", "Round trip of the latest heartbeat.");
     metrics_.Describe("relay_agent_credential_reloads_total", "counter",
                       "Times a replaced client secret was picked up without a restart.");
+    metrics_.Describe("relay_agent_heartbeats_sent_total", "counter", "Heartbeats sent on relay streams.");
+    metrics_.Describe("relay_agent_heartbeat_acks_total", "counter", "Heartbeats the server answered.");
+    metrics_.Set("relay_agent_reconnects_total", {}, 0);
+    metrics_.Set("relay_agent_heartbeats_sent_total", {}, 0);
+    metrics_.Set("relay_agent_heartbeat_acks_total", {}, 0);
+    metrics_.Describe("relay_agent_heartbeats_unanswered_total", "counter",
+                      "Heartbeats whose stream ended before the server answered them.");
+    metrics_.Describe("relay_agent_heartbeat_ack_max_gap_seconds", "gauge",
+                      "Longest time between two heartbeat answers, across reconnects.");
+    metrics_.Set("relay_agent_heartbeats_unanswered_total", {}, 0);
   }
 
   ~AgentImpl() override {
     Shutdown();
     if (loop_.joinable()) loop_.join();
+    if (rotator_) rotator_->Stop();
   }
 
   absl::Status Init() {
@@ -59,6 +71,15 @@ class AgentImpl final : public Agent {
                                                    {[this] { return metrics_.Render(); },
                                                     [] { return std::string(); },
                                                     [this] { return connected_ ? "" : "relay stream is not up"; }}));
+    }
+    if (options_.rotation == "builtin") {
+      rotator::RotatorOptions rotation;
+      rotation.cluster = options_.cluster;
+      rotation.secrets = options_.secrets;
+      rotation.server = options_.server;
+      rotation.grace_period_ratio = options_.grace_period_ratio;
+      rotator_ = std::make_unique<rotator::Rotator>(rotation, store_.get(), &metrics_);
+      rotator_->Start();
     }
     loop_ = std::thread([this] { RelayLoop(); });
     return absl::OkStatus();
@@ -166,38 +187,78 @@ class AgentImpl final : public Agent {
   void RelayLoop() {
     int attempt = 0;
     bool first = true;
+    bool expired_logged = false;
     while (!stop_.HasBeenNotified()) {
       std::shared_ptr<const ClientCredentials> credentials = Credentials();
       absl::Time now = absl::Now();
       if (now > credentials->leaf.not_after) {
-        // Expired and nobody renewed it: start over (a token still lets us Register).
-        absl::StatusOr<ClientCredentials> fresh = ObtainCredentials(now);
-        if (fresh.ok()) {
-          SetCredentials(std::make_shared<const ClientCredentials>(*std::move(fresh)));
-          continue;
+        // Renewing, and registering again once expired, is the rotator's job (the sidecar
+        // or --rotation=builtin); one writer of the secret avoids two racing. Wait for
+        // the watch to bring a new certificate.
+        if (!expired_logged) {
+          LogError("client_certificate_expired",
+                   {{"not_after", pki::FormatUtc(credentials->leaf.not_after)},
+                    {"help", options_.rotation == "builtin"
+                                 ? "the built-in rotation could not renew it: see its renewal_failed events"
+                                 : "nothing renewed it: run the rotator sidecar, or the agent with "
+                                   "--rotation=builtin"}});
+          expired_logged = true;
         }
-        LogError("client_certificate_expired", {{"error", std::string(fresh.status().message())}});
+        if (stop_.WaitForNotificationWithTimeout(absl::Milliseconds(200))) break;
+        continue;
       }
+      expired_logged = false;
       if (!first) metrics_.Add("relay_agent_reconnects_total", {});
       first = false;
       absl::Time opened = absl::Now();
-      bool welcomed = false;
-      grpc::Status status = RunStream(*credentials, &welcomed);
+      StreamOutcome outcome = RunStream(*credentials);
       connected_ = false;
       metrics_.Set("relay_agent_connected", {}, 0);
       if (stop_.HasBeenNotified()) break;
-      absl::Status explained = ExplainRpcError(status, options_.server, "relay stream");
-      LogWarning("relay_stream_ended", {{"code", absl::StrCat(status.error_code())},
+      if (outcome.switching) {
+        // Our certificate is about to expire and a renewed one is ready: reconnect with
+        // it now, before the server has to close the stream.
+        LogInfo("relay_stream_switching", {{"to_serial", Credentials()->leaf.serial_hex}});
+        attempt = 0;
+        continue;
+      }
+      absl::Status explained = ExplainRpcError(outcome.status, options_.server, "relay stream");
+      LogWarning("relay_stream_ended", {{"code", absl::StrCat(outcome.status.error_code())},
                                         {"error", std::string(explained.message())}});
-      if (welcomed && absl::Now() - opened > absl::Seconds(10)) attempt = 0;
-      if (welcomed && status.error_code() == grpc::StatusCode::UNAUTHENTICATED) attempt = 0;
-      absl::Duration wait = welcomed && attempt == 0 ? absl::ZeroDuration() : Backoff(attempt);
+      if (outcome.welcomed && absl::Now() - opened > absl::Seconds(10)) attempt = 0;
+      if (outcome.welcomed && outcome.status.error_code() == grpc::StatusCode::UNAUTHENTICATED) attempt = 0;
+      absl::Duration wait = outcome.welcomed && attempt == 0 ? absl::ZeroDuration() : Backoff(attempt);
       attempt++;
       if (stop_.WaitForNotificationWithTimeout(wait)) break;
     }
   }
 
-  grpc::Status RunStream(const ClientCredentials& credentials, bool* welcomed) {
+  struct StreamOutcome {
+    grpc::Status status;
+    bool welcomed = false;
+    bool switching = false;  // we ended it to move to a renewed certificate
+  };
+
+  // True when the stream's certificate expires within `margin` and a renewed one that
+  // lasts longer has been loaded.
+  bool ShouldSwitch(const ClientCredentials& stream_credentials, absl::Duration margin) {
+    if (absl::Now() + margin < stream_credentials.leaf.not_after) return false;
+    std::shared_ptr<const ClientCredentials> current = Credentials();
+    return current->leaf.serial_hex != stream_credentials.leaf.serial_hex &&
+           current->leaf.not_after > stream_credentials.leaf.not_after;
+  }
+
+  void RecordAck(absl::Time now) {
+    absl::MutexLock lock(&heartbeat_mu_);
+    if (last_ack_ != absl::InfinitePast()) {
+      max_ack_gap_ = std::max(max_ack_gap_, now - last_ack_);
+      metrics_.Set("relay_agent_heartbeat_ack_max_gap_seconds", {}, absl::ToDoubleSeconds(max_ack_gap_));
+    }
+    last_ack_ = now;
+  }
+
+  StreamOutcome RunStream(const ClientCredentials& credentials) {
+    StreamOutcome outcome;
     auto channel = grpc_tls::CreateChannel(
         options_.server.address,
         grpc_tls::MutualTlsCredentials(credentials.root_pem, credentials.key_pem, credentials.chain_pem),
@@ -206,15 +267,19 @@ class AgentImpl final : public Agent {
     auto context = std::make_shared<grpc::ClientContext>();
     {
       absl::MutexLock lock(&mu_);
-      if (stop_.HasBeenNotified()) return grpc::Status::CANCELLED;
+      if (stop_.HasBeenNotified()) {
+        outcome.status = grpc::Status::CANCELLED;
+        return outcome;
+      }
       context_ = context;
     }
     std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>> stream =
         stub->Connect(context.get());
     absl::Mutex write_mu;
+    bool writes_done = false;
     auto write = [&](const v1::AgentMessage& message) {
       absl::MutexLock lock(&write_mu);
-      return stream->Write(message);
+      return !writes_done && stream->Write(message);
     };
     v1::AgentMessage hello;
     hello.mutable_hello()->set_cluster(options_.cluster);
@@ -224,35 +289,60 @@ class AgentImpl final : public Agent {
     write(hello);
 
     absl::Notification stream_done;
+    std::atomic<int64_t> sent{0}, acked{0};
+    std::atomic<bool> switching{false};
     std::thread heartbeats;
     v1::ServerMessage message;
     std::string close_reason;
     while (stream->Read(&message)) {
       if (message.has_welcome()) {
-        *welcomed = true;
+        outcome.welcomed = true;
         connected_ = true;
         metrics_.Set("relay_agent_connected", {}, 1);
         LogInfo("relay_connected", {{"cluster", options_.cluster},
                                     {"server", options_.server.address},
                                     {"serial", credentials.leaf.serial_hex}});
         WriteReadyFile();
-        absl::Duration interval = absl::Milliseconds(std::max<int64_t>(message.welcome().heartbeat_interval_ms(), 100));
+        absl::Duration interval =
+            absl::Milliseconds(std::max<int64_t>(message.welcome().heartbeat_interval_ms(), 100));
         if (!heartbeats.joinable()) {
           heartbeats = std::thread([&, interval] {
             int64_t sequence = 0;
-            while (!stream_done.WaitForNotificationWithTimeout(interval)) {
+            // The first heartbeat goes out at once: after a reconnect the server hears
+            // from us again without waiting a whole interval.
+            for (bool first_beat = true;
+                 first_beat || !stream_done.WaitForNotificationWithTimeout(interval); first_beat = false) {
+              if (ShouldSwitch(credentials, interval * 3)) {
+                // Hand over without losing a heartbeat: let the last one be answered,
+                // then half-close; the server ends the stream and we reconnect at once.
+                absl::Time deadline = absl::Now() + interval;
+                while (acked.load() < sent.load() && absl::Now() < deadline &&
+                       !stream_done.WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
+                }
+                switching = true;
+                absl::MutexLock lock(&write_mu);
+                writes_done = true;
+                stream->WritesDone();
+                break;
+              }
               v1::AgentMessage beat;
               beat.mutable_heartbeat()->set_sequence(++sequence);
               beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
               if (!write(beat)) break;
+              sent++;
+              metrics_.Add("relay_agent_heartbeats_sent_total", {});
             }
           });
         }
       } else if (message.has_snapshot()) {
         ApplySnapshot(message.snapshot(), write);
       } else if (message.has_heartbeat_ack()) {
-        absl::Duration rtt = absl::Now() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
+        absl::Time now = absl::Now();
+        absl::Duration rtt = now - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
         metrics_.Set("relay_agent_heartbeat_rtt_seconds", {}, absl::ToDoubleSeconds(rtt));
+        metrics_.Add("relay_agent_heartbeat_acks_total", {});
+        acked++;
+        RecordAck(now);
       } else if (message.has_close()) {
         close_reason = message.close().reason();
         LogWarning("relay_closed_by_server", {{"reason", close_reason}});
@@ -260,15 +350,19 @@ class AgentImpl final : public Agent {
     }
     stream_done.Notify();
     if (heartbeats.joinable()) heartbeats.join();
-    grpc::Status status = stream->Finish();
+    if (sent.load() > acked.load()) {
+      metrics_.Add("relay_agent_heartbeats_unanswered_total", {}, static_cast<double>(sent - acked));
+    }
+    outcome.status = stream->Finish();
     {
       absl::MutexLock lock(&mu_);
       context_.reset();
     }
-    if (!close_reason.empty() && status.ok()) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, close_reason);
+    outcome.switching = switching.load() && outcome.status.ok();
+    if (!close_reason.empty() && outcome.status.ok()) {
+      outcome.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, close_reason);
     }
-    return status;
+    return outcome;
   }
 
   template <typename Write>
@@ -304,7 +398,8 @@ class AgentImpl final : public Agent {
     if (options_.ready_file.empty() || ready_written_) return;
     ready_written_ = true;
     std::string temp = options_.ready_file + ".tmp";
-    std::ofstream(temp) << "cluster=" << options_.cluster << "\nconnected=1\n";
+    std::ofstream(temp) << "cluster=" << options_.cluster << "\nconnected=1\nmetrics_port="
+                        << (http_ ? http_->port() : 0) << "\n";
     std::rename(temp.c_str(), options_.ready_file.c_str());
   }
 
@@ -313,10 +408,14 @@ class AgentImpl final : public Agent {
   Metrics metrics_;
   std::unique_ptr<secrets::SecretWatch> watch_;
   std::unique_ptr<HttpEndpoints> http_;
+  std::unique_ptr<rotator::Rotator> rotator_;
   std::thread loop_;
   std::mt19937_64 rng_{std::random_device{}()};
   std::atomic<bool> connected_{false};
   std::atomic<int64_t> acked_version_{0};
+  absl::Mutex heartbeat_mu_;
+  absl::Time last_ack_ ABSL_GUARDED_BY(heartbeat_mu_) = absl::InfinitePast();
+  absl::Duration max_ack_gap_ ABSL_GUARDED_BY(heartbeat_mu_);
   bool ready_written_ = false;
   absl::Notification stop_;
 
@@ -329,6 +428,10 @@ class AgentImpl final : public Agent {
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   RETURN_IF_ERROR(ValidateClusterName(options.cluster));
+  if (options.rotation != "sidecar" && options.rotation != "builtin") {
+    return absl::InvalidArgumentError(absl::StrCat("--rotation=", options.rotation,
+                                                   " is not valid: use sidecar or builtin"));
+  }
   if (options.server.address.empty()) {
     return absl::InvalidArgumentError(
         "no management server address: set --server_address or glooAgent.relay.serverAddress");

@@ -23,6 +23,10 @@ struct AgentOptions {
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
   std::string version = "relay-agent/0.1";
+  // "sidecar" (default): the rotator sidecar renews the certificate. "builtin": the
+  // same rotation runs inside the agent, for set-ups without a sidecar.
+  std::string rotation = "sidecar";
+  double grace_period_ratio = 0.5;
 };
 
 class Agent {

@@ -88,6 +88,21 @@ absl::StatusOr<ClientCredentials> LoadClientCredentials(secrets::SecretStore& st
   return credentials;
 }
 
+absl::StatusOr<pki::CertificateInfo> PeekClientCertificate(secrets::SecretStore& store,
+                                                           const WorkloadSecrets& secrets) {
+  const std::string& name = secrets.values.client_tls_secret;
+  ASSIGN_OR_RETURN(secrets::SecretData data, store.Get(secrets.ns, name));
+  ASSIGN_OR_RETURN(std::string chain_pem, secrets::GetKey(data, secrets.ns, name, "tls.crt"));
+  ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> chain, pki::ParseCertificateChainPem(chain_pem));
+  return pki::InspectCertificate(chain[0].get());
+}
+
+bool HasToken(secrets::SecretStore& store, const WorkloadSecrets& secrets) {
+  return tokens::LoadToken(store, secrets.TokenNamespace(), secrets.values.token_secret.name,
+                           secrets.values.token_secret.key)
+      .ok();
+}
+
 absl::Status WriteClientCredentials(secrets::SecretStore& store, const WorkloadSecrets& secrets,
                                     const ClientCredentials& credentials) {
   return store.Put(secrets.ns, secrets.values.client_tls_secret,
@@ -208,8 +223,11 @@ absl::StatusOr<ClientCredentials> Renew(const ClientCredentials& current,
     return absl::InternalError(absl::StrCat("the server's answer to Renew is not usable: ",
                                             renewed.status().message()));
   }
-  if (renewed->leaf.not_after <= current.leaf.not_after) {
-    return absl::InternalError("the renewed certificate does not expire later than the current one");
+  // notAfter has one-second resolution: a renewal within the same second as the last
+  // one expires at the same time, never earlier.
+  if (renewed->leaf.not_after < current.leaf.not_after ||
+      renewed->leaf.serial_hex == current.leaf.serial_hex) {
+    return absl::InternalError("the renewed certificate is not newer than the current one");
   }
   return renewed;
 }

@@ -46,6 +46,14 @@ absl::StatusOr<ClientCredentials> LoadClientCredentials(secrets::SecretStore& st
                                                         const WorkloadSecrets& secrets,
                                                         const std::string& cluster, absl::Time now);
 
+// The leaf of relay-client-tls-secret without any check (to learn when it expires even
+// when it no longer verifies). NOT_FOUND when there is none.
+absl::StatusOr<pki::CertificateInfo> PeekClientCertificate(secrets::SecretStore& store,
+                                                           const WorkloadSecrets& secrets);
+
+// True when the token secret holds a non-empty token.
+bool HasToken(secrets::SecretStore& store, const WorkloadSecrets& secrets);
+
 // Writes relay-client-tls-secret (tls.crt, tls.key, ca.crt) in one atomic swap.
 absl::Status WriteClientCredentials(secrets::SecretStore& store, const WorkloadSecrets& secrets,
                                     const ClientCredentials& credentials);

@@ -38,6 +38,12 @@ ABSL_FLAG(std::string, ready_file, "", "File written once the relay stream is up
 ABSL_FLAG(std::string, local_cert_lifetime, "720h",
           "Lifetime of a client certificate the agent signs itself with the root's tls.key.");
 ABSL_FLAG(std::string, max_backoff, "30s", "Longest wait between reconnect attempts.");
+ABSL_FLAG(std::string, rotation, "sidecar",
+          "Who renews the client certificate: sidecar (the rotator container, default) or builtin "
+          "(the same rotation inside the agent).");
+ABSL_FLAG(double, grace_period_ratio, 0,
+          "With --rotation=builtin: renew when this share of the lifetime remains "
+          "(glooAgent.relay.clientTlsSecretRotationGracePeriodRatio; default 0.5).");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 namespace {
@@ -95,6 +101,12 @@ int main(int argc, char** argv) {
   options.local_cert_lifetime =
       DurationFlag("local_cert_lifetime", absl::GetFlag(FLAGS_local_cert_lifetime));
   options.max_backoff = DurationFlag("max_backoff", absl::GetFlag(FLAGS_max_backoff));
+  options.rotation = absl::GetFlag(FLAGS_rotation);
+  double ratio = absl::GetFlag(FLAGS_grace_period_ratio);
+  options.grace_period_ratio = ratio == 0 ? values->client_tls_secret_rotation_grace_period_ratio : ratio;
+  if (!(options.grace_period_ratio > 0 && options.grace_period_ratio < 1)) {
+    Fail("--grace_period_ratio must be strictly between 0 and 1");
+  }
 
   relay::BlockTerminationSignals();
   relay::LogInfo("starting", {{"cluster", options.cluster},

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -79,6 +80,26 @@ std::map<std::string, std::string> ReadKeyValues(const std::string& path) {
 std::string ServerBinary() { return "mgmt/server"; }
 std::string AgentBinary() { return "agent/agent"; }
 std::string RelayctlBinary() { return "tools/relayctl"; }
+std::string RotatorBinary() { return "rotator/rotator"; }
+
+std::pair<int, std::string> HttpGet(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_connection_timeout(2);
+  client.set_read_timeout(5);
+  auto response = client.Get(path.c_str());
+  if (!response) return {0, ""};
+  return {response->status, response->body};
+}
+
+double MetricValue(const std::string& metrics, const std::string& series) {
+  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
+    if (absl::StartsWith(line, series + " ")) {
+      double value = -1;
+      if (absl::SimpleAtod(line.substr(series.size() + 1), &value)) return value;
+    }
+  }
+  return -1;
+}
 
 namespace {
 
@@ -214,7 +235,7 @@ void AgentUnderTest::Start() {
   std::vector<std::string> argv = {AgentBinary(), "--cluster=" + cluster_,
                                    "--secrets_dir=" + secrets_dir_,
                                    "--server_address=" + server_address_, "--ready_file=" + ready,
-                                   "--max_backoff=1s"};
+                                   "--max_backoff=1s", "--metrics_address=127.0.0.1:0"};
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
   process_ = std::make_unique<Process>(argv, log);
 }
@@ -231,6 +252,51 @@ void AgentUnderTest::Stop() {
 std::string AgentUnderTest::SecretKey(const std::string& secret, const std::string& key) const {
   return SecretFile(secrets_dir_, secret, key);
 }
+
+std::string AgentUnderTest::Metrics() const {
+  std::string ready = absl::StrCat(secrets_dir_, ".agent-ready.", start_count_ - 1);
+  int port = 0;
+  if (!absl::SimpleAtoi(ReadKeyValues(ready)["metrics_port"], &port) || port == 0) return "";
+  return HttpGet(port, "/metrics").second;
+}
+
+RotatorUnderTest::RotatorUnderTest(std::string cluster, std::string secrets_dir,
+                                   std::string server_address, std::vector<std::string> extra_flags)
+    : cluster_(std::move(cluster)),
+      secrets_dir_(std::move(secrets_dir)),
+      server_address_(std::move(server_address)),
+      extra_flags_(std::move(extra_flags)) {}
+
+RotatorUnderTest::~RotatorUnderTest() { Stop(); }
+
+bool RotatorUnderTest::Start(std::string* error) {
+  std::string log = absl::StrCat(secrets_dir_, ".rotator.", start_count_, ".log");
+  std::string ready = absl::StrCat(secrets_dir_, ".rotator-ready.", start_count_++);
+  std::vector<std::string> argv = {RotatorBinary(), "--cluster=" + cluster_,
+                                   "--secrets_dir=" + secrets_dir_,
+                                   "--server_address=" + server_address_,
+                                   "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
+                                   "--ready_file=" + ready, "--retry_max=1s"};
+  argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
+  process_ = std::make_unique<Process>(argv, log);
+  bool up = WaitFor([&] { return !ReadFileOrEmpty(ready).empty() || !process_->Running(); }, absl::Seconds(20));
+  std::map<std::string, std::string> ports = ReadKeyValues(ready);
+  if (!up || ports.empty()) {
+    if (error) *error = absl::StrCat("rotator did not start; log:\n", process_->Log());
+    return false;
+  }
+  (void)absl::SimpleAtoi(ports["metrics_port"], &metrics_port_);
+  (void)absl::SimpleAtoi(ports["health_port"], &health_port_);
+  return true;
+}
+
+void RotatorUnderTest::Stop() {
+  if (process_) process_->Stop();
+}
+
+std::string RotatorUnderTest::Metrics() const { return HttpGet(metrics_port_, "/metrics").second; }
+
+std::pair<int, std::string> RotatorUnderTest::Health() const { return HttpGet(health_port_, "/healthz"); }
 
 std::string SecretFile(const std::string& secrets_dir, const std::string& secret, const std::string& key) {
   return ReadFileOrEmpty(absl::StrCat(secrets_dir, "/gloo-mesh/", secret, "/", key));

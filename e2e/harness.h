@@ -32,6 +32,14 @@ std::map<std::string, std::string> ReadKeyValues(const std::string& path);
 std::string ServerBinary();
 std::string AgentBinary();
 std::string RelayctlBinary();
+std::string RotatorBinary();
+
+// GET http://127.0.0.1:<port><path>: the status code (0 when unreachable) and body.
+std::pair<int, std::string> HttpGet(int port, const std::string& path);
+
+// The value of the first sample named `series` (name with labels, e.g.
+// relay_agent_connected or foo{a="b"}) in Prometheus text, or -1.
+double MetricValue(const std::string& metrics, const std::string& series);
 
 // A child process whose stdout and stderr go to `log_path`. Stopped (SIGTERM, then
 // SIGKILL after 5 s) when destroyed.
@@ -117,6 +125,8 @@ class AgentUnderTest {
   Process* process() { return process_.get(); }
   // The key of a secret in the agent's store (kubelet layout), or "".
   std::string SecretKey(const std::string& secret, const std::string& key) const;
+  // Its /metrics (it runs with --metrics_address=127.0.0.1:0).
+  std::string Metrics() const;
 
  private:
   std::string cluster_;
@@ -124,6 +134,30 @@ class AgentUnderTest {
   std::string server_address_;
   std::vector<std::string> extra_flags_;
   int start_count_ = 0;
+  std::unique_ptr<Process> process_;
+};
+
+// The rotator sidecar for one cluster, sharing the agent's store.
+class RotatorUnderTest {
+ public:
+  RotatorUnderTest(std::string cluster, std::string secrets_dir, std::string server_address,
+                   std::vector<std::string> extra_flags = {});
+  ~RotatorUnderTest();
+  bool Start(std::string* error);
+  void Stop();
+  std::string Log() const { return process_ ? process_->Log() : ""; }
+  std::string Metrics() const;
+  std::pair<int, std::string> Health() const;
+  Process* process() { return process_.get(); }
+
+ private:
+  std::string cluster_;
+  std::string secrets_dir_;
+  std::string server_address_;
+  std::vector<std::string> extra_flags_;
+  int start_count_ = 0;
+  int metrics_port_ = 0;
+  int health_port_ = 0;
   std::unique_ptr<Process> process_;
 };
 

@@ -3,6 +3,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 
@@ -57,7 +59,9 @@ absl::StatusOr<std::unique_ptr<ClusterRegistry>> ClusterRegistry::Load(secrets::
     record.name = cluster;
     record.deregistered = Str(data, "state") == "deregistered";
     record.current_serial = Str(data, "current_serial");
-    record.pending_serial = Str(data, "pending_serial");
+    for (absl::string_view serial : absl::StrSplit(Str(data, "pending_serials"), ',', absl::SkipEmpty())) {
+      record.pending_serials.emplace_back(serial);
+    }
     record.not_after = absl::FromUnixSeconds(Int(data, "not_after"));
     record.issued_at = absl::FromUnixSeconds(Int(data, "issued_at"));
     record.registered_at = absl::FromUnixSeconds(Int(data, "registered_at"));
@@ -72,7 +76,7 @@ absl::Status ClusterRegistry::Save(const ClusterRecord& record) {
   return store_->Put(ns_, kClusterPrefix + record.name,
                      {{"state", record.deregistered ? "deregistered" : "registered"},
                       {"current_serial", record.current_serial},
-                      {"pending_serial", record.pending_serial},
+                      {"pending_serials", absl::StrJoin(record.pending_serials, ",")},
                       {"not_after", absl::StrCat(absl::ToUnixSeconds(record.not_after))},
                       {"issued_at", absl::StrCat(absl::ToUnixSeconds(record.issued_at))},
                       {"registered_at", absl::StrCat(absl::ToUnixSeconds(record.registered_at))},
@@ -93,27 +97,20 @@ absl::Status ClusterRegistry::CheckNotDeregistered(const std::string& cluster) c
   return absl::OkStatus();
 }
 
-absl::Status ClusterRegistry::RecordRegistered(const std::string& cluster, const std::string& serial,
-                                               absl::Time not_after, absl::Time now) {
+absl::Status ClusterRegistry::RecordIssued(const std::string& cluster, const std::string& serial,
+                                           absl::Time not_after, absl::Time now) {
   absl::MutexLock lock(&mu_);
   ClusterRecord record = Get(cluster);
   if (record.deregistered) return Deregistered(cluster);
-  record.current_serial = serial;
-  record.pending_serial.clear();
-  record.not_after = not_after;
-  record.issued_at = now;
-  record.registered_at = now;
-  RETURN_IF_ERROR(Save(record));
-  clusters_[cluster] = record;
-  return absl::OkStatus();
-}
-
-absl::Status ClusterRegistry::RecordRenewed(const std::string& cluster, const std::string& serial,
-                                            absl::Time not_after, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  ClusterRecord record = Get(cluster);
-  if (record.deregistered) return Deregistered(cluster);
-  record.pending_serial = serial;
+  if (record.current_serial.empty()) {
+    record.current_serial = serial;
+    record.registered_at = now;
+  } else {
+    record.pending_serials.push_back(serial);
+    if (record.pending_serials.size() > kMaxPendingSerials) {
+      record.pending_serials.erase(record.pending_serials.begin());
+    }
+  }
   record.not_after = std::max(record.not_after, not_after);
   record.issued_at = now;
   RETURN_IF_ERROR(Save(record));
@@ -132,9 +129,10 @@ absl::Status ClusterRegistry::CheckIssuedSerial(const std::string& cluster,
   ClusterRecord record = it->second;
   if (record.deregistered) return Deregistered(cluster);
   if (!serial.empty() && serial == record.current_serial) return absl::OkStatus();
-  if (!serial.empty() && serial == record.pending_serial) {
+  auto pending = std::find(record.pending_serials.begin(), record.pending_serials.end(), serial);
+  if (!serial.empty() && pending != record.pending_serials.end()) {
     record.current_serial = serial;
-    record.pending_serial.clear();
+    record.pending_serials.erase(record.pending_serials.begin(), pending + 1);
     RETURN_IF_ERROR(Save(record));
     it->second = record;
     return absl::OkStatus();
@@ -149,7 +147,7 @@ absl::Status ClusterRegistry::Deregister(const std::string& cluster) {
   ClusterRecord record = Get(cluster);
   record.deregistered = true;
   record.current_serial.clear();
-  record.pending_serial.clear();
+  record.pending_serials.clear();
   RETURN_IF_ERROR(Save(record));
   clusters_[cluster] = record;
   return absl::OkStatus();

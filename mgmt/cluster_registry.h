@@ -21,8 +21,8 @@ namespace relay::mgmt {
 struct ClusterRecord {
   std::string name;
   bool deregistered = false;
-  std::string current_serial;  // the certificate in use
-  std::string pending_serial;  // issued by Renew, not yet seen in use
+  std::string current_serial;                // the newest certificate seen in use
+  std::vector<std::string> pending_serials;  // issued since, oldest first, not yet used
   absl::Time not_after = absl::InfinitePast();
   absl::Time issued_at = absl::InfinitePast();  // of the latest certificate
   absl::Time registered_at = absl::InfinitePast();
@@ -37,21 +37,24 @@ struct SnapshotResource {
 
 class ClusterRegistry {
  public:
+  static constexpr size_t kMaxPendingSerials = 4;
+
   static absl::StatusOr<std::unique_ptr<ClusterRegistry>> Load(secrets::SecretStore* store,
                                                                std::string ns);
 
   // PERMISSION_DENIED for a deregistered cluster.
   absl::Status CheckNotDeregistered(const std::string& cluster) const;
 
-  // A certificate issued by Register (replaces whatever was in use).
-  absl::Status RecordRegistered(const std::string& cluster, const std::string& serial,
-                                absl::Time not_after, absl::Time now);
-  // A certificate issued by Renew: accepted beside the current one until first used.
-  absl::Status RecordRenewed(const std::string& cluster, const std::string& serial,
-                             absl::Time not_after, absl::Time now);
+  // A certificate issued by Register or Renew. It is accepted beside the current one
+  // until it, or one issued after it, is first used; so a lost answer never strands an
+  // agent, and two writers racing (agent and rotator) cannot lock each other out. At
+  // most kMaxPendingSerials unused ones are kept.
+  absl::Status RecordIssued(const std::string& cluster, const std::string& serial,
+                            absl::Time not_after, absl::Time now);
 
-  // For certificates this server's CA issued: OK when `serial` is the current one or
-  // the pending one (which then becomes current). PERMISSION_DENIED otherwise.
+  // For certificates this server's CA issued: OK when `serial` is the current one or a
+  // pending one (which then becomes current, retiring those issued before it).
+  // PERMISSION_DENIED otherwise.
   absl::Status CheckIssuedSerial(const std::string& cluster, const std::string& serial);
 
   absl::Status Deregister(const std::string& cluster);

@@ -560,7 +560,7 @@ class RegistrationService final : public v1::Registration::Service {
       ASSIGN_OR_RETURN(issued, core_->pki_.signer->IssueClientFromCsrPem(
                                    request->csr_pem(), cluster, now,
                                    core_->options_.values.client_cert_ttl));
-      return core_->registry_->RecordRegistered(cluster, issued.serial_hex, issued.not_after, now);
+      return core_->registry_->RecordIssued(cluster, issued.serial_hex, issued.not_after, now);
     };
     absl::Status status;
     if (tokens::TokensEqual(token, core_->pki_.token)) {
@@ -616,8 +616,8 @@ class RegistrationService final : public v1::Registration::Service {
     absl::StatusOr<pki::Issuer::IssuedPem> issued = core_->pki_.signer->IssueClientFromCsrPem(
         request->csr_pem(), caller->cluster, now, core_->options_.values.client_cert_ttl);
     if (!issued.ok()) return refuse("bad_csr", caller->cluster, issued.status());
-    if (absl::Status recorded = core_->registry_->RecordRenewed(caller->cluster, issued->serial_hex,
-                                                                issued->not_after, now);
+    if (absl::Status recorded = core_->registry_->RecordIssued(caller->cluster, issued->serial_hex,
+                                                               issued->not_after, now);
         !recorded.ok()) {
       return refuse("not_recorded", caller->cluster, recorded);
     }

@@ -23,12 +23,14 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
     retry_at = std::max(now, state.last_failure + delay);
   }
 
-  bool expired = !state.have_certificate || now >= state.certificate.not_after;
-  if (expired) {
-    std::string what = state.have_certificate
-                           ? absl::StrCat("client certificate expired at ",
-                                          pki::FormatUtc(state.certificate.not_after))
-                           : "there is no usable client certificate";
+  if (!state.have_certificate) {
+    // First contact is the agent's (it registers before it connects); a rotator that
+    // registered too would only race it.
+    return {Action::kWait, now + absl::Seconds(1), "waiting for the agent's first registration"};
+  }
+  if (now >= state.certificate.not_after) {
+    std::string what = absl::StrCat("client certificate expired at ",
+                                    pki::FormatUtc(state.certificate.not_after));
     if (!state.token_available) {
       return {Action::kStuck, retry_at == now ? now + policy.max : retry_at,
               absl::StrCat(what, " and there is no identity token to register again: run relayctl "
@@ -56,7 +58,7 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
 
 std::string HealthProblem(const RotationState& state, absl::Time now, double ratio,
                           const pki::JitterSource& jitter) {
-  if (!state.have_certificate) return "no usable client certificate";
+  if (!state.have_certificate) return "";  // the agent has not registered yet
   if (now >= state.certificate.not_after) {
     return absl::StrCat("client certificate expired at ", pki::FormatUtc(state.certificate.not_after),
                         state.token_available ? "" : "; no identity token: run relayctl register");

@@ -38,8 +38,8 @@ struct RotationState {
 enum class Action {
   kWait,       // nothing to do before `at`
   kRenew,      // call Renew with the current certificate
-  kRegister,   // expired or missing: Register with the token
-  kStuck,      // expired or missing and no token: only an operator can help
+  kRegister,   // expired: Register with the token
+  kStuck,      // expired and no token: only an operator can help
 };
 
 struct Decision {

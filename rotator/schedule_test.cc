@@ -100,9 +100,11 @@ TEST(ScheduleTest, ExpiredFallsBackToRegisterWithATokenOrIsStuckWithout) {
   Decision without = Decide(state, after, 0.5, Fixed(0), RetryPolicy(), 0);
   EXPECT_EQ(without.action, Action::kStuck);
   EXPECT_THAT(without.why, HasSubstr("relayctl register"));
+  // No certificate at all: first contact is the agent's, the rotator waits.
   RotationState missing;
   missing.token_available = true;
-  EXPECT_EQ(Decide(missing, after, 0.5, Fixed(0), RetryPolicy(), 0).action, Action::kRegister);
+  EXPECT_EQ(Decide(missing, after, 0.5, Fixed(0), RetryPolicy(), 0).action, Action::kWait);
+  EXPECT_EQ(HealthProblem(missing, after, 0.5, Fixed(0)), "");
 }
 
 TEST(ScheduleTest, HealthFailsPastTheRotationPointAfterAFailureOrWhenExpired) {

@@ -1,0 +1,340 @@
+// Issue 4: the rotator keeps the channel valid. Short certificate lifetimes (8-12 s)
+// make rotations happen within seconds.
+#include <signal.h>
+
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "e2e/harness.h"
+#include "e2e/relay_client.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pki/certificate.h"
+#include "pki/csr.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
+#include "secrets/directory_store.h"
+
+namespace relay::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kClientSecret[] = "relay-client-tls-secret";
+
+// The client secret as the agent would read it: one consistent version.
+struct ClientSecret {
+  bool ok = false;
+  std::string error;
+  pki::CertificateInfo leaf;
+  std::string chain_pem;
+};
+
+ClientSecret ReadClientSecret(const std::string& secrets_dir) {
+  ClientSecret result;
+  auto store = secrets::DirectorySecretStore::Create(secrets_dir);
+  absl::StatusOr<secrets::SecretData> data = (*store)->Get("gloo-mesh", kClientSecret);
+  if (!data.ok()) {
+    result.error = std::string(data.status().message());
+    return result;
+  }
+  if (!data->count("tls.crt") || !data->count("tls.key") || !data->count("ca.crt")) {
+    result.error = "incomplete secret";
+    return result;
+  }
+  auto chain = pki::ParseCertificateChainPem(data->at("tls.crt"));
+  auto key = pki::ParsePrivateKeyPem(data->at("tls.key"));
+  if (!chain.ok() || !key.ok()) {
+    result.error = "unreadable certificate or key";
+    return result;
+  }
+  absl::Status match = pki::CheckKeyMatchesCertificate((*chain)[0].get(), key->get());
+  if (!match.ok()) {
+    result.error = std::string(match.message());
+    return result;
+  }
+  result.leaf = *pki::InspectCertificate((*chain)[0].get());
+  result.chain_pem = data->at("tls.crt");
+  result.ok = true;
+  return result;
+}
+
+class RotationTest : public ::testing::Test {
+ protected:
+  void StartServer(std::vector<std::string> flags) {
+    dir_ = MakeTempDir("rotation");
+    server_ = std::make_unique<ServerUnderTest>(dir_ + "/mgmt", flags);
+    std::string error;
+    ASSERT_TRUE(server_->Start(&error)) << error;
+    root_ = SecretFile(server_->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  }
+
+  std::unique_ptr<AgentUnderTest> ConnectedAgent(const std::string& cluster,
+                                                 std::vector<std::string> flags = {}) {
+    std::string store = dir_ + "/" + cluster;
+    CommandResult registered = server_->Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
+    EXPECT_EQ(registered.exit_code, 0) << registered.output;
+    auto agent = std::make_unique<AgentUnderTest>(cluster, store, server_->address(), flags);
+    agent->Start();
+    EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
+    return agent;
+  }
+
+  bool VerifiesAt(const std::string& chain_pem, absl::Time at) {
+    auto chain = pki::ParseCertificateChainPem(chain_pem);
+    auto roots = pki::ParseCertificateChainPem(root_);
+    return chain.ok() && roots.ok() &&
+           pki::VerifyChain((*chain)[0].get(), pki::Borrow(*chain), pki::Borrow(*roots), at,
+                            pki::Purpose::kClientAuth)
+               .ok();
+  }
+
+  std::string dir_;
+  std::string root_;
+  std::unique_ptr<ServerUnderTest> server_;
+};
+
+// 1. Ratio 0.5: each renewal lands in its jitter window, the serial changes, old and new
+// chains verify, three rotations in a row, and no heartbeat goes unanswered.
+TEST_F(RotationTest, ThreeRotationsInTheJitterWindowWithoutMissingAHeartbeat) {
+  StartServer({"--client_cert_ttl=12s"});
+  auto agent = ConnectedAgent("east");
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address(), {"--grace_period_ratio=0.5"});
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+
+  struct Seen {
+    ClientSecret secret;
+    absl::Time first_seen;
+  };
+  std::vector<Seen> seen;
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (seen.size() < 4 && absl::Now() < deadline) {
+    ClientSecret secret = ReadClientSecret(agent->secrets_dir());
+    ASSERT_TRUE(secret.ok) << secret.error;
+    if (seen.empty() || seen.back().secret.leaf.serial_hex != secret.leaf.serial_hex) {
+      seen.push_back({secret, absl::Now()});
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(seen.size(), 4u) << rotator.Log();
+  for (size_t i = 1; i < seen.size(); ++i) {
+    const pki::CertificateInfo& old_leaf = seen[i - 1].secret.leaf;
+    absl::Duration grace = old_leaf.Lifetime() * 0.5;
+    absl::Time window_start = old_leaf.not_after - grace * 1.1;
+    absl::Time window_end = old_leaf.not_after - grace;
+    // Polling every 50 ms and the write itself add a little.
+    EXPECT_GE(seen[i].first_seen, window_start - absl::Milliseconds(100)) << "rotation " << i;
+    EXPECT_LE(seen[i].first_seen, window_end + absl::Milliseconds(600)) << "rotation " << i;
+    EXPECT_GT(seen[i].secret.leaf.not_after, old_leaf.not_after);
+    EXPECT_TRUE(VerifiesAt(seen[i - 1].secret.chain_pem, seen[i].first_seen)) << "old chain, rotation " << i;
+    EXPECT_TRUE(VerifiesAt(seen[i].secret.chain_pem, seen[i].first_seen)) << "new chain, rotation " << i;
+  }
+  std::string metrics = agent->Metrics();
+  EXPECT_EQ(MetricValue(metrics, "relay_agent_heartbeats_unanswered_total"), 0) << metrics;
+  EXPECT_GT(MetricValue(metrics, "relay_agent_heartbeat_acks_total"), 20);
+  EXPECT_LT(MetricValue(metrics, "relay_agent_heartbeat_ack_max_gap_seconds"), 1.0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "relay_agent_connected"), 1);
+  // The agent's watch picks up each new secret within its polling interval.
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(agent->Metrics(), "relay_agent_credential_reloads_total") >= 3; },
+                      absl::Seconds(2)));
+  EXPECT_GE(MetricValue(rotator.Metrics(), "relay_rotator_renewals_total{how=\"renew\"}"), 3);
+  EXPECT_THAT(server_->Log(), Not(HasSubstr("client certificate expired")));
+  EXPECT_EQ(rotator.Health().first, 200);
+}
+
+// 2. SIGKILL at random moments during renewals: the secret is always whole and its key
+// always matches; the agent never loads a mismatched pair.
+TEST_F(RotationTest, RotatorKilledDuringRenewalsNeverLeavesABrokenSecret) {
+  StartServer({});
+  auto agent = ConnectedAgent("east");
+  std::vector<std::string> once = {RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
+                                   "--server_address=" + server_->address(), "--once", "--force"};
+  // How long one forced renewal takes here, to aim the kills inside it.
+  absl::Time start = absl::Now();
+  CommandResult timed = RunCommand(once);
+  ASSERT_EQ(timed.exit_code, 0) << timed.output;
+  absl::Duration one = absl::Now() - start;
+
+  std::mt19937 rng(20261127);
+  std::set<std::string> serials = {ReadClientSecret(agent->secrets_dir()).leaf.serial_hex};
+  int killed_mid_way = 0;
+  constexpr int kKills = 60;
+  for (int round = 0; round < kKills; ++round) {
+    std::string log = dir_ + "/kill.log";
+    Process rotator(once, log);
+    absl::SleepFor(one * std::uniform_real_distribution<double>(0.05, 1.2)(rng));
+    if (rotator.Running()) killed_mid_way++;
+    rotator.Signal(SIGKILL);
+    rotator.Wait(absl::Seconds(5));
+    ClientSecret secret = ReadClientSecret(agent->secrets_dir());
+    ASSERT_TRUE(secret.ok) << "round " << round << ": " << secret.error;
+    serials.insert(secret.leaf.serial_hex);
+  }
+  EXPECT_GT(killed_mid_way, kKills / 3) << "kills should land during renewals (one takes " << one << ")";
+  EXPECT_GT(serials.size(), 5u);
+  // The agent followed along and never read a key from one version with a certificate
+  // from another.
+  EXPECT_THAT(agent->Log(), Not(HasSubstr("client_secret_reload_skipped")));
+  EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_connected"), 1);
+  // The secret it ended with still works: a new connection with it succeeds.
+  agent->Stop();
+  agent->Start();
+  EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
+}
+
+// 3. The server is down across the renewal time: the rotator retries and succeeds once
+// it is back, before expiry; the agent comes back too.
+TEST_F(RotationTest, ServerDownAcrossTheRenewalTimeRetriesUntilItIsBack) {
+  StartServer({"--client_cert_ttl=10s"});
+  auto agent = ConnectedAgent("east");
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address());
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+  ClientSecret first = ReadClientSecret(agent->secrets_dir());
+  ASSERT_TRUE(first.ok);
+  server_->Stop();
+  absl::Time renew_by = first.leaf.not_after - first.leaf.Lifetime() * 0.5;
+  // Stay down until well past the rotation point, then come back before expiry.
+  absl::SleepFor(std::max(absl::ZeroDuration(), renew_by + absl::Seconds(2) - absl::Now()));
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "renewal_failed"); }, absl::Seconds(5)));
+  ASSERT_TRUE(server_->Start(&error)) << error;
+  ASSERT_TRUE(WaitFor([&] { return ReadClientSecret(agent->secrets_dir()).leaf.serial_hex != first.leaf.serial_hex; },
+                      first.leaf.not_after - absl::Now()))
+      << rotator.Log();
+  EXPECT_LT(absl::Now(), first.leaf.not_after);
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "how=renew"); }, absl::Seconds(2)));
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(agent->Metrics(), "relay_agent_connected") == 1; }, absl::Seconds(10)))
+      << agent->Log();
+}
+
+// 4. Down past expiry, with the token present: recovery through Register.
+TEST_F(RotationTest, DowntimePastExpiryRecoversThroughRegister) {
+  StartServer({"--client_cert_ttl=6s"});
+  auto agent = ConnectedAgent("east");
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address());
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+  ClientSecret first = ReadClientSecret(agent->secrets_dir());
+  server_->Stop();
+  absl::SleepFor(first.leaf.not_after + absl::Seconds(1) - absl::Now());
+  ASSERT_TRUE(WaitFor([&] { return rotator.Health().first == 503; }, absl::Seconds(5)));
+  EXPECT_THAT(rotator.Health().second, HasSubstr("expired"));
+  ASSERT_TRUE(server_->Start(&error)) << error;
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "how=register"); }, absl::Seconds(15)))
+      << rotator.Log();
+  ClientSecret recovered = ReadClientSecret(agent->secrets_dir());
+  ASSERT_TRUE(recovered.ok) << recovered.error;
+  EXPECT_GT(recovered.leaf.not_after, absl::Now());
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(agent->Metrics(), "relay_agent_connected") == 1; }, absl::Seconds(15)))
+      << agent->Log();
+  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 200; }, absl::Seconds(5)));
+}
+
+// 5. No token and an expired certificate: unhealthy, saying how to recover.
+TEST_F(RotationTest, ExpiredWithoutATokenIsUnhealthyWithTheRecoveryCommand) {
+  StartServer({"--client_cert_ttl=4s"});
+  auto agent = ConnectedAgent("east");
+  agent->Stop();
+  std::filesystem::remove_all(agent->secrets_dir() + "/gloo-mesh/relay-identity-token-secret");
+  server_->Stop();
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address());
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+  ClientSecret first = ReadClientSecret(agent->secrets_dir());
+  absl::SleepFor(first.leaf.not_after + absl::Milliseconds(500) - absl::Now());
+  ASSERT_TRUE(WaitFor([&] { return rotator.Health().first == 503; }, absl::Seconds(10)));
+  EXPECT_THAT(rotator.Health().second, HasSubstr("relayctl register"));
+  EXPECT_THAT(rotator.Log(), HasSubstr("rotation_stuck"));
+  CommandResult once = RunCommand({RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
+                                   "--server_address=" + server_->address(), "--once"});
+  EXPECT_NE(once.exit_code, 0);
+  EXPECT_THAT(once.output, HasSubstr("relayctl register"));
+}
+
+// 6. A deregistered cluster: Renew is refused and the rotator stops asking.
+TEST_F(RotationTest, DeregisteredClusterIsRefusedAndNotHammered) {
+  StartServer({"--client_cert_ttl=6s"});
+  auto agent = ConnectedAgent("east");
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address());
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+  ASSERT_EQ(server_->Relayctl({"clusters", "deregister", "east"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "reason=refused"); }, absl::Seconds(10)))
+      << rotator.Log();
+  absl::SleepFor(absl::Seconds(4));
+  int refusals = 0;
+  for (size_t at = 0; (at = server_->Log().find("event=renew_refused", at)) != std::string::npos; ++at) refusals++;
+  EXPECT_EQ(refusals, 1) << server_->Log();
+  EXPECT_EQ(MetricValue(rotator.Metrics(), "relay_rotator_renewal_errors_total{reason=\"refused\"}"), 1);
+}
+
+// 7. A CSR for another cluster, sent with a valid certificate: PERMISSION_DENIED.
+TEST_F(RotationTest, RenewForAnotherClusterIsPermissionDenied) {
+  StartServer({});
+  auto agent = ConnectedAgent("east");
+  ClientSecret east = ReadClientSecret(agent->secrets_dir());
+  auto channel = MutualTlsChannel(server_->address(), root_, agent->SecretKey(kClientSecret, "tls.key"),
+                                  east.chain_pem);
+  auto stub = relay::v1::Registration::NewStub(channel);
+  pki::UniquePtr<EVP_PKEY> key = *pki::GenerateKey();
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  relay::v1::RenewRequest request;
+  request.set_csr_pem(*pki::CreateCsrPem(key.get(), "west"));
+  relay::v1::CertificateResponse response;
+  grpc::Status status = stub->Renew(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("\"west\""));
+  EXPECT_TRUE(response.certificate_chain_pem().empty());
+  // The same call for its own name works.
+  grpc::ClientContext own_context;
+  SetDeadline(&own_context);
+  request.set_csr_pem(*pki::CreateCsrPem(key.get(), "east"));
+  EXPECT_TRUE(stub->Renew(&own_context, request, &response).ok());
+}
+
+// 8. The server renews its own certificate while agents stay connected; new
+// connections get the new one.
+TEST_F(RotationTest, ServerCertificateRenewedWhileAgentsStayConnected) {
+  StartServer({"--server_cert_lifetime=6s"});
+  auto agent = ConnectedAgent("east");
+  std::string before = SecretFile(server_->secrets_dir(), "relay-server-tls-secret", "tls.crt");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::string log = server_->Log();
+        size_t first = log.find("server_certificate_renewed");
+        return first != std::string::npos && log.find("server_certificate_renewed", first + 1) != std::string::npos;
+      },
+      absl::Seconds(20)))
+      << server_->Log();
+  EXPECT_NE(SecretFile(server_->secrets_dir(), "relay-server-tls-secret", "tls.crt"), before);
+  std::string metrics = agent->Metrics();
+  EXPECT_EQ(MetricValue(metrics, "relay_agent_reconnects_total"), 0) << agent->Log();
+  EXPECT_EQ(MetricValue(metrics, "relay_agent_connected"), 1);
+  // The first server certificate has expired by now: a new agent can only connect if
+  // the server serves the renewed one.
+  auto late = ConnectedAgent("west");
+  EXPECT_EQ(MetricValue(late->Metrics(), "relay_agent_connected"), 1);
+}
+
+// --rotation=builtin: the agent renews by itself.
+TEST_F(RotationTest, BuiltinRotationRenewsWithoutASidecar) {
+  StartServer({"--client_cert_ttl=6s"});
+  auto agent = ConnectedAgent("east", {"--rotation=builtin"});
+  ClientSecret first = ReadClientSecret(agent->secrets_dir());
+  ASSERT_TRUE(WaitFor([&] { return ReadClientSecret(agent->secrets_dir()).leaf.serial_hex != first.leaf.serial_hex; },
+                      absl::Seconds(10)))
+      << agent->Log();
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(agent->Metrics(), "relay_rotator_renewals_total{how=\"renew\"}") >= 1; },
+                      absl::Seconds(5)));
+  EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_connected"), 1);
+}
+
+}  // namespace
+}  // namespace relay::e2e

@@ -1,0 +1,146 @@
+// relay rotator sidecar: see README.md ("Rotator").
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/flags.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "common/names.h"
+#include "config/values.h"
+#include "rotator/rotator.h"
+#include "secrets/directory_store.h"
+
+ABSL_FLAG(std::string, values, "",
+          "Helm values file; the rotator reads glooAgent.relay from it. Flags given on the "
+          "command line override values.");
+ABSL_FLAG(std::string, cluster, "", "Name of this workload cluster (glooAgent.relay.cluster). Required.");
+ABSL_FLAG(std::string, secrets_dir, "",
+          "The secret store it shares with the agent. Default: <workspace>/.relay/agent-<cluster> "
+          "under `bazel run`, else ./.relay/agent-<cluster>.");
+ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(std::string, server_address, "",
+          "host:port of the management server (glooAgent.relay.serverAddress); default 127.0.0.1:9900.");
+ABSL_FLAG(std::string, authority, "",
+          "Name the server certificate must carry (glooAgent.relay.authority; default "
+          "gloo-mesh-mgmt-server.gloo-mesh).");
+ABSL_FLAG(double, grace_period_ratio, 0,
+          "Renew when this share of the certificate's lifetime remains, in (0, 1) "
+          "(glooAgent.relay.clientTlsSecretRotationGracePeriodRatio; default 0.5).");
+ABSL_FLAG(bool, once, false, "Renew if due (or with --force), then exit: for init containers and cron.");
+ABSL_FLAG(bool, force, false, "Renew now, whatever the schedule.");
+ABSL_FLAG(std::string, metrics_address, "", "host:port for /metrics; empty: none.");
+ABSL_FLAG(std::string, health_address, "",
+          "host:port for /healthz (fails when the certificate is expired, or past its rotation "
+          "point after a failed renewal) and /readyz; empty: none.");
+ABSL_FLAG(std::string, ready_file, "", "File written once running, with metrics_port= and health_port=.");
+ABSL_FLAG(std::string, retry_max, "2m", "Longest wait between renewal retries.");
+ABSL_FLAG(std::string, refused_pause, "10m",
+          "Wait after the server refuses a renewal (deregistered or revoked) before asking again.");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
+
+namespace {
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::cerr << "relay-rotator: " << message << "\n";
+  std::exit(2);
+}
+
+absl::Duration DurationFlag(const std::string& name, const std::string& text) {
+  absl::Duration value;
+  if (!absl::ParseDuration(text, &value) || value <= absl::ZeroDuration()) {
+    Fail(absl::StrCat("--", name, "=", text, " is not a positive duration (e.g. 2m, 30s)"));
+  }
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "relay rotator: renews this cluster's client certificate (relay-client-tls-secret) at the "
+      "grace ratio and hands it to the agent atomically.\n"
+      "Usage: rotator --cluster=NAME [--values=values.yaml] [--once] [--force] [--flags...]");
+  absl::ParseCommandLine(argc, argv);
+  relay::LogLevel level;
+  if (!relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    Fail("--log_level must be debug, info, warning or error");
+  }
+  relay::SetLogLevel(level);
+  absl::StatusOr<relay::config::AgentValues> values =
+      relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
+  if (!values.ok()) Fail(std::string(values.status().message()));
+
+  relay::rotator::RotatorOptions options;
+  options.secrets.values = *values;
+  options.secrets.ns = absl::GetFlag(FLAGS_namespace);
+  options.cluster = absl::GetFlag(FLAGS_cluster).empty() ? values->cluster : absl::GetFlag(FLAGS_cluster);
+  if (absl::Status name = relay::ValidateClusterName(options.cluster); !name.ok()) {
+    Fail(options.cluster.empty() ? "--cluster is required (or glooAgent.relay.cluster in --values)"
+                                 : std::string(name.message()));
+  }
+  std::string secrets_dir =
+      relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
+  options.server.address = !absl::GetFlag(FLAGS_server_address).empty()
+                               ? absl::GetFlag(FLAGS_server_address)
+                               : (!values->server_address.empty() ? values->server_address
+                                                                  : "127.0.0.1:9900");
+  options.server.authority =
+      absl::GetFlag(FLAGS_authority).empty() ? values->authority : absl::GetFlag(FLAGS_authority);
+  double ratio = absl::GetFlag(FLAGS_grace_period_ratio);
+  options.grace_period_ratio = ratio == 0 ? values->client_tls_secret_rotation_grace_period_ratio : ratio;
+  if (!(options.grace_period_ratio > 0 && options.grace_period_ratio < 1)) {
+    Fail("--grace_period_ratio must be strictly between 0 and 1 (e.g. 0.5)");
+  }
+  options.force = absl::GetFlag(FLAGS_force);
+  options.retry.max = DurationFlag("retry_max", absl::GetFlag(FLAGS_retry_max));
+  options.retry.refused_pause = DurationFlag("refused_pause", absl::GetFlag(FLAGS_refused_pause));
+
+  absl::StatusOr<std::unique_ptr<relay::secrets::DirectorySecretStore>> store =
+      relay::secrets::DirectorySecretStore::Create(secrets_dir);
+  if (!store.ok()) Fail(std::string(store.status().message()));
+  relay::Metrics metrics;
+  relay::rotator::Rotator rotator(options, store->get(), &metrics);
+
+  if (absl::GetFlag(FLAGS_once)) {
+    absl::Status status = rotator.RunOnce();
+    if (!status.ok()) Fail(std::string(status.message()));
+    return 0;
+  }
+
+  relay::BlockTerminationSignals();
+  std::unique_ptr<relay::HttpEndpoints> metrics_http, health_http;
+  if (!absl::GetFlag(FLAGS_metrics_address).empty()) {
+    auto started = relay::HttpEndpoints::Start(absl::GetFlag(FLAGS_metrics_address),
+                                               {[&metrics] { return metrics.Render(); }, nullptr, nullptr});
+    if (!started.ok()) Fail(std::string(started.status().message()));
+    metrics_http = *std::move(started);
+  }
+  if (!absl::GetFlag(FLAGS_health_address).empty()) {
+    auto started = relay::HttpEndpoints::Start(
+        absl::GetFlag(FLAGS_health_address),
+        {nullptr, [&rotator] { return rotator.HealthProblem(); }, [] { return std::string(); }});
+    if (!started.ok()) Fail(std::string(started.status().message()));
+    health_http = *std::move(started);
+  }
+  relay::LogInfo("starting", {{"cluster", options.cluster},
+                              {"secrets_dir", secrets_dir},
+                              {"server", options.server.address},
+                              {"grace_period_ratio", absl::StrCat(options.grace_period_ratio)}});
+  rotator.Start();
+  if (!absl::GetFlag(FLAGS_ready_file).empty()) {
+    std::string temp = absl::GetFlag(FLAGS_ready_file) + ".tmp";
+    std::ofstream(temp) << "metrics_port=" << (metrics_http ? metrics_http->port() : 0)
+                        << "\nhealth_port=" << (health_http ? health_http->port() : 0) << "\n";
+    std::rename(temp.c_str(), absl::GetFlag(FLAGS_ready_file).c_str());
+  }
+  relay::WaitForTerminationSignal();
+  relay::LogInfo("stopping");
+  rotator.Stop();
+  return 0;
+}

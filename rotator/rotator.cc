@@ -1,0 +1,191 @@
+#include "rotator/rotator.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
+
+namespace relay::rotator {
+namespace {
+
+std::string Reason(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable: return "unavailable";
+    case absl::StatusCode::kDeadlineExceeded: return "timeout";
+    case absl::StatusCode::kPermissionDenied: return "refused";
+    case absl::StatusCode::kUnauthenticated: return "unauthenticated";
+    case absl::StatusCode::kInvalidArgument: return "invalid";
+    default: return "other";
+  }
+}
+
+double Uniform01() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return std::uniform_real_distribution<double>(0, 1)(rng);
+}
+
+}  // namespace
+
+Rotator::Rotator(RotatorOptions options, secrets::SecretStore* store, Metrics* metrics)
+    : options_(std::move(options)), store_(store), metrics_(metrics) {
+  force_ = options_.force;
+  metrics_->Describe("relay_client_certificate_expiry_timestamp_seconds", "gauge",
+                     "notAfter of the client certificate in use.");
+  metrics_->Describe("relay_rotator_next_renewal_timestamp_seconds", "gauge",
+                     "When the rotator will next renew (or retry).");
+  metrics_->Describe("relay_rotator_renewals_total", "counter", "Successful renewals, by how (renew, register).");
+  metrics_->Describe("relay_rotator_renewal_errors_total", "counter", "Failed renewals, by reason.");
+  metrics_->Set("relay_rotator_renewals_total", {{"how", "renew"}}, 0);
+  metrics_->Set("relay_rotator_renewals_total", {{"how", "register"}}, 0);
+}
+
+Rotator::~Rotator() { Stop(); }
+
+RotationState Rotator::ReadState() {
+  RotationState state;
+  absl::StatusOr<pki::CertificateInfo> leaf = agent::PeekClientCertificate(*store_, options_.secrets);
+  if (leaf.ok()) {
+    state.have_certificate = true;
+    state.certificate = *leaf;
+    metrics_->Set("relay_client_certificate_expiry_timestamp_seconds", {},
+                  absl::ToUnixSeconds(leaf->not_after));
+  }
+  state.token_available = agent::HasToken(*store_, options_.secrets);
+  absl::MutexLock lock(&mu_);
+  state.consecutive_failures = failures_;
+  state.last_failure = last_failure_;
+  state.last_failure_refused = last_refused_;
+  state.force = force_;
+  return state;
+}
+
+void Rotator::RecordFailure(const absl::Status& status) {
+  std::string reason = Reason(status);
+  metrics_->Add("relay_rotator_renewal_errors_total", {{"reason", reason}});
+  absl::MutexLock lock(&mu_);
+  failures_++;
+  last_failure_ = absl::Now();
+  last_refused_ = status.code() == absl::StatusCode::kPermissionDenied;
+  LogWarning("renewal_failed", {{"cluster", options_.cluster},
+                                {"reason", reason},
+                                {"failures", absl::StrCat(failures_)},
+                                {"error", std::string(status.message())}});
+}
+
+absl::Status Rotator::Act(Action action) {
+  absl::Time now = absl::Now();
+  absl::StatusOr<agent::ClientCredentials> fresh;
+  const char* how = "renew";
+  if (action == Action::kRenew) {
+    absl::StatusOr<agent::ClientCredentials> current =
+        agent::LoadClientCredentials(*store_, options_.secrets, options_.cluster, now);
+    if (!current.ok()) {
+      fresh = current.status();
+    } else {
+      fresh = agent::Renew(*current, options_.server, now);
+    }
+  } else {
+    how = "register";
+    fresh = agent::RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, now);
+  }
+  absl::Status status = fresh.status();
+  if (status.ok()) status = agent::WriteClientCredentials(*store_, options_.secrets, *fresh);
+  if (!status.ok()) {
+    RecordFailure(status);
+    return status;
+  }
+  metrics_->Add("relay_rotator_renewals_total", {{"how", how}});
+  metrics_->Set("relay_client_certificate_expiry_timestamp_seconds", {},
+                absl::ToUnixSeconds(fresh->leaf.not_after));
+  LogInfo("certificate_rotated", {{"cluster", options_.cluster},
+                                  {"how", how},
+                                  {"serial", fresh->leaf.serial_hex},
+                                  {"not_after", pki::FormatUtc(fresh->leaf.not_after)}});
+  absl::MutexLock lock(&mu_);
+  failures_ = 0;
+  last_refused_ = false;
+  force_ = false;
+  stuck_reason_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status Rotator::RunOnce() {
+  RotationState state = ReadState();
+  Decision decision = Decide(state, absl::Now(), options_.grace_period_ratio, pki::SerialJitter,
+                             options_.retry, Uniform01());
+  switch (decision.action) {
+    case Action::kWait:
+      LogInfo("renewal_not_due", {{"cluster", options_.cluster}, {"due", pki::FormatUtc(decision.at)}});
+      return absl::OkStatus();
+    case Action::kStuck:
+      return absl::FailedPreconditionError(decision.why);
+    case Action::kRenew:
+    case Action::kRegister:
+      return Act(decision.action);
+  }
+  return absl::OkStatus();
+}
+
+void Rotator::Start() {
+  watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret, [this] {
+    absl::MutexLock lock(&mu_);
+    changed_ = true;
+  });
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Rotator::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+  watch_.reset();
+}
+
+void Rotator::Loop() {
+  while (!stop_.HasBeenNotified()) {
+    RotationState state = ReadState();
+    absl::Time now = absl::Now();
+    Decision decision = Decide(state, now, options_.grace_period_ratio, pki::SerialJitter,
+                               options_.retry, Uniform01());
+    metrics_->Set("relay_rotator_next_renewal_timestamp_seconds", {}, absl::ToUnixSeconds(decision.at));
+    if (decision.action == Action::kRenew || decision.action == Action::kRegister) {
+      LogInfo("renewal_started", {{"cluster", options_.cluster}, {"why", decision.why}});
+      (void)Act(decision.action);
+      continue;
+    }
+    if (decision.action == Action::kStuck) {
+      absl::MutexLock lock(&mu_);
+      if (stuck_reason_ != decision.why) LogError("rotation_stuck", {{"cluster", options_.cluster}, {"why", decision.why}});
+      stuck_reason_ = decision.why;
+    } else {
+      LogDebug("renewal_scheduled", {{"cluster", options_.cluster}, {"at", pki::FormatUtc(decision.at)}});
+    }
+    // Sleep until the decision's time, waking early when the secret changes (someone
+    // else renewed, or an operator replaced it) or on stop. Looking again every few
+    // seconds also catches clock jumps.
+    absl::Time wake = std::min(decision.at, now + absl::Seconds(5));
+    while (!stop_.HasBeenNotified() && absl::Now() < wake) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (changed_) {
+          changed_ = false;
+          failures_ = 0;
+          last_refused_ = false;
+          break;
+        }
+      }
+      stop_.WaitForNotificationWithTimeout(std::min(wake - absl::Now(), absl::Milliseconds(100)));
+    }
+  }
+}
+
+std::string Rotator::HealthProblem() {
+  RotationState state = ReadState();
+  std::string problem = rotator::HealthProblem(state, absl::Now(), options_.grace_period_ratio,
+                                               pki::SerialJitter);
+  absl::MutexLock lock(&mu_);
+  if (!stuck_reason_.empty()) return stuck_reason_;
+  return problem;
+}
+
+}  // namespace relay::rotator
