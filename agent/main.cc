@@ -64,7 +64,7 @@ absl::Duration DurationFlag(const std::string& name, const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  relay::SetUsage(
       "relay agent: obtains a client certificate for this workload cluster and keeps an mTLS "
       "relay stream to the management server.\n"
       "Usage: agent --cluster=NAME [--values=values.yaml] [--flags...]");

@@ -8,12 +8,23 @@
 #include <cstdlib>
 #include <map>
 
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/names.h"
 
 namespace relay {
+
+void SetUsage(const char* message) {
+  absl::SetProgramUsageMessage(message);
+  absl::FlagsUsageConfig config;
+  auto ours = [](absl::string_view file) { return !absl::StrContains(file, "absl/"); };
+  config.contains_help_flags = ours;
+  config.contains_helpshort_flags = ours;
+  absl::SetFlagsUsageConfig(config);
+}
 
 std::vector<char*> MergeRepeatedListFlags(int argc, char** argv,
                                           const std::vector<std::string>& names) {

@@ -11,6 +11,10 @@
 
 namespace relay {
 
+// Sets the --help text and makes --help list this binary's own flags (Abseil's
+// default lists only flags from a file named after the binary).
+void SetUsage(const char* message);
+
 // Abseil list flags take one comma-separated value and a repeat replaces it; this
 // merges `--name=a --name=b` into `--name=a,b` for each name in `names`. The returned
 // pointers stay valid for the life of the process.

@@ -64,7 +64,7 @@ absl::Duration DurationFlag(const std::string& name, const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  relay::SetUsage(
       "relay management server: creates the relay CAs, server certificate and identity token "
       "on first start, signs agents' CSRs and serves the mTLS relay.\n"
       "Usage: server [--values=values.yaml] [--flags...]");

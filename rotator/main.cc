@@ -62,7 +62,7 @@ absl::Duration DurationFlag(const std::string& name, const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  relay::SetUsage(
       "relay rotator: renews this cluster's client certificate (relay-client-tls-secret) at the "
       "grace ratio and hands it to the agent atomically.\n"
       "Usage: rotator --cluster=NAME [--values=values.yaml] [--once] [--force] [--flags...]");

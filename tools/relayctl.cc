@@ -513,7 +513,7 @@ int Check() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(kUsage);
+  relay::SetUsage(kUsage);
   std::vector<char*> merged = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
   std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(merged.size()), merged.data());
   relay::LogLevel level;
