@@ -149,5 +149,17 @@ TEST(ValuesTest, LoadReadsAFileAndReportsAMissingOne) {
   EXPECT_THAT(missing.status().message(), HasSubstr("--values"));
 }
 
+// deploy/values.yaml is what the manifests ship: both sides must accept it.
+TEST(ValuesTest, TheShippedValuesFileIsValidForServerAndAgent) {
+  absl::StatusOr<MgmtServerValues> mgmt = LoadMgmtServerValues("deploy/values.yaml");
+  ASSERT_TRUE(mgmt.ok()) << mgmt.status();
+  EXPECT_EQ(mgmt->client_cert_ttl, absl::Hours(720));
+  absl::StatusOr<AgentValues> agent = LoadAgentValues("deploy/values.yaml");
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_EQ(agent->cluster, "cluster-1");
+  EXPECT_EQ(agent->server_address, "gloo-mesh-mgmt-server.gloo-mesh:9900");
+  EXPECT_DOUBLE_EQ(agent->client_tls_secret_rotation_grace_period_ratio, 0.5);
+}
+
 }  // namespace
 }  // namespace relay::config
