@@ -1,10 +1,13 @@
 #include "mgmt/cluster_registry.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 
@@ -13,23 +16,48 @@ namespace {
 
 constexpr char kClusterPrefix[] = "relay-cluster.";
 constexpr char kSnapshotPrefix[] = "relay-snapshot.";
-
-int64_t Int(const secrets::SecretData& data, const std::string& key) {
-  auto it = data.find(key);
-  int64_t value = 0;
-  if (it != data.end()) (void)absl::SimpleAtoi(it->second, &value);
-  return value;
-}
-
-std::string Str(const secrets::SecretData& data, const std::string& key) {
-  auto it = data.find(key);
-  return it == data.end() ? "" : it->second;
-}
+constexpr char kRecordKey[] = "record";
 
 absl::Status Deregistered(const std::string& cluster) {
   return absl::PermissionDeniedError(absl::StrCat(
       "cluster \"", cluster, "\" was deregistered: an operator must admit it again "
       "(relayctl register --cluster ", cluster, ")"));
+}
+
+// One line of `key=value` pairs separated by ';' (no value holds ';' or '=').
+std::string Encode(const ClusterRecord& record) {
+  return absl::StrCat("state=", record.deregistered ? "deregistered" : "registered",
+                      ";current_serial=", record.current_serial,
+                      ";pending_serials=", absl::StrJoin(record.pending_serials, ","),
+                      ";not_after=", absl::ToUnixSeconds(record.not_after),
+                      ";issued_at=", absl::ToUnixSeconds(record.issued_at),
+                      ";registered_at=", absl::ToUnixSeconds(record.registered_at),
+                      ";snapshot_version=", record.snapshot_version,
+                      ";acked_version=", record.acked_version, "\n");
+}
+
+ClusterRecord Decode(const std::string& cluster, absl::string_view text) {
+  ClusterRecord record;
+  record.name = cluster;
+  for (absl::string_view field : absl::StrSplit(absl::StripSuffix(text, "\n"), ';')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, absl::MaxSplits('=', 1));
+    int64_t number = 0;
+    bool numeric = absl::SimpleAtoi(kv.second, &number);
+    if (kv.first == "state") record.deregistered = kv.second == "deregistered";
+    if (kv.first == "current_serial") record.current_serial = std::string(kv.second);
+    if (kv.first == "pending_serials") {
+      for (absl::string_view serial : absl::StrSplit(kv.second, ',', absl::SkipEmpty())) {
+        record.pending_serials.emplace_back(serial);
+      }
+    }
+    if (!numeric) continue;
+    if (kv.first == "not_after") record.not_after = absl::FromUnixSeconds(number);
+    if (kv.first == "issued_at") record.issued_at = absl::FromUnixSeconds(number);
+    if (kv.first == "registered_at") record.registered_at = absl::FromUnixSeconds(number);
+    if (kv.first == "snapshot_version") record.snapshot_version = number;
+    if (kv.first == "acked_version") record.acked_version = number;
+  }
+  return record;
 }
 
 }  // namespace
@@ -55,39 +83,44 @@ absl::StatusOr<std::unique_ptr<ClusterRegistry>> ClusterRegistry::Load(secrets::
     std::string cluster = secret.substr(strlen(kClusterPrefix));
     if (!IsDnsLabel(cluster)) continue;
     ASSIGN_OR_RETURN(secrets::SecretData data, store->Get(registry->ns_, secret));
-    ClusterRecord record;
-    record.name = cluster;
-    record.deregistered = Str(data, "state") == "deregistered";
-    record.current_serial = Str(data, "current_serial");
-    for (absl::string_view serial : absl::StrSplit(Str(data, "pending_serials"), ',', absl::SkipEmpty())) {
-      record.pending_serials.emplace_back(serial);
+    auto it = data.find(kRecordKey);
+    if (it == data.end()) {
+      return absl::DataLossError(absl::StrCat("secret ", registry->ns_, "/", secret,
+                                              " has no key \"record\": delete it to forget the cluster"));
     }
-    record.not_after = absl::FromUnixSeconds(Int(data, "not_after"));
-    record.issued_at = absl::FromUnixSeconds(Int(data, "issued_at"));
-    record.registered_at = absl::FromUnixSeconds(Int(data, "registered_at"));
-    record.snapshot_version = Int(data, "snapshot_version");
-    record.acked_version = Int(data, "acked_version");
-    registry->clusters_[cluster] = record;
+    registry->clusters_[cluster] = Decode(cluster, it->second);
   }
   return registry;
 }
 
 absl::Status ClusterRegistry::Save(const ClusterRecord& record) {
-  return store_->Put(ns_, kClusterPrefix + record.name,
-                     {{"state", record.deregistered ? "deregistered" : "registered"},
-                      {"current_serial", record.current_serial},
-                      {"pending_serials", absl::StrJoin(record.pending_serials, ",")},
-                      {"not_after", absl::StrCat(absl::ToUnixSeconds(record.not_after))},
-                      {"issued_at", absl::StrCat(absl::ToUnixSeconds(record.issued_at))},
-                      {"registered_at", absl::StrCat(absl::ToUnixSeconds(record.registered_at))},
-                      {"snapshot_version", absl::StrCat(record.snapshot_version)},
-                      {"acked_version", absl::StrCat(record.acked_version)}});
+  return store_->Put(ns_, kClusterPrefix + record.name, {{kRecordKey, Encode(record)}});
 }
 
-ClusterRecord& ClusterRegistry::Get(const std::string& cluster) {
-  ClusterRecord& record = clusters_[cluster];
+absl::Status ClusterRegistry::Update(
+    const std::string& cluster, const std::function<absl::Status(ClusterRecord&, bool* save)>& change) {
+  absl::Mutex* cluster_lock;
+  ClusterRecord record;
+  {
+    absl::MutexLock lock(&mu_);
+    std::unique_ptr<absl::Mutex>& slot = cluster_locks_[cluster];
+    if (!slot) slot = std::make_unique<absl::Mutex>();
+    cluster_lock = slot.get();  // never erased, so it outlives this call
+  }
+  absl::MutexLock cluster_guard(cluster_lock);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = clusters_.find(cluster);
+    if (it != clusters_.end()) record = it->second;
+  }
   record.name = cluster;
-  return record;
+  bool save = false;
+  RETURN_IF_ERROR(change(record, &save));
+  if (!save) return absl::OkStatus();
+  RETURN_IF_ERROR(Save(record));  // the slow part, under the cluster's lock only
+  absl::MutexLock lock(&mu_);
+  clusters_[cluster] = std::move(record);
+  return absl::OkStatus();
 }
 
 absl::Status ClusterRegistry::CheckNotDeregistered(const std::string& cluster) const {
@@ -99,69 +132,76 @@ absl::Status ClusterRegistry::CheckNotDeregistered(const std::string& cluster) c
 
 absl::Status ClusterRegistry::RecordIssued(const std::string& cluster, const std::string& serial,
                                            absl::Time not_after, absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  ClusterRecord record = Get(cluster);
-  if (record.deregistered) return Deregistered(cluster);
-  if (record.current_serial.empty()) {
-    record.current_serial = serial;
-    record.registered_at = now;
-  } else {
-    record.pending_serials.push_back(serial);
-    if (record.pending_serials.size() > kMaxPendingSerials) {
-      record.pending_serials.erase(record.pending_serials.begin());
+  return Update(cluster, [&](ClusterRecord& record, bool* save) {
+    if (record.deregistered) return Deregistered(cluster);
+    if (record.current_serial.empty()) {
+      record.current_serial = serial;
+      record.registered_at = now;
+    } else {
+      record.pending_serials.push_back(serial);
+      if (record.pending_serials.size() > kMaxPendingSerials) {
+        record.pending_serials.erase(record.pending_serials.begin());
+      }
     }
-  }
-  record.not_after = std::max(record.not_after, not_after);
-  record.issued_at = now;
-  RETURN_IF_ERROR(Save(record));
-  clusters_[cluster] = record;
-  return absl::OkStatus();
+    record.not_after = std::max(record.not_after, not_after);
+    record.issued_at = now;
+    *save = true;
+    return absl::OkStatus();
+  });
 }
 
 absl::Status ClusterRegistry::CheckIssuedSerial(const std::string& cluster,
                                                 const std::string& serial) {
-  absl::MutexLock lock(&mu_);
-  auto it = clusters_.find(cluster);
-  if (it == clusters_.end()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "cluster \"", cluster, "\" is not registered with this server: register it again"));
+  {
+    // The common case, the current certificate, needs no write.
+    absl::MutexLock lock(&mu_);
+    auto it = clusters_.find(cluster);
+    if (it != clusters_.end() && !it->second.deregistered && !serial.empty() &&
+        serial == it->second.current_serial) {
+      return absl::OkStatus();
+    }
   }
-  ClusterRecord record = it->second;
-  if (record.deregistered) return Deregistered(cluster);
-  if (!serial.empty() && serial == record.current_serial) return absl::OkStatus();
-  auto pending = std::find(record.pending_serials.begin(), record.pending_serials.end(), serial);
-  if (!serial.empty() && pending != record.pending_serials.end()) {
+  return Update(cluster, [&](ClusterRecord& record, bool* save) {
+    if (record.deregistered) return Deregistered(cluster);
+    if (record.current_serial.empty() && record.pending_serials.empty()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "cluster \"", cluster, "\" is not registered with this server: register it again"));
+    }
+    if (!serial.empty() && serial == record.current_serial) return absl::OkStatus();
+    auto pending = std::find(record.pending_serials.begin(), record.pending_serials.end(), serial);
+    if (serial.empty() || pending == record.pending_serials.end()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "certificate ", serial, " of cluster \"", cluster,
+          "\" is not one this server issued or it was replaced: register the agent again"));
+    }
     record.current_serial = serial;
     record.pending_serials.erase(record.pending_serials.begin(), pending + 1);
-    RETURN_IF_ERROR(Save(record));
-    it->second = record;
+    *save = true;
     return absl::OkStatus();
-  }
-  return absl::PermissionDeniedError(absl::StrCat(
-      "certificate ", serial, " of cluster \"", cluster,
-      "\" is not one this server issued or it was replaced: register the agent again"));
+  });
 }
 
 absl::Status ClusterRegistry::Deregister(const std::string& cluster) {
-  absl::MutexLock lock(&mu_);
-  ClusterRecord record = Get(cluster);
-  record.deregistered = true;
-  record.current_serial.clear();
-  record.pending_serials.clear();
-  RETURN_IF_ERROR(Save(record));
-  clusters_[cluster] = record;
-  return absl::OkStatus();
+  return Update(cluster, [](ClusterRecord& record, bool* save) {
+    record.deregistered = true;
+    record.current_serial.clear();
+    record.pending_serials.clear();
+    *save = true;
+    return absl::OkStatus();
+  });
 }
 
 absl::Status ClusterRegistry::Admit(const std::string& cluster) {
-  absl::MutexLock lock(&mu_);
-  auto it = clusters_.find(cluster);
-  if (it == clusters_.end() || !it->second.deregistered) return absl::OkStatus();
-  ClusterRecord record = it->second;
-  record.deregistered = false;
-  RETURN_IF_ERROR(Save(record));
-  it->second = record;
-  return absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = clusters_.find(cluster);
+    if (it == clusters_.end() || !it->second.deregistered) return absl::OkStatus();
+  }
+  return Update(cluster, [](ClusterRecord& record, bool* save) {
+    *save = record.deregistered;
+    record.deregistered = false;
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<int64_t> ClusterRegistry::PushSnapshot(const std::string& cluster,
@@ -174,19 +214,21 @@ absl::StatusOr<int64_t> ClusterRegistry::PushSnapshot(const std::string& cluster
     }
   }
   RETURN_IF_ERROR(secrets::ValidateSecretData(data));
-  absl::MutexLock lock(&mu_);
-  ClusterRecord record = Get(cluster);
-  if (record.deregistered) return Deregistered(cluster);
-  record.snapshot_version++;
-  if (data.empty()) {
-    absl::Status deleted = store_->Delete(ns_, kSnapshotPrefix + cluster);
-    if (!deleted.ok() && !absl::IsNotFound(deleted)) return deleted;
-  } else {
-    RETURN_IF_ERROR(store_->Put(ns_, kSnapshotPrefix + cluster, data));
-  }
-  RETURN_IF_ERROR(Save(record));
-  clusters_[cluster] = record;
-  return record.snapshot_version;
+  int64_t version = 0;
+  RETURN_IF_ERROR(Update(cluster, [&](ClusterRecord& record, bool* save) -> absl::Status {
+    if (record.deregistered) return Deregistered(cluster);
+    record.snapshot_version++;
+    version = record.snapshot_version;
+    if (data.empty()) {
+      absl::Status deleted = store_->Delete(ns_, kSnapshotPrefix + cluster);
+      if (!deleted.ok() && !absl::IsNotFound(deleted)) return deleted;
+    } else {
+      RETURN_IF_ERROR(store_->Put(ns_, kSnapshotPrefix + cluster, data));
+    }
+    *save = true;
+    return absl::OkStatus();
+  }));
+  return version;
 }
 
 absl::StatusOr<std::vector<SnapshotResource>> ClusterRegistry::LatestSnapshot(
@@ -200,17 +242,13 @@ absl::StatusOr<std::vector<SnapshotResource>> ClusterRegistry::LatestSnapshot(
 }
 
 absl::Status ClusterRegistry::RecordAck(const std::string& cluster, int64_t version) {
-  absl::MutexLock lock(&mu_);
-  auto it = clusters_.find(cluster);
-  if (it == clusters_.end() || version <= it->second.acked_version ||
-      version > it->second.snapshot_version) {
+  return Update(cluster, [&](ClusterRecord& record, bool* save) {
+    if (version > record.acked_version && version <= record.snapshot_version) {
+      record.acked_version = version;
+      *save = true;
+    }
     return absl::OkStatus();
-  }
-  ClusterRecord record = it->second;
-  record.acked_version = version;
-  RETURN_IF_ERROR(Save(record));
-  it->second = record;
-  return absl::OkStatus();
+  });
 }
 
 std::optional<ClusterRecord> ClusterRegistry::Find(const std::string& cluster) const {

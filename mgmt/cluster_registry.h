@@ -2,9 +2,12 @@
 #define RELAY_MGMT_CLUSTER_REGISTRY_H_
 
 // What the server knows about each cluster, persisted in the secret store so that it
-// survives a restart: one secret per cluster, `relay-cluster.<name>`, and its latest
-// snapshot in `relay-snapshot.<name>`.
+// survives a restart: one secret per cluster, `relay-cluster.<name>` (one key,
+// `record`, so an update is one file), and its latest snapshot in
+// `relay-snapshot.<name>`. Updates of different clusters run in parallel; each
+// cluster's are serialised by a lock of its own.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -71,13 +74,18 @@ class ClusterRegistry {
 
  private:
   ClusterRegistry(secrets::SecretStore* store, std::string ns) : store_(store), ns_(std::move(ns)) {}
-  absl::Status Save(const ClusterRecord& record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  ClusterRecord& Get(const std::string& cluster) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Applies `change` to a copy of the cluster's record under the cluster's own lock,
+  // persists it when `change` says so (sets *save), then publishes it.
+  absl::Status Update(const std::string& cluster,
+                      const std::function<absl::Status(ClusterRecord&, bool* save)>& change);
+  absl::Status Save(const ClusterRecord& record);
 
   secrets::SecretStore* const store_;
   const std::string ns_;
   mutable absl::Mutex mu_;
   std::map<std::string, ClusterRecord> clusters_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<absl::Mutex>> cluster_locks_ ABSL_GUARDED_BY(mu_);
 };
 
 // Resource names are file names an agent writes: letters, digits, '-', '_', '.'.
