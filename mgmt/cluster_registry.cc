@@ -14,9 +14,9 @@
 namespace relay::mgmt {
 namespace {
 
-constexpr char kClusterPrefix[] = "relay-cluster.";
 constexpr char kSnapshotPrefix[] = "relay-snapshot.";
-constexpr char kRecordKey[] = "record";
+// Compact once the journal holds this many lines beyond one per cluster.
+constexpr size_t kCompactAfter = 4096;
 
 absl::Status Deregistered(const std::string& cluster) {
   return absl::PermissionDeniedError(absl::StrCat(
@@ -33,13 +33,13 @@ std::string Encode(const ClusterRecord& record) {
                       ";issued_at=", absl::ToUnixSeconds(record.issued_at),
                       ";registered_at=", absl::ToUnixSeconds(record.registered_at),
                       ";snapshot_version=", record.snapshot_version,
-                      ";acked_version=", record.acked_version, "\n");
+                      ";acked_version=", record.acked_version);
 }
 
 ClusterRecord Decode(const std::string& cluster, absl::string_view text) {
   ClusterRecord record;
   record.name = cluster;
-  for (absl::string_view field : absl::StrSplit(absl::StripSuffix(text, "\n"), ';')) {
+  for (absl::string_view field : absl::StrSplit(text, ';')) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, absl::MaxSplits('=', 1));
     int64_t number = 0;
     bool numeric = absl::SimpleAtoi(kv.second, &number);
@@ -74,27 +74,35 @@ absl::Status ValidateResourceName(const std::string& name) {
 }
 
 absl::StatusOr<std::unique_ptr<ClusterRegistry>> ClusterRegistry::Load(secrets::SecretStore* store,
-                                                                       std::string ns) {
+                                                                       std::string ns,
+                                                                       const std::string& journal_path) {
   std::unique_ptr<ClusterRegistry> registry(new ClusterRegistry(store, std::move(ns)));
-  ASSIGN_OR_RETURN(std::vector<std::string> names, store->List(registry->ns_));
-  absl::MutexLock lock(&registry->mu_);
-  for (const std::string& secret : names) {
-    if (!absl::StartsWith(secret, kClusterPrefix)) continue;
-    std::string cluster = secret.substr(strlen(kClusterPrefix));
-    if (!IsDnsLabel(cluster)) continue;
-    ASSIGN_OR_RETURN(secrets::SecretData data, store->Get(registry->ns_, secret));
-    auto it = data.find(kRecordKey);
-    if (it == data.end()) {
-      return absl::DataLossError(absl::StrCat("secret ", registry->ns_, "/", secret,
-                                              " has no key \"record\": delete it to forget the cluster"));
+  std::vector<std::string> lines;
+  ASSIGN_OR_RETURN(registry->journal_, Journal::Open(journal_path, &lines));
+  {
+    absl::MutexLock lock(&registry->mu_);
+    for (const std::string& line : lines) {  // later lines win
+      std::pair<std::string, std::string> entry = absl::StrSplit(line, absl::MaxSplits('\t', 1));
+      if (!IsDnsLabel(entry.first)) continue;
+      registry->clusters_[entry.first] = Decode(entry.first, entry.second);
     }
-    registry->clusters_[cluster] = Decode(cluster, it->second);
   }
+  absl::MutexLock compaction(&registry->compaction_mu_);
+  RETURN_IF_ERROR(registry->CompactLocked());
   return registry;
 }
 
+absl::Status ClusterRegistry::CompactLocked() {
+  std::vector<std::string> lines;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [name, record] : clusters_) lines.push_back(absl::StrCat(name, "\t", Encode(record)));
+  }
+  return journal_->Compact(lines);
+}
+
 absl::Status ClusterRegistry::Save(const ClusterRecord& record) {
-  return store_->Put(ns_, kClusterPrefix + record.name, {{kRecordKey, Encode(record)}});
+  return journal_->Append(absl::StrCat(record.name, "\t", Encode(record)));
 }
 
 absl::Status ClusterRegistry::Update(
@@ -107,19 +115,28 @@ absl::Status ClusterRegistry::Update(
     if (!slot) slot = std::make_unique<absl::Mutex>();
     cluster_lock = slot.get();  // never erased, so it outlives this call
   }
-  absl::MutexLock cluster_guard(cluster_lock);
+  bool compact = false;
   {
+    absl::MutexLock cluster_guard(cluster_lock);
+    absl::ReaderMutexLock compaction(&compaction_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = clusters_.find(cluster);
+      if (it != clusters_.end()) record = it->second;
+    }
+    record.name = cluster;
+    bool save = false;
+    RETURN_IF_ERROR(change(record, &save));
+    if (!save) return absl::OkStatus();
+    RETURN_IF_ERROR(Save(record));  // group-committed with concurrent updates
     absl::MutexLock lock(&mu_);
-    auto it = clusters_.find(cluster);
-    if (it != clusters_.end()) record = it->second;
+    clusters_[cluster] = std::move(record);
+    compact = journal_->appended() > kCompactAfter + clusters_.size();
   }
-  record.name = cluster;
-  bool save = false;
-  RETURN_IF_ERROR(change(record, &save));
-  if (!save) return absl::OkStatus();
-  RETURN_IF_ERROR(Save(record));  // the slow part, under the cluster's lock only
-  absl::MutexLock lock(&mu_);
-  clusters_[cluster] = std::move(record);
+  if (compact) {
+    absl::MutexLock compaction(&compaction_mu_);
+    if (journal_->appended() > kCompactAfter + List().size()) RETURN_IF_ERROR(CompactLocked());
+  }
   return absl::OkStatus();
 }
 

@@ -1,11 +1,11 @@
 #ifndef RELAY_MGMT_CLUSTER_REGISTRY_H_
 #define RELAY_MGMT_CLUSTER_REGISTRY_H_
 
-// What the server knows about each cluster, persisted in the secret store so that it
-// survives a restart: one secret per cluster, `relay-cluster.<name>` (one key,
-// `record`, so an update is one file), and its latest snapshot in
-// `relay-snapshot.<name>`. Updates of different clusters run in parallel; each
-// cluster's are serialised by a lock of its own.
+// What the server knows about each cluster, persisted so that it survives a restart:
+// the records in a journal file (one line per change, group-committed, compacted to one
+// line per cluster at start-up and when it grows), and each cluster's latest snapshot
+// in the secret store as `relay-snapshot.<name>`. Updates of different clusters run in
+// parallel; each cluster's are serialised by a lock of its own.
 
 #include <functional>
 #include <map>
@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "mgmt/journal.h"
 #include "secrets/secret_store.h"
 
 namespace relay::mgmt {
@@ -42,8 +43,10 @@ class ClusterRegistry {
  public:
   static constexpr size_t kMaxPendingSerials = 4;
 
+  // `journal_path` holds the records (created when missing).
   static absl::StatusOr<std::unique_ptr<ClusterRegistry>> Load(secrets::SecretStore* store,
-                                                               std::string ns);
+                                                               std::string ns,
+                                                               const std::string& journal_path);
 
   // PERMISSION_DENIED for a deregistered cluster.
   absl::Status CheckNotDeregistered(const std::string& cluster) const;
@@ -74,6 +77,7 @@ class ClusterRegistry {
 
  private:
   ClusterRegistry(secrets::SecretStore* store, std::string ns) : store_(store), ns_(std::move(ns)) {}
+  absl::Status CompactLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(compaction_mu_);
 
   // Applies `change` to a copy of the cluster's record under the cluster's own lock,
   // persists it when `change` says so (sets *save), then publishes it.
@@ -83,6 +87,10 @@ class ClusterRegistry {
 
   secrets::SecretStore* const store_;
   const std::string ns_;
+  std::unique_ptr<Journal> journal_;
+  // Held shared by each update (append + publish), exclusively by compaction, so a
+  // compaction never drops a line whose record it did not see.
+  absl::Mutex compaction_mu_;
   mutable absl::Mutex mu_;
   std::map<std::string, ClusterRecord> clusters_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<absl::Mutex>> cluster_locks_ ABSL_GUARDED_BY(mu_);

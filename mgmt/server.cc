@@ -856,7 +856,8 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
   ASSIGN_OR_RETURN(ManagementPki pki,
                    EnsureManagementPki(*store, Core::PkiOptions(options), now));
   ASSIGN_OR_RETURN(std::unique_ptr<ClusterRegistry> registry,
-                   ClusterRegistry::Load(store.get(), options.ns));
+                   ClusterRegistry::Load(store.get(), options.ns,
+                                         absl::StrCat(options.secrets_dir, "/relay-registry.", options.ns, ".log")));
   auto core = std::make_unique<Core>(std::move(options), std::move(store), std::move(pki),
                                      std::move(registry));
   auto server = std::make_unique<ServerImpl>(std::move(core));
