@@ -21,7 +21,10 @@ pause_existed=$(podman images -q localhost/podman-pause 2>/dev/null)
 cleanup() {
   podman pod rm -f "$pod" >/dev/null 2>&1
   podman rmi -f "$repository/mgmt-server:$tag" "$repository/agent:$tag" "$repository/rotator:$tag" >/dev/null 2>&1
-  [[ -z "$pause_existed" ]] && podman rmi -f $(podman images -q localhost/podman-pause 2>/dev/null) >/dev/null 2>&1
+  # ...unless another pod (another run of this test, say) still uses it.
+  if [[ -z "$pause_existed" && -z "$(podman pod ls -q 2>/dev/null)" ]]; then
+    podman rmi $(podman images -q localhost/podman-pause 2>/dev/null) >/dev/null 2>&1
+  fi
   [[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
   rm -rf "$work"
 }
