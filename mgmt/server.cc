@@ -65,6 +65,7 @@ class Core {
         pki_(std::move(pki)),
         registry_(std::move(registry)),
         bootstrap_tokens_(store_.get(), options_.ns) {
+    if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) roots_ = *std::move(roots);
     metrics_.Describe("relay_push_clients_connected", "gauge",
                       "1 while the cluster's agent holds a relay stream (agent to server).");
     metrics_.Describe("relay_pull_clients_connected", "gauge",
@@ -116,14 +117,34 @@ class Core {
       return absl::UnauthenticatedError(
           "this call needs a client certificate (mTLS): register the agent first");
     }
+    ASSIGN_OR_RETURN(CallerIdentity identity, CertificateIdentity(peer, now));
+    if (now > identity.not_after) {
+      return absl::UnauthenticatedError("the client certificate has expired: register again");
+    }
+    // Revocation and serial pinning are checked on every call, never cached.
+    RETURN_IF_ERROR(registry_->CheckNotDeregistered(identity.cluster));
+    if (identity.issued_by_us) {
+      RETURN_IF_ERROR(registry_->CheckIssuedSerial(identity.cluster, identity.serial));
+    }
+    return identity;
+  }
+
+  // What a client certificate says, checked once per certificate: the TLS handshake
+  // verified its chain to the root; here it must also be a client certificate
+  // (extKeyUsage clientAuth) naming exactly one DNS label. Cached by its PEM, since an
+  // agent presents the same certificate on every call of a connection.
+  absl::StatusOr<CallerIdentity> CertificateIdentity(const grpc_tls::Peer& peer, absl::Time now) {
+    {
+      absl::MutexLock lock(&identity_cache_mu_);
+      auto it = identity_cache_.find(peer.certificate_pem);
+      if (it != identity_cache_.end()) return it->second;
+    }
     ASSIGN_OR_RETURN(pki::UniquePtr<X509> leaf, pki::ParseCertificatePem(peer.certificate_pem));
-    ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> roots,
-                     pki::ParseCertificateChainPem(pki_.root_bundle_pem));
     std::vector<pki::UniquePtr<X509>> presented;
     if (!peer.chain_pem.empty()) {
       if (auto chain = pki::ParseCertificateChainPem(peer.chain_pem); chain.ok()) presented = *std::move(chain);
     }
-    absl::Status verified = pki::VerifyChain(leaf.get(), pki::Borrow(presented), pki::Borrow(roots),
+    absl::Status verified = pki::VerifyChain(leaf.get(), pki::Borrow(presented), pki::Borrow(roots_),
                                              now, pki::Purpose::kClientAuth);
     if (!verified.ok()) {
       return absl::PermissionDeniedError(absl::StrCat("client certificate refused: ", verified.message()));
@@ -134,11 +155,10 @@ class Core {
           "client certificate must carry exactly one DNS SAN, the cluster name");
     }
     CallerIdentity identity{info.dns_names[0], info.serial_hex, info.not_after, false};
-    RETURN_IF_ERROR(registry_->CheckNotDeregistered(identity.cluster));
     identity.issued_by_us = pki_.signer && pki::IsIssuedBy(pki_.signer->certificate(), leaf.get());
-    if (identity.issued_by_us) {
-      RETURN_IF_ERROR(registry_->CheckIssuedSerial(identity.cluster, identity.serial));
-    }
+    absl::MutexLock lock(&identity_cache_mu_);
+    if (identity_cache_.size() >= kIdentityCacheSize) identity_cache_.clear();
+    identity_cache_.emplace(peer.certificate_pem, identity);
     return identity;
   }
 
@@ -197,9 +217,14 @@ class Core {
     return pki_options;
   }
 
+  static constexpr size_t kIdentityCacheSize = 65536;
+
   const ServerOptions options_;
   std::unique_ptr<secrets::DirectorySecretStore> store_;
   ManagementPki pki_;
+  std::vector<pki::UniquePtr<X509>> roots_;  // parsed once from pki_.root_bundle_pem
+  absl::Mutex identity_cache_mu_;
+  std::map<std::string, CallerIdentity> identity_cache_ ABSL_GUARDED_BY(identity_cache_mu_);
   std::unique_ptr<ClusterRegistry> registry_;
   tokens::BootstrapTokens bootstrap_tokens_;
   Metrics metrics_;
@@ -613,8 +638,8 @@ class RegistrationService final : public v1::Registration::Service {
                         "the CSR asks for cluster \"", csr->cluster,
                         "\" but the calling certificate is for \"", caller->cluster, "\"")));
     }
-    absl::StatusOr<pki::Issuer::IssuedPem> issued = core_->pki_.signer->IssueClientFromCsrPem(
-        request->csr_pem(), caller->cluster, now, core_->options_.values.client_cert_ttl);
+    absl::StatusOr<pki::Issuer::IssuedPem> issued =
+        core_->pki_.signer->IssueClient(*csr, now, core_->options_.values.client_cert_ttl);
     if (!issued.ok()) return refuse("bad_csr", caller->cluster, issued.status());
     if (absl::Status recorded = core_->registry_->RecordIssued(caller->cluster, issued->serial_hex,
                                                                issued->not_after, now);

@@ -324,12 +324,17 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_vie
                                                    "\" but the request is for \"",
                                                    expected_cluster, "\""));
   }
+  return IssueClient(csr, now, lifetime);
+}
+
+absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClient(const VerifiedCsr& csr, absl::Time now,
+                                                      absl::Duration lifetime) const {
   ASSIGN_OR_RETURN(UniquePtr<X509> cert,
                    IssueForPublicKeyInfo(csr.public_key_info, ClientSpec(csr.cluster, now, lifetime)));
   IssuedPem issued;
   ASSIGN_OR_RETURN(issued.certificate_pem, CertificateToPem(cert.get()));
   issued.certificate_pem += cert_pem_;
-  issued.cluster = std::move(csr.cluster);
+  issued.cluster = csr.cluster;
   issued.serial_hex = SerialHex(cert.get());
   issued.not_after = now + lifetime;
   return issued;

@@ -81,6 +81,10 @@ class Issuer {
                                                   absl::Time now,
                                                   absl::Duration lifetime) const;
 
+  // A client certificate for a CSR that already passed VerifyCsr.
+  absl::StatusOr<IssuedPem> IssueClient(const VerifiedCsr& csr, absl::Time now,
+                                        absl::Duration lifetime) const;
+
   const X509* certificate() const { return cert_.get(); }
   const EVP_PKEY* key() const { return key_.get(); }
   const std::string& certificate_pem() const { return cert_pem_; }
