@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 
@@ -13,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "common/names.h"
 
 namespace relay {
@@ -63,6 +65,29 @@ std::string DefaultStateDir(const std::string& flag_value, const std::string& co
     if (getcwd(cwd, sizeof(cwd)) != nullptr) dir = absl::StrCat(cwd, "/", dir);
   }
   return dir;
+}
+
+void ExitWithError(const std::string& program, const std::string& message) {
+  std::fprintf(stderr, "%s: %s\n", program.c_str(), message.c_str());
+  std::exit(2);
+}
+
+absl::Duration PositiveDurationOrExit(const std::string& program, const std::string& name,
+                                      const std::string& text) {
+  absl::Duration value;
+  if (!absl::ParseDuration(text, &value) || value <= absl::ZeroDuration()) {
+    ExitWithError(program, absl::StrCat("--", name, "=", text,
+                                        " is not a positive duration (e.g. 720h, 30m, 45s)"));
+  }
+  return value;
+}
+
+void SetLogLevelOrExit(const std::string& program, const std::string& text) {
+  LogLevel level;
+  if (!ParseLogLevel(text, &level)) {
+    ExitWithError(program, "--log_level must be debug, info, warning or error");
+  }
+  SetLogLevel(level);
 }
 
 absl::Status SplitSans(const std::vector<std::string>& sans, std::vector<std::string>* dns_names,

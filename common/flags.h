@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 
 namespace relay {
 
@@ -24,6 +25,16 @@ std::vector<char*> MergeRepeatedListFlags(int argc, char** argv,
 // `flag_value` when set; otherwise <workspace>/.relay/<component> when run through
 // `bazel run` (BUILD_WORKSPACE_DIRECTORY), else ./.relay/<component>, made absolute.
 std::string DefaultStateDir(const std::string& flag_value, const std::string& component);
+
+// For main(): print "<program>: <message>" on stderr and exit with status 2.
+[[noreturn]] void ExitWithError(const std::string& program, const std::string& message);
+
+// The duration in flag --<name>=<text>, which must be positive; exits otherwise.
+absl::Duration PositiveDurationOrExit(const std::string& program, const std::string& name,
+                                      const std::string& text);
+
+// Applies --log_level=<text>; exits when it is not debug, info, warning or error.
+void SetLogLevelOrExit(const std::string& program, const std::string& text);
 
 // Sorts SAN entries into DNS names and IP addresses; anything else is an error.
 absl::Status SplitSans(const std::vector<std::string>& sans, std::vector<std::string>* dns_names,

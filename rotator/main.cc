@@ -46,17 +46,12 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 namespace {
 
-[[noreturn]] void Fail(const std::string& message) {
-  std::cerr << "relay-rotator: " << message << "\n";
-  std::exit(2);
-}
+constexpr char kProgram[] = "relay-rotator";
+
+[[noreturn]] void Fail(const std::string& message) { relay::ExitWithError(kProgram, message); }
 
 absl::Duration DurationFlag(const std::string& name, const std::string& text) {
-  absl::Duration value;
-  if (!absl::ParseDuration(text, &value) || value <= absl::ZeroDuration()) {
-    Fail(absl::StrCat("--", name, "=", text, " is not a positive duration (e.g. 2m, 30s)"));
-  }
-  return value;
+  return relay::PositiveDurationOrExit(kProgram, name, text);
 }
 
 }  // namespace
@@ -67,11 +62,7 @@ int main(int argc, char** argv) {
       "grace ratio and hands it to the agent atomically.\n"
       "Usage: rotator --cluster=NAME [--values=values.yaml] [--once] [--force] [--flags...]");
   absl::ParseCommandLine(argc, argv);
-  relay::LogLevel level;
-  if (!relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) {
-    Fail("--log_level must be debug, info, warning or error");
-  }
-  relay::SetLogLevel(level);
+  relay::SetLogLevelOrExit(kProgram, absl::GetFlag(FLAGS_log_level));
   absl::StatusOr<relay::config::AgentValues> values =
       relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
   if (!values.ok()) Fail(std::string(values.status().message()));
