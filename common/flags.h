@@ -4,6 +4,7 @@
 // Small helpers shared by the binaries' main(): repeated list flags, default state
 // directories, SAN lists and signal handling.
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ void SetLogLevelOrExit(const std::string& program, const std::string& text);
 // Sorts SAN entries into DNS names and IP addresses; anything else is an error.
 absl::Status SplitSans(const std::vector<std::string>& sans, std::vector<std::string>* dns_names,
                        std::vector<std::string>* ip_addresses);
+
+// Raises the open-file soft limit to the hard limit (a server holds one descriptor per
+// agent connection; the usual soft limit of 1024 would cap the fleet). Returns it.
+uint64_t RaiseOpenFileLimit();
 
 // Call before starting threads: SIGINT and SIGTERM are then delivered only to
 // WaitForTerminationSignal(), which returns when one arrives.

@@ -100,7 +100,10 @@ int main(int argc, char** argv) {
   }
 
   relay::BlockTerminationSignals();
-  relay::LogInfo("starting", {{"secrets_dir", options.secrets_dir}, {"namespace", options.ns}});
+  uint64_t open_files = relay::RaiseOpenFileLimit();
+  relay::LogInfo("starting", {{"secrets_dir", options.secrets_dir},
+                              {"namespace", options.ns},
+                              {"open_file_limit", absl::StrCat(open_files)}});
   absl::StatusOr<std::unique_ptr<relay::mgmt::ManagementServer>> server =
       relay::mgmt::ManagementServer::Start(options);
   if (!server.ok()) {
