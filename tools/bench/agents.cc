@@ -1,0 +1,359 @@
+// Fleet benchmark: N agents (default 10,000), each with its own key, certificate, mTLS
+// connection and relay stream, from this one load process, against one management
+// server pinned to CPU 0 (the load runs on CPU 1). Reports time to register and connect
+// them all, server memory per connected agent, heartbeat round trips, and a rotation
+// storm (every agent renews). All on 127.0.0.1, bounded, stops by itself.
+//
+//   tools/bazel run -c opt //tools/bench:agents -- [--agents=10000] [--heartbeat_window=10s]
+//
+// File descriptors: one per agent connection here and one per agent in the server; the
+// hard limit on these machines is 20,000 per process, so one load process carries up
+// to ~19,000 agents (both processes raise their soft limit to the hard one).
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "api/relay/v1/relay.grpc.pb.h"
+#include "common/flags.h"
+#include "common/grpc_tls.h"
+#include "pki/csr.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
+
+ABSL_FLAG(int, agents, 10000, "Number of agents.");
+ABSL_FLAG(int, callers, 32, "Concurrent callers for Register and Renew.");
+ABSL_FLAG(std::string, heartbeat_interval, "5s", "Server --heartbeat_interval (agents follow it).");
+ABSL_FLAG(std::string, heartbeat_window, "10s", "How long heartbeats are measured once all are connected.");
+ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server binary.");
+
+extern char** environ;
+
+namespace {
+
+namespace v1 = ::relay::v1;
+constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void PinTo(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
+
+double RssMiB(pid_t pid) {
+  for (absl::string_view line : absl::StrSplit(ReadFile(absl::StrCat("/proc/", pid, "/status")), '\n')) {
+    if (absl::StartsWith(line, "VmRSS:")) {
+      double kib = 0;
+      std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (parts.size() >= 2 && absl::SimpleAtod(parts[1], &kib)) return kib / 1024;
+    }
+  }
+  return 0;
+}
+
+// One agent's relay stream, on gRPC's callback API (no thread per agent).
+class AgentStream : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerMessage> {
+ public:
+  AgentStream(v1::Relay::Stub* stub, std::string cluster, std::atomic<int>* connected,
+              absl::Mutex* rtt_mu, std::vector<double>* rtts)
+      : cluster_(std::move(cluster)), connected_(connected), rtt_mu_(rtt_mu), rtts_(rtts) {
+    stub->async()->Connect(&context_, this);
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_cluster(cluster_);
+    Send(std::move(hello));
+    StartRead(&incoming_);
+    StartCall();
+  }
+
+  void Heartbeat(bool record) {
+    record_ = record;
+    v1::AgentMessage beat;
+    beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
+    Send(std::move(beat));
+  }
+
+  void Send(v1::AgentMessage message) {
+    absl::MutexLock lock(&mu_);
+    if (done_) return;
+    queue_.push_back(std::move(message));
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&queue_.front());
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    queue_.pop_front();
+    if (!ok || queue_.empty()) {
+      writing_ = false;
+      return;
+    }
+    StartWrite(&queue_.front());
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    if (incoming_.has_welcome() && !welcomed_.exchange(true)) connected_->fetch_add(1);
+    if (incoming_.has_heartbeat_ack() && record_) {
+      double ms = absl::ToDoubleMilliseconds(
+          absl::Now() - absl::FromUnixNanos(incoming_.heartbeat_ack().sent_unix_nanos()));
+      absl::MutexLock lock(rtt_mu_);
+      rtts_->push_back(ms);
+    }
+    StartRead(&incoming_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      status_ = status;
+    }
+    if (welcomed_) connected_->fetch_sub(1);
+    finished_ = true;
+  }
+
+  void Cancel() { context_.TryCancel(); }
+  bool finished() const { return finished_; }
+
+ private:
+  grpc::ClientContext context_;
+  std::string cluster_;
+  std::atomic<int>* connected_;
+  absl::Mutex* rtt_mu_;
+  std::vector<double>* rtts_;
+  v1::ServerMessage incoming_;
+  std::atomic<bool> welcomed_{false};
+  std::atomic<bool> record_{false};
+  std::atomic<bool> finished_{false};
+  absl::Mutex mu_;
+  std::deque<v1::AgentMessage> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+struct Agent {
+  std::string cluster;
+  std::string key_pem;
+  std::string chain_pem;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Relay::Stub> relay;
+  std::unique_ptr<v1::Registration::Stub> registration;
+  std::unique_ptr<AgentStream> stream;
+};
+
+template <typename Work>
+void Parallel(int callers, int total, Work work) {
+  std::atomic<int> next{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < callers; ++t) {
+    threads.emplace_back([&] {
+      for (int i; (i = next++) < total;) work(i);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+}
+
+double Percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1, static_cast<size_t>(values.size() * p))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  relay::SetUsage("relay fleet benchmark (see the comment at the top of tools/bench/agents.cc)");
+  absl::ParseCommandLine(argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  uint64_t files = relay::RaiseOpenFileLimit();
+  const int n = absl::GetFlag(FLAGS_agents);
+  if (static_cast<uint64_t>(n) + 200 > files) {
+    std::cerr << "--agents=" << n << " needs more than the open-file limit of " << files
+              << " in this process: use fewer agents\n";
+    return 1;
+  }
+  absl::Duration window;
+  if (!absl::ParseDuration(absl::GetFlag(FLAGS_heartbeat_window), &window)) return 2;
+
+  std::string dir = absl::StrCat("/tmp/relay-bench-agents.", getpid());
+  std::filesystem::create_directories(dir);
+  std::vector<std::string> server_argv = {
+      "taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
+      "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
+      "--ready_file=" + dir + "/ready", "--log_level=warning",
+      "--heartbeat_interval=" + absl::GetFlag(FLAGS_heartbeat_interval)};
+  std::vector<char*> args;
+  for (const std::string& arg : server_argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  std::string log = dir + "/server.log";
+  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t server = -1;
+  posix_spawnp(&server, args[0], &actions, nullptr, args.data(), environ);
+  for (int i = 0; i < 200 && ReadFile(dir + "/ready").empty(); ++i) absl::SleepFor(absl::Milliseconds(50));
+  std::string ready = ReadFile(dir + "/ready");
+  if (ready.empty()) {
+    std::cerr << "server did not start:\n" << ReadFile(log);
+    return 1;
+  }
+  std::string address = "127.0.0.1:" + ready.substr(ready.find('=') + 1, ready.find('\n') - ready.find('=') - 1);
+  std::string secrets = dir + "/mgmt/gloo-mesh/";
+  std::string root = ReadFile(secrets + "relay-root-tls-secret/ca.crt");
+  std::string token = ReadFile(secrets + "relay-identity-token-secret/token");
+  PinTo(1);
+  double rss_idle = RssMiB(server);
+
+  // 1. Keys and registration.
+  std::vector<Agent> agents(n);
+  absl::Time start = absl::Now();
+  std::atomic<int> register_failures{0};
+  auto register_channel = relay::grpc_tls::CreateChannel(address, relay::grpc_tls::ServerAuthCredentials(root), kAuthority);
+  auto register_stub = v1::Registration::NewStub(register_channel);
+  Parallel(absl::GetFlag(FLAGS_callers), n, [&](int i) {
+    Agent& agent = agents[i];
+    agent.cluster = absl::StrCat("agent-", i);
+    auto key = relay::pki::GenerateKey();
+    agent.key_pem = *relay::pki::PrivateKeyToPem(key->get());
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token);
+    v1::RegisterRequest request;
+    request.set_cluster(agent.cluster);
+    request.set_csr_pem(*relay::pki::CreateCsrPem(key->get(), agent.cluster));
+    v1::CertificateResponse response;
+    if (!register_stub->Register(&context, request, &response).ok()) register_failures++;
+    agent.chain_pem = response.certificate_chain_pem();
+  });
+  absl::Duration registered_in = absl::Now() - start;
+
+  // 2. Connect every agent over its own mTLS connection.
+  std::atomic<int> connected{0};
+  absl::Mutex rtt_mu;
+  std::vector<double> rtts;
+  absl::Duration interval;
+  (void)absl::ParseDuration(absl::GetFlag(FLAGS_heartbeat_interval), &interval);
+  std::atomic<int> created{0};
+  std::atomic<bool> record_heartbeats{false};
+  std::atomic<bool> stop_heartbeats{false};
+  // Every agent once per interval, spread over the interval.
+  std::thread heartbeats([&] {
+    while (!stop_heartbeats) {
+      absl::Time round = absl::Now();
+      int count = created;
+      for (int i = 0; i < count && !stop_heartbeats; ++i) {
+        agents[i].stream->Heartbeat(record_heartbeats);
+        if (i % 100 == 99) {
+          absl::Time due = round + interval * (static_cast<double>(i + 1) / n);
+          if (due > absl::Now()) absl::SleepFor(due - absl::Now());
+        }
+      }
+      absl::Time next = round + interval;
+      while (absl::Now() < next && !stop_heartbeats) absl::SleepFor(absl::Milliseconds(20));
+    }
+  });
+  start = absl::Now();
+  for (Agent& agent : agents) {
+    grpc::ChannelArguments channel_args;
+    channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+    channel_args.SetSslTargetNameOverride(kAuthority);
+    agent.channel = grpc::CreateCustomChannel(
+        address, relay::grpc_tls::MutualTlsCredentials(root, agent.key_pem, agent.chain_pem), channel_args);
+    agent.relay = v1::Relay::NewStub(agent.channel);
+    agent.registration = v1::Registration::NewStub(agent.channel);
+    agent.stream = std::make_unique<AgentStream>(agent.relay.get(), agent.cluster, &connected, &rtt_mu, &rtts);
+    created++;
+  }
+  absl::Time deadline = absl::Now() + absl::Seconds(180);
+  while (connected < n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  absl::Duration connected_in = absl::Now() - start;
+  int connected_count = connected;
+  double rss_connected = RssMiB(server);
+
+  // 3. Heartbeats are already flowing (the server closes a stream silent for three
+  //    intervals); now record their round trips for the window.
+  record_heartbeats = true;
+  absl::SleepFor(window);
+  record_heartbeats = false;
+  std::vector<double> heartbeat_rtts;
+  {
+    absl::MutexLock lock(&rtt_mu);
+    heartbeat_rtts = rtts;
+  }
+
+  // 4. Rotation storm: every agent renews over its own connection.
+  std::atomic<int> renew_failures{0};
+  std::vector<std::string> csrs(n);
+  Parallel(2, n, [&](int i) {
+    auto key = relay::pki::GenerateKey();
+    csrs[i] = *relay::pki::CreateCsrPem(key->get(), agents[i].cluster);
+  });
+  start = absl::Now();
+  Parallel(absl::GetFlag(FLAGS_callers), n, [&](int i) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::RenewRequest request;
+    request.set_csr_pem(csrs[i]);
+    v1::CertificateResponse response;
+    if (!agents[i].registration->Renew(&context, request, &response).ok()) renew_failures++;
+  });
+  absl::Duration renewed_in = absl::Now() - start;
+  int still_connected = connected;
+  stop_heartbeats = true;
+  heartbeats.join();
+
+  for (Agent& agent : agents) agent.stream->Cancel();
+  deadline = absl::Now() + absl::Seconds(20);
+  for (Agent& agent : agents) {
+    while (!agent.stream->finished() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  }
+  kill(server, SIGTERM);
+  waitpid(server, nullptr, 0);
+  std::filesystem::remove_all(dir);
+
+  std::printf("agents                        %d (registration failures %d)\n", n, register_failures.load());
+  std::printf("registered in                 %.1f s (%.0f/s, %d callers, keys made by the load core)\n",
+              absl::ToDoubleSeconds(registered_in), n / absl::ToDoubleSeconds(registered_in),
+              absl::GetFlag(FLAGS_callers));
+  std::printf("connected                     %d of %d in %.1f s\n", connected_count, n,
+              absl::ToDoubleSeconds(connected_in));
+  std::printf("server RSS                    %.0f MiB idle, %.0f MiB with all connected: %.1f KiB per agent\n",
+              rss_idle, rss_connected, (rss_connected - rss_idle) * 1024 / std::max(connected_count, 1));
+  std::printf("heartbeat round trip          p50 %.2f ms, p99 %.2f ms (%zu samples, interval %s)\n",
+              Percentile(heartbeat_rtts, 0.5), Percentile(heartbeat_rtts, 0.99), heartbeat_rtts.size(),
+              absl::GetFlag(FLAGS_heartbeat_interval).c_str());
+  std::printf("rotation storm                %d renewals in %.1f s (%.0f/s), %d failures, %d streams still up\n",
+              n, absl::ToDoubleSeconds(renewed_in), n / absl::ToDoubleSeconds(renewed_in),
+              renew_failures.load(), still_connected);
+  return 0;
+}
