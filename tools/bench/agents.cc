@@ -22,6 +22,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -169,7 +170,7 @@ struct Agent {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Relay::Stub> relay;
   std::unique_ptr<v1::Registration::Stub> registration;
-  std::unique_ptr<AgentStream> stream;
+  std::shared_ptr<AgentStream> stream;  // replaced on reconnect; read with std::atomic_load
 };
 
 template <typename Work>
@@ -208,27 +209,35 @@ int main(int argc, char** argv) {
 
   std::string dir = absl::StrCat("/tmp/relay-bench-agents.", getpid());
   std::filesystem::create_directories(dir);
-  std::vector<std::string> server_argv = {
-      "taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
-      "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
-      "--ready_file=" + dir + "/ready", "--log_level=warning",
-      "--heartbeat_interval=" + absl::GetFlag(FLAGS_heartbeat_interval)};
-  std::vector<char*> args;
-  for (const std::string& arg : server_argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
   std::string log = dir + "/server.log";
-  posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  int server_run = 0;
+  // Starts the server (again) on `port` (0: any) and returns its address, or "".
+  auto start_server = [&](const std::string& port, pid_t* pid) -> std::string {
+    std::string ready_file = absl::StrCat(dir, "/ready.", server_run++);
+    std::vector<std::string> server_argv = {
+        "taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
+        "--grpc_address=127.0.0.1:" + port, "--metrics_address=127.0.0.1:0",
+        "--health_address=127.0.0.1:0", "--ready_file=" + ready_file, "--log_level=warning",
+        "--heartbeat_interval=" + absl::GetFlag(FLAGS_heartbeat_interval)};
+    std::vector<char*> args;
+    for (const std::string& arg : server_argv) args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawnp(pid, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    for (int i = 0; i < 400 && ReadFile(ready_file).empty(); ++i) absl::SleepFor(absl::Milliseconds(50));
+    std::string ready = ReadFile(ready_file);
+    if (ready.empty()) return "";
+    return "127.0.0.1:" + ready.substr(ready.find('=') + 1, ready.find('\n') - ready.find('=') - 1);
+  };
   pid_t server = -1;
-  posix_spawnp(&server, args[0], &actions, nullptr, args.data(), environ);
-  for (int i = 0; i < 200 && ReadFile(dir + "/ready").empty(); ++i) absl::SleepFor(absl::Milliseconds(50));
-  std::string ready = ReadFile(dir + "/ready");
-  if (ready.empty()) {
+  std::string address = start_server("0", &server);
+  if (address.empty()) {
     std::cerr << "server did not start:\n" << ReadFile(log);
     return 1;
   }
-  std::string address = "127.0.0.1:" + ready.substr(ready.find('=') + 1, ready.find('\n') - ready.find('=') - 1);
   std::string secrets = dir + "/mgmt/gloo-mesh/";
   std::string root = ReadFile(secrets + "relay-root-tls-secret/ca.crt");
   std::string token = ReadFile(secrets + "relay-identity-token-secret/token");
@@ -272,7 +281,7 @@ int main(int argc, char** argv) {
       absl::Time round = absl::Now();
       int count = created;
       for (int i = 0; i < count && !stop_heartbeats; ++i) {
-        agents[i].stream->Heartbeat(record_heartbeats);
+        std::atomic_load(&agents[i].stream)->Heartbeat(record_heartbeats);
         if (i % 100 == 99) {
           absl::Time due = round + interval * (static_cast<double>(i + 1) / n);
           if (due > absl::Now()) absl::SleepFor(due - absl::Now());
@@ -291,7 +300,8 @@ int main(int argc, char** argv) {
         address, relay::grpc_tls::MutualTlsCredentials(root, agent.key_pem, agent.chain_pem), channel_args);
     agent.relay = v1::Relay::NewStub(agent.channel);
     agent.registration = v1::Registration::NewStub(agent.channel);
-    agent.stream = std::make_unique<AgentStream>(agent.relay.get(), agent.cluster, &connected, &rtt_mu, &rtts);
+    std::atomic_store(&agent.stream,
+                      std::make_shared<AgentStream>(agent.relay.get(), agent.cluster, &connected, &rtt_mu, &rtts));
     created++;
   }
   absl::Time deadline = absl::Now() + absl::Seconds(180);
@@ -329,13 +339,56 @@ int main(int argc, char** argv) {
   });
   absl::Duration renewed_in = absl::Now() - start;
   int still_connected = connected;
+
+  // 5. Reconnect storm: restart the server; every agent reconnects on its own (a new
+  //    stream on the same channel after a random 0-2 s, as agents back off with jitter).
+  std::atomic<bool> stop_reconnects{false};
+  std::thread reconnects([&] {
+    std::mt19937 rng(7);
+    std::vector<absl::Time> retry_at(n, absl::InfinitePast());
+    while (!stop_reconnects) {
+      absl::Time now = absl::Now();
+      for (int i = 0; i < n; ++i) {
+        std::shared_ptr<AgentStream> stream = std::atomic_load(&agents[i].stream);
+        if (!stream->finished()) continue;
+        if (retry_at[i] == absl::InfinitePast()) {
+          retry_at[i] = now + absl::Milliseconds(std::uniform_int_distribution<int>(0, 2000)(rng));
+        } else if (now >= retry_at[i]) {
+          retry_at[i] = absl::InfinitePast();
+          std::atomic_store(&agents[i].stream,
+                            std::make_shared<AgentStream>(agents[i].relay.get(), agents[i].cluster, &connected,
+                                                          &rtt_mu, &rtts));
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  });
+  std::string port = address.substr(address.rfind(':') + 1);
+  kill(server, SIGTERM);
+  waitpid(server, nullptr, 0);
+  absl::Time restarted = absl::Now();
+  std::string again = start_server(port, &server);
+  int back = 0;
+  absl::Duration back_in = absl::InfiniteDuration();
+  if (again.empty()) {
+    std::cerr << "server did not restart:\n" << ReadFile(log);
+  } else {
+    deadline = absl::Now() + absl::Seconds(90);
+    while (connected < n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+    back = connected;
+    if (back == n) back_in = absl::Now() - restarted;
+  }
+  stop_reconnects = true;
+  reconnects.join();
   stop_heartbeats = true;
   heartbeats.join();
 
-  for (Agent& agent : agents) agent.stream->Cancel();
+  for (Agent& agent : agents) std::atomic_load(&agent.stream)->Cancel();
   deadline = absl::Now() + absl::Seconds(20);
   for (Agent& agent : agents) {
-    while (!agent.stream->finished() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+    while (!std::atomic_load(&agent.stream)->finished() && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
   }
   kill(server, SIGTERM);
   waitpid(server, nullptr, 0);
@@ -355,5 +408,7 @@ int main(int argc, char** argv) {
   std::printf("rotation storm                %d renewals in %.1f s (%.0f/s), %d failures, %d streams still up\n",
               n, absl::ToDoubleSeconds(renewed_in), n / absl::ToDoubleSeconds(renewed_in),
               renew_failures.load(), still_connected);
+  std::printf("reconnect storm               %d of %d back %s after the server restarted\n", back, n,
+              back == n ? absl::StrCat("within ", absl::FormatDuration(back_in)).c_str() : "(not all, 90 s)");
   return 0;
 }
