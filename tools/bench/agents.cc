@@ -37,6 +37,7 @@
 #include "absl/time/clock.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/flags.h"
+#include "tools/bench/bench_util.h"
 #include "common/grpc_tls.h"
 #include "pki/csr.h"
 #include "pki/keys.h"
@@ -55,19 +56,8 @@ namespace {
 namespace v1 = ::relay::v1;
 constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void PinTo(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof(set), &set);
-}
+using ::relay::bench::PinTo;
+using ::relay::bench::ReadFile;
 
 double RssMiB(pid_t pid) {
   for (absl::string_view line : absl::StrSplit(ReadFile(absl::StrCat("/proc/", pid, "/status")), '\n')) {

@@ -32,6 +32,7 @@
 #include "absl/time/clock.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/flags.h"
+#include "tools/bench/bench_util.h"
 #include "common/grpc_tls.h"
 #include "httplib.h"
 #include "pki/ca.h"
@@ -52,19 +53,8 @@ namespace {
 namespace v1 = ::relay::v1;
 constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void PinTo(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof(set), &set);
-}
+using ::relay::bench::PinTo;
+using ::relay::bench::ReadFile;
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
   posix_spawn_file_actions_t actions;
