@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/grpc_tls.h"
+#include "common/names.h"
 #include "common/status_macros.h"
 #include "pki/ca.h"
 #include "pki/csr.h"
@@ -27,6 +28,31 @@ std::chrono::system_clock::time_point Deadline(absl::Duration timeout) {
 }
 
 }  // namespace
+
+absl::StatusOr<WorkloadSettings> ResolveWorkloadSettings(
+    const config::AgentValues& values, const std::string& ns, const std::string& cluster_flag,
+    const std::string& server_address_flag, const std::string& authority_flag, double ratio_flag) {
+  WorkloadSettings settings;
+  settings.secrets.values = values;
+  settings.secrets.ns = ns;
+  settings.cluster = cluster_flag.empty() ? values.cluster : cluster_flag;
+  if (settings.cluster.empty()) {
+    return absl::InvalidArgumentError(
+        "--cluster is required (or glooAgent.relay.cluster in --values): the name of this "
+        "workload cluster");
+  }
+  RETURN_IF_ERROR(ValidateClusterName(settings.cluster));
+  settings.server.address = !server_address_flag.empty() ? server_address_flag
+                            : !values.server_address.empty() ? values.server_address
+                                                              : "127.0.0.1:9900";
+  settings.server.authority = authority_flag.empty() ? values.authority : authority_flag;
+  settings.grace_period_ratio =
+      ratio_flag == 0 ? values.client_tls_secret_rotation_grace_period_ratio : ratio_flag;
+  if (!(settings.grace_period_ratio > 0 && settings.grace_period_ratio < 1)) {
+    return absl::InvalidArgumentError("--grace_period_ratio must be strictly between 0 and 1 (e.g. 0.5)");
+  }
+  return settings;
+}
 
 absl::StatusOr<std::string> LoadRootBundle(secrets::SecretStore& store, const WorkloadSecrets& secrets) {
   const std::string& name = secrets.values.root_tls_secret;

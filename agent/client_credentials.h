@@ -71,6 +71,21 @@ struct ServerEndpoint {
   absl::Duration timeout = absl::Seconds(10);
 };
 
+// What the agent and the rotator both take from flags over glooAgent.relay values.
+struct WorkloadSettings {
+  std::string cluster;
+  WorkloadSecrets secrets;
+  ServerEndpoint server;
+  double grace_period_ratio = 0.5;
+};
+
+// A flag wins when set (non-empty, or non-zero for the ratio); then the value; then the
+// default (server 127.0.0.1:9900). INVALID_ARGUMENT, saying which flag, when the
+// cluster is missing or not a DNS label, or the ratio is outside (0, 1).
+absl::StatusOr<WorkloadSettings> ResolveWorkloadSettings(
+    const config::AgentValues& values, const std::string& ns, const std::string& cluster_flag,
+    const std::string& server_address_flag, const std::string& authority_flag, double ratio_flag);
+
 // Makes a key and CSR and calls Register with the identity token from the token secret.
 // NOT_FOUND when there is no token.
 absl::StatusOr<ClientCredentials> RegisterWithToken(secrets::SecretStore& store,

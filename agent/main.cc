@@ -70,21 +70,19 @@ int main(int argc, char** argv) {
       relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
   if (!values.ok()) Fail(std::string(values.status().message()));
 
+  absl::StatusOr<relay::agent::WorkloadSettings> settings = relay::agent::ResolveWorkloadSettings(
+      *values, absl::GetFlag(FLAGS_namespace), absl::GetFlag(FLAGS_cluster),
+      absl::GetFlag(FLAGS_server_address), absl::GetFlag(FLAGS_authority),
+      absl::GetFlag(FLAGS_grace_period_ratio));
+  if (!settings.ok()) Fail(std::string(settings.status().message()));
+
   relay::agent::AgentOptions options;
-  options.secrets.values = *values;
-  options.secrets.ns = absl::GetFlag(FLAGS_namespace);
-  options.cluster = absl::GetFlag(FLAGS_cluster).empty() ? values->cluster : absl::GetFlag(FLAGS_cluster);
-  if (options.cluster.empty()) {
-    Fail("--cluster is required (or glooAgent.relay.cluster in --values): the name of this workload cluster");
-  }
+  options.cluster = settings->cluster;
+  options.secrets = settings->secrets;
+  options.server = settings->server;
+  options.grace_period_ratio = settings->grace_period_ratio;
   options.secrets_dir =
       relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
-  options.server.address = !absl::GetFlag(FLAGS_server_address).empty()
-                               ? absl::GetFlag(FLAGS_server_address)
-                               : (!values->server_address.empty() ? values->server_address
-                                                                  : "127.0.0.1:9900");
-  options.server.authority =
-      absl::GetFlag(FLAGS_authority).empty() ? values->authority : absl::GetFlag(FLAGS_authority);
   options.output_dir = absl::GetFlag(FLAGS_output_dir).empty() ? options.secrets_dir + "/output"
                                                                : absl::GetFlag(FLAGS_output_dir);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
@@ -93,11 +91,6 @@ int main(int argc, char** argv) {
       DurationFlag("local_cert_lifetime", absl::GetFlag(FLAGS_local_cert_lifetime));
   options.max_backoff = DurationFlag("max_backoff", absl::GetFlag(FLAGS_max_backoff));
   options.rotation = absl::GetFlag(FLAGS_rotation);
-  double ratio = absl::GetFlag(FLAGS_grace_period_ratio);
-  options.grace_period_ratio = ratio == 0 ? values->client_tls_secret_rotation_grace_period_ratio : ratio;
-  if (!(options.grace_period_ratio > 0 && options.grace_period_ratio < 1)) {
-    Fail("--grace_period_ratio must be strictly between 0 and 1");
-  }
 
   relay::BlockTerminationSignals();
   relay::LogInfo("starting", {{"cluster", options.cluster},

@@ -67,27 +67,19 @@ int main(int argc, char** argv) {
       relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
   if (!values.ok()) Fail(std::string(values.status().message()));
 
+  absl::StatusOr<relay::agent::WorkloadSettings> settings = relay::agent::ResolveWorkloadSettings(
+      *values, absl::GetFlag(FLAGS_namespace), absl::GetFlag(FLAGS_cluster),
+      absl::GetFlag(FLAGS_server_address), absl::GetFlag(FLAGS_authority),
+      absl::GetFlag(FLAGS_grace_period_ratio));
+  if (!settings.ok()) Fail(std::string(settings.status().message()));
+
   relay::rotator::RotatorOptions options;
-  options.secrets.values = *values;
-  options.secrets.ns = absl::GetFlag(FLAGS_namespace);
-  options.cluster = absl::GetFlag(FLAGS_cluster).empty() ? values->cluster : absl::GetFlag(FLAGS_cluster);
-  if (absl::Status name = relay::ValidateClusterName(options.cluster); !name.ok()) {
-    Fail(options.cluster.empty() ? "--cluster is required (or glooAgent.relay.cluster in --values)"
-                                 : std::string(name.message()));
-  }
+  options.cluster = settings->cluster;
+  options.secrets = settings->secrets;
+  options.server = settings->server;
+  options.grace_period_ratio = settings->grace_period_ratio;
   std::string secrets_dir =
       relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
-  options.server.address = !absl::GetFlag(FLAGS_server_address).empty()
-                               ? absl::GetFlag(FLAGS_server_address)
-                               : (!values->server_address.empty() ? values->server_address
-                                                                  : "127.0.0.1:9900");
-  options.server.authority =
-      absl::GetFlag(FLAGS_authority).empty() ? values->authority : absl::GetFlag(FLAGS_authority);
-  double ratio = absl::GetFlag(FLAGS_grace_period_ratio);
-  options.grace_period_ratio = ratio == 0 ? values->client_tls_secret_rotation_grace_period_ratio : ratio;
-  if (!(options.grace_period_ratio > 0 && options.grace_period_ratio < 1)) {
-    Fail("--grace_period_ratio must be strictly between 0 and 1 (e.g. 0.5)");
-  }
   options.force = absl::GetFlag(FLAGS_force);
   options.retry.max = DurationFlag("retry_max", absl::GetFlag(FLAGS_retry_max));
   options.retry.refused_pause = DurationFlag("refused_pause", absl::GetFlag(FLAGS_refused_pause));
