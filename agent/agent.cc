@@ -178,10 +178,7 @@ class AgentImpl final : public Agent {
   }
 
   absl::Duration Backoff(int attempt) {
-    absl::Duration ceiling = options_.initial_backoff * (1 << std::min(attempt, 16));
-    ceiling = std::min(ceiling, options_.max_backoff);
-    std::uniform_real_distribution<double> full_jitter(0, 1);
-    return ceiling * full_jitter(rng_);
+    return grpc_tls::ReconnectBackoff(attempt, options_.initial_backoff, options_.max_backoff, rng_);
   }
 
   void RelayLoop() {

@@ -14,7 +14,9 @@
 namespace relay {
 
 // Sets the --help text and makes --help list this binary's own flags (Abseil's
-// default lists only flags from a file named after the binary).
+// default lists only flags from a file named after the binary). Also turns off
+// Abseil's mutex deadlock detector, which Debian's Abseil build runs in production
+// binaries (tests keep it).
 void SetUsage(const char* message);
 
 // Abseil list flags take one comma-separated value and a repeat replaces it; this

@@ -1,5 +1,9 @@
 #include "common/grpc_tls.h"
 
+#include <openssl/conf.h>
+#include <openssl/err.h>
+
+#include "absl/base/call_once.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -59,9 +63,7 @@ std::shared_ptr<grpc::ChannelCredentials> MutualTlsCredentials(const std::string
                            true);
 }
 
-std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
-                                             std::shared_ptr<grpc::ChannelCredentials> credentials,
-                                             const std::string& authority) {
+grpc::ChannelArguments AgentChannelArguments(const std::string& authority) {
   grpc::ChannelArguments args;
   args.SetSslTargetNameOverride(authority);
   args.SetString(GRPC_ARG_DEFAULT_AUTHORITY, authority);
@@ -69,7 +71,13 @@ std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, 4 * 1024 * 1024);
-  return grpc::CreateCustomChannel(address, std::move(credentials), args);
+  return args;
+}
+
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
+                                             std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                             const std::string& authority) {
+  return grpc::CreateCustomChannel(address, std::move(credentials), AgentChannelArguments(authority));
 }
 
 Peer PeerOf(const grpc::ServerContextBase& context) {
@@ -83,6 +91,32 @@ Peer PeerOf(const grpc::ServerContextBase& context) {
   peer.certificate_pem = Property(*auth, GRPC_X509_PEM_CERT_PROPERTY_NAME);
   peer.chain_pem = Property(*auth, GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME);
   return peer;
+}
+
+absl::Status IssueNoSessionTickets() {
+  static absl::once_flag once;
+  static absl::Status* result = new absl::Status();
+  absl::call_once(once, [] {
+    static constexpr char kConfig[] =
+        "relay_openssl_conf = relay_init\n"
+        "[relay_init]\n"
+        "ssl_conf = relay_ssl\n"
+        "[relay_ssl]\n"
+        "system_default = relay_tls_defaults\n"
+        "[relay_tls_defaults]\n"
+        "NumTickets = 0\n";
+    OPENSSL_load_builtin_modules();
+    CONF* conf = NCONF_new(nullptr);
+    BIO* bio = BIO_new_mem_buf(kConfig, -1);
+    long error_line = 0;
+    bool ok = conf != nullptr && bio != nullptr && NCONF_load_bio(conf, bio, &error_line) == 1 &&
+              CONF_modules_load(conf, "relay_openssl_conf", 0) == 1;
+    BIO_free(bio);
+    NCONF_free(conf);
+    ERR_clear_error();
+    if (!ok) *result = absl::InternalError("cannot configure OpenSSL to issue no session tickets");
+  });
+  return *result;
 }
 
 }  // namespace relay::grpc_tls

@@ -65,7 +65,6 @@ class Core {
         pki_(std::move(pki)),
         registry_(std::move(registry)),
         bootstrap_tokens_(store_.get(), options_.ns) {
-    if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) roots_ = *std::move(roots);
     metrics_.Describe("relay_push_clients_connected", "gauge",
                       "1 while the cluster's agent holds a relay stream (agent to server).");
     metrics_.Describe("relay_pull_clients_connected", "gauge",
@@ -129,33 +128,36 @@ class Core {
     return identity;
   }
 
-  // What a client certificate says, checked once per certificate: the TLS handshake
-  // verified its chain to the root; here it must also be a client certificate
-  // (extKeyUsage clientAuth) naming exactly one DNS label. Cached by its PEM, since an
-  // agent presents the same certificate on every call of a connection.
+  // What a client certificate says, checked once per certificate. The TLS handshake
+  // verified its chain to the root bundle (the relay port's client roots are the same
+  // file as pki_.root_bundle_pem), so here it is only read, without decoding its key:
+  // it must be a client certificate (extKeyUsage clientAuth) naming exactly one DNS
+  // label. Cached by its PEM, since an agent presents the same certificate on every call
+  // of a connection.
   absl::StatusOr<CallerIdentity> CertificateIdentity(const grpc_tls::Peer& peer, absl::Time now) {
     {
       absl::MutexLock lock(&identity_cache_mu_);
       auto it = identity_cache_.find(peer.certificate_pem);
       if (it != identity_cache_.end()) return it->second;
     }
-    ASSIGN_OR_RETURN(pki::UniquePtr<X509> leaf, pki::ParseCertificatePem(peer.certificate_pem));
-    std::vector<pki::UniquePtr<X509>> presented;
-    if (!peer.chain_pem.empty()) {
-      if (auto chain = pki::ParseCertificateChainPem(peer.chain_pem); chain.ok()) presented = *std::move(chain);
+    absl::StatusOr<pki::LeafSummary> leaf = pki::SummarizeLeafPem(peer.certificate_pem);
+    if (!leaf.ok()) {
+      return absl::PermissionDeniedError(absl::StrCat("client certificate refused: ", leaf.status().message()));
     }
-    absl::Status verified = pki::VerifyChain(leaf.get(), pki::Borrow(presented), pki::Borrow(roots_),
-                                             now, pki::Purpose::kClientAuth);
-    if (!verified.ok()) {
-      return absl::PermissionDeniedError(absl::StrCat("client certificate refused: ", verified.message()));
+    if (!leaf->client_auth) {
+      return absl::PermissionDeniedError(
+          "client certificate refused: it is not for client authentication (no extKeyUsage clientAuth)");
     }
-    ASSIGN_OR_RETURN(pki::CertificateInfo info, pki::InspectCertificate(leaf.get()));
-    if (info.dns_names.size() != 1 || !IsDnsLabel(info.dns_names[0])) {
+    if (now < leaf->not_before) {
+      return absl::PermissionDeniedError(absl::StrCat("client certificate refused: not valid before ",
+                                                      pki::FormatUtc(leaf->not_before)));
+    }
+    if (leaf->dns_names.size() != 1 || !IsDnsLabel(leaf->dns_names[0])) {
       return absl::PermissionDeniedError(
           "client certificate must carry exactly one DNS SAN, the cluster name");
     }
-    CallerIdentity identity{info.dns_names[0], info.serial_hex, info.not_after, false};
-    identity.issued_by_us = pki_.signer && pki::IsIssuedBy(pki_.signer->certificate(), leaf.get());
+    CallerIdentity identity{leaf->dns_names[0], leaf->serial_hex, leaf->not_after, false};
+    identity.issued_by_us = pki_.signer && pki::NamesIssuer(pki_.signer->certificate(), *leaf);
     absl::MutexLock lock(&identity_cache_mu_);
     if (identity_cache_.size() >= kIdentityCacheSize) identity_cache_.clear();
     identity_cache_.emplace(peer.certificate_pem, identity);
@@ -222,7 +224,6 @@ class Core {
   const ServerOptions options_;
   std::unique_ptr<secrets::DirectorySecretStore> store_;
   ManagementPki pki_;
-  std::vector<pki::UniquePtr<X509>> roots_;  // parsed once from pki_.root_bundle_pem
   absl::Mutex identity_cache_mu_;
   std::map<std::string, CallerIdentity> identity_cache_ ABSL_GUARDED_BY(identity_cache_mu_);
   std::unique_ptr<ClusterRegistry> registry_;
@@ -765,6 +766,7 @@ class ServerImpl final : public ManagementServer {
     const std::string server_dir = secret_root + options.values.tls_secret;
     const std::string root_dir = secret_root + options.values.root_tls_secret;
 
+    RETURN_IF_ERROR(grpc_tls::IssueNoSessionTickets());
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     relay_service_ = std::make_unique<RelayService>(core_.get(), &hub_);

@@ -1,5 +1,6 @@
 #include "pki/ca.h"
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -139,6 +140,42 @@ TEST_P(CaTest, IsIssuedByTellsTheDirectIssuer) {
   EXPECT_FALSE(IsIssuedBy(pki_.root.get(), leaf.get()));
   TestPki other = TestPki::Make(ReferenceTime(), GetParam());
   EXPECT_FALSE(IsIssuedBy(other.intermediate->certificate(), leaf.get()));
+}
+
+TEST_P(CaTest, LeafSummaryAgreesWithTheFullParse) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("cluster-7", ReferenceTime(), absl::Hours(2))));
+  CertificateInfo full = ValueOrDie(InspectCertificate(leaf.get()));
+  LeafSummary summary = ValueOrDie(SummarizeLeafPem(ValueOrDie(CertificateToPem(leaf.get()))));
+  EXPECT_EQ(summary.serial_hex, full.serial_hex);
+  EXPECT_EQ(summary.serial_hex, SerialHex(leaf.get()));
+  EXPECT_EQ(summary.not_before, full.not_before);
+  EXPECT_EQ(summary.not_after, full.not_after);
+  EXPECT_THAT(summary.dns_names, ElementsAre("cluster-7"));
+  EXPECT_TRUE(summary.client_auth);
+  EXPECT_TRUE(NamesIssuer(pki_.intermediate->certificate(), summary));
+  EXPECT_FALSE(NamesIssuer(pki_.root.get(), summary));
+  // Same names, other keys: the authority key identifier tells them apart.
+  TestPki other = TestPki::Make(ReferenceTime(), GetParam());
+  EXPECT_FALSE(NamesIssuer(other.intermediate->certificate(), summary));
+
+  UniquePtr<X509> server = ValueOrDie(pki_.intermediate->Issue(
+      key.get(), ServerSpec("relay.example", {"relay.example"}, {}, ReferenceTime(), absl::Hours(2))));
+  EXPECT_FALSE(ValueOrDie(SummarizeLeafPem(ValueOrDie(CertificateToPem(server.get())))).client_auth);
+}
+
+TEST_P(CaTest, LeafSummaryRefusesWhatIsNotACertificate) {
+  EXPECT_FALSE(SummarizeLeafPem("").ok());
+  EXPECT_FALSE(SummarizeLeafPem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").ok());
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  EXPECT_FALSE(SummarizeLeafPem(ValueOrDie(PrivateKeyToPem(key.get()))).ok());
+  // A certificate cut short after its serial number.
+  std::string der = "\x30\x0a\x30\x08\xa0\x03\x02\x01\x02\x02\x01\x05";
+  std::string truncated = "-----BEGIN CERTIFICATE-----\n" + absl::Base64Escape(der) + "\n-----END CERTIFICATE-----\n";
+  absl::StatusOr<LeafSummary> summary = SummarizeLeafPem(truncated);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_THAT(summary.status().message(), HasSubstr("certificate is malformed"));
 }
 
 TEST_P(CaTest, ExpiredLeafDoesNotVerify) {

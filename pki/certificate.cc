@@ -3,12 +3,14 @@
 #include <arpa/inet.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "pki/der.h"
 #include "pki/ssl_error.h"
 
 namespace relay::pki {
@@ -202,6 +204,88 @@ bool IsIssuedBy(const X509* issuer, const X509* cert) {
   }
   ClearSslErrors();
   return issued;
+}
+
+absl::StatusOr<LeafSummary> SummarizeLeafPem(absl::string_view pem) {
+  UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  char* name = nullptr;
+  char* header = nullptr;
+  unsigned char* data = nullptr;
+  long length = 0;
+  if (!bio || PEM_read_bio(bio.get(), &name, &header, &data, &length) != 1) {
+    return SslError(absl::StatusCode::kInvalidArgument, "not a PEM certificate");
+  }
+  std::string der(reinterpret_cast<const char*>(data), static_cast<size_t>(length));
+  bool is_certificate = std::string(name) == "CERTIFICATE";
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(data);
+  if (!is_certificate) return absl::InvalidArgumentError("PEM block is not a CERTIFICATE");
+  ASSIGN_OR_RETURN(internal::CertificateParts parts, internal::SplitCertificate(der));
+
+  LeafSummary summary;
+  UniquePtr<BIGNUM> serial(ASN1_INTEGER_to_BN(parts.serial.get(), nullptr));
+  char* hex = serial ? BN_bn2hex(serial.get()) : nullptr;
+  if (hex == nullptr) return SslError(absl::StatusCode::kInvalidArgument, "unreadable serial number");
+  summary.serial_hex = hex;
+  OPENSSL_free(hex);
+  ASSIGN_OR_RETURN(summary.not_before, Asn1TimeToTime(parts.not_before.get()));
+  ASSIGN_OR_RETURN(summary.not_after, Asn1TimeToTime(parts.not_after.get()));
+  summary.issuer_der = std::string(parts.issuer);
+  for (int i = 0; parts.extensions && i < sk_X509_EXTENSION_num(parts.extensions.get()); ++i) {
+    X509_EXTENSION* extension = sk_X509_EXTENSION_value(parts.extensions.get(), i);
+    switch (OBJ_obj2nid(X509_EXTENSION_get_object(extension))) {
+      case NID_subject_alt_name: {
+        UniquePtr<GENERAL_NAMES> names(static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(extension)));
+        if (!names) return SslError(absl::StatusCode::kInvalidArgument, "unreadable subjectAltName");
+        for (int j = 0; j < sk_GENERAL_NAME_num(names.get()); ++j) {
+          const GENERAL_NAME* general = sk_GENERAL_NAME_value(names.get(), j);
+          if (general->type != GEN_DNS) continue;
+          summary.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(general->d.dNSName)),
+                                         static_cast<size_t>(ASN1_STRING_length(general->d.dNSName)));
+        }
+        break;
+      }
+      case NID_ext_key_usage: {
+        UniquePtr<EXTENDED_KEY_USAGE> usages(static_cast<EXTENDED_KEY_USAGE*>(X509V3_EXT_d2i(extension)));
+        if (!usages) return SslError(absl::StatusCode::kInvalidArgument, "unreadable extKeyUsage");
+        for (int j = 0; j < sk_ASN1_OBJECT_num(usages.get()); ++j) {
+          if (OBJ_obj2nid(sk_ASN1_OBJECT_value(usages.get(), j)) == NID_client_auth) summary.client_auth = true;
+        }
+        break;
+      }
+      case NID_authority_key_identifier: {
+        UniquePtr<AUTHORITY_KEYID> key_id(static_cast<AUTHORITY_KEYID*>(X509V3_EXT_d2i(extension)));
+        if (!key_id) return SslError(absl::StatusCode::kInvalidArgument, "unreadable authorityKeyIdentifier");
+        if (key_id->keyid != nullptr) {
+          summary.authority_key_id.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(key_id->keyid)),
+                                          static_cast<size_t>(ASN1_STRING_length(key_id->keyid)));
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  ClearSslErrors();
+  return summary;
+}
+
+bool NamesIssuer(const X509* issuer, const LeafSummary& leaf) {
+  const unsigned char* subject_der = nullptr;
+  size_t subject_length = 0;
+  if (X509_NAME_get0_der(X509_get_subject_name(issuer), &subject_der, &subject_length) != 1) {
+    ClearSslErrors();
+    return false;
+  }
+  if (absl::string_view(reinterpret_cast<const char*>(subject_der), subject_length) != leaf.issuer_der) {
+    return false;
+  }
+  // Both key identifiers present: they must agree. Otherwise the name decides.
+  const ASN1_OCTET_STRING* subject_key_id = X509_get0_subject_key_id(const_cast<X509*>(issuer));
+  if (subject_key_id == nullptr || leaf.authority_key_id.empty()) return true;
+  return absl::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(subject_key_id)),
+                           static_cast<size_t>(ASN1_STRING_length(subject_key_id))) == leaf.authority_key_id;
 }
 
 std::vector<const X509*> Borrow(const std::vector<UniquePtr<X509>>& certs) {

@@ -145,6 +145,43 @@ absl::StatusOr<CsrParts> SplitCsr(absl::string_view der) {
   return parts;
 }
 
+absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
+  auto malformed = [](absl::string_view what) {
+    return SslError(absl::StatusCode::kInvalidArgument, absl::StrCat("certificate is malformed: ", what));
+  };
+  DerReader outer(der);
+  absl::StatusOr<DerReader> certificate = outer.Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!certificate.ok() || !outer.empty()) return malformed("not a single DER sequence");
+  absl::StatusOr<DerReader> tbs = certificate->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!tbs.ok()) return malformed("no tbsCertificate");
+  if (tbs->Peek(0, V_ASN1_CONTEXT_SPECIFIC) && !tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC).ok()) {
+    return malformed("unreadable version");
+  }
+  CertificateParts parts;
+  parts.serial = tbs->Decode<ASN1_STRING>(d2i_ASN1_INTEGER);
+  if (!parts.serial) return malformed("unreadable serial number");
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL).ok()) return malformed("no signature algorithm");
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &parts.issuer).ok()) return malformed("no issuer");
+  absl::StatusOr<DerReader> validity = tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!validity.ok()) return malformed("no validity");
+  parts.not_before = validity->Decode<ASN1_TIME>(d2i_ASN1_TIME);
+  parts.not_after = validity->Decode<ASN1_TIME>(d2i_ASN1_TIME);
+  if (!parts.not_before || !parts.not_after || !validity->empty()) return malformed("unreadable validity");
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL).ok()) return malformed("no subject");
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL).ok()) return malformed("no subject public key info");
+  // issuerUniqueID [1] and subjectUniqueID [2] are primitive and never used by this
+  // system's certificates: refuse them rather than skip them.
+  if (tbs->Peek(3, V_ASN1_CONTEXT_SPECIFIC)) {
+    absl::StatusOr<DerReader> explicit_extensions = tbs->Enter(3, V_ASN1_CONTEXT_SPECIFIC);
+    if (!explicit_extensions.ok()) return malformed("unreadable extensions");
+    parts.extensions = explicit_extensions->Decode<STACK_OF(X509_EXTENSION)>(d2i_X509_EXTENSIONS);
+    if (!parts.extensions || !explicit_extensions->empty()) return malformed("unreadable extensions");
+  }
+  if (!tbs->empty()) return malformed("unexpected fields in tbsCertificate");
+  ClearSslErrors();
+  return parts;
+}
+
 absl::Status SetCertificatePublicKeyInfo(X509* cert, absl::string_view der) {
   ASSIGN_OR_RETURN(PublicKeyInfoParts parts, SplitPublicKeyInfo(der));
   const ASN1_OBJECT* algorithm = nullptr;

@@ -38,6 +38,17 @@ struct CsrParts {
 };
 absl::StatusOr<CsrParts> SplitCsr(absl::string_view der);
 
+// The parts of a Certificate that say who it names and who issued it, read without
+// decoding its public key (which d2i_X509 does, through the provider decoders).
+struct CertificateParts {
+  UniquePtr<ASN1_STRING> serial;  // INTEGER
+  absl::string_view issuer;       // DER of the issuer Name (points into input)
+  UniquePtr<ASN1_TIME> not_before;
+  UniquePtr<ASN1_TIME> not_after;
+  UniquePtr<STACK_OF(X509_EXTENSION)> extensions;  // null when absent
+};
+absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der);
+
 // Sets `cert`'s public key from SubjectPublicKeyInfo DER, copying bytes only.
 absl::Status SetCertificatePublicKeyInfo(X509* cert, absl::string_view der);
 
