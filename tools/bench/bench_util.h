@@ -4,10 +4,16 @@
 // Small helpers the benchmarks share.
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace relay::bench {
 
@@ -24,6 +30,18 @@ inline void PinTo(int cpu) {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   sched_setaffinity(0, sizeof(set), &set);
+}
+
+// utime + stime of a process (0: this one), in seconds.
+inline double CpuSeconds(pid_t pid) {
+  std::string stat = ReadFile(pid == 0 ? std::string("/proc/self/stat") : absl::StrCat("/proc/", pid, "/stat"));
+  size_t end = stat.rfind(')');
+  if (end == std::string::npos) return 0;
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(end + 2), ' ');
+  double ticks = 0, value = 0;
+  if (fields.size() > 12 && absl::SimpleAtod(fields[11], &value)) ticks += value;
+  if (fields.size() > 12 && absl::SimpleAtod(fields[12], &value)) ticks += value;
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace relay::bench

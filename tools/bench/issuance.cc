@@ -53,6 +53,7 @@ namespace {
 namespace v1 = ::relay::v1;
 constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
 
+using ::relay::bench::CpuSeconds;
 using ::relay::bench::PinTo;
 using ::relay::bench::ReadFile;
 
@@ -79,18 +80,6 @@ void Stop(pid_t pid) {
   }
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
-}
-
-// utime + stime of a process, in seconds.
-double CpuSeconds(pid_t pid) {
-  std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  size_t end = stat.rfind(')');
-  if (end == std::string::npos) return 0;
-  std::vector<std::string> fields = absl::StrSplit(stat.substr(end + 2), ' ');
-  double ticks = 0, value = 0;
-  if (fields.size() > 12 && absl::SimpleAtod(fields[11], &value)) ticks += value;
-  if (fields.size() > 12 && absl::SimpleAtod(fields[12], &value)) ticks += value;
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 struct Result {
