@@ -361,6 +361,7 @@ int main(int argc, char** argv) {
   //    once after losing a stream it had been welcomed on, then after full-jitter
   //    exponential backoff (AgentOptions' 200 ms doubling up to 30 s).
   std::atomic<bool> stop_reconnects{false};
+  std::atomic<int> stream_attempts{0};
   std::thread reconnects([&] {
     std::mt19937 rng(7);
     const relay::agent::AgentOptions agent_defaults;
@@ -383,6 +384,7 @@ int main(int argc, char** argv) {
         if (now >= retry_at[i]) {
           retry_at[i] = absl::InfinitePast();
           open_stream(agents[i]);
+          stream_attempts++;
         }
       }
       absl::SleepFor(absl::Milliseconds(50));
@@ -438,9 +440,10 @@ int main(int argc, char** argv) {
               n, absl::ToDoubleSeconds(renewed_in), n / absl::ToDoubleSeconds(renewed_in),
               renew_failures.load(), still_connected, renew_cpu.server, renew_cpu.load);
   std::printf("reconnect storm               %d of %d back %s after the server restarted (server ready in %.1f s; "
-              "CPU after: server %.1f s, load %.1f s)\n",
+              "CPU after: server %.1f s, load %.1f s; %d stream attempts)\n",
               back, n,
               back == n ? absl::StrCat("within ", absl::FormatDuration(back_in)).c_str() : "(not all, 90 s)",
-              absl::ToDoubleSeconds(server_start), reconnect_cpu.server, reconnect_cpu.load);
+              absl::ToDoubleSeconds(server_start), reconnect_cpu.server, reconnect_cpu.load,
+              stream_attempts.load());
   return 0;
 }
