@@ -8,6 +8,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 
@@ -105,17 +107,33 @@ absl::Status ClusterRegistry::Save(const ClusterRecord& record) {
   return journal_->Append(absl::StrCat(record.name, "\t", Encode(record)));
 }
 
-absl::Status ClusterRegistry::Update(
-    const std::string& cluster, const std::function<absl::Status(ClusterRecord&, bool* save)>& change) {
-  absl::Mutex* cluster_lock;
-  ClusterRecord record;
+absl::Mutex* ClusterRegistry::ClusterLock(const std::string& cluster) {
+  absl::MutexLock lock(&mu_);
+  std::unique_ptr<absl::Mutex>& slot = cluster_locks_[cluster];
+  if (!slot) slot = std::make_unique<absl::Mutex>();
+  return slot.get();  // never erased, so it outlives the caller
+}
+
+void ClusterRegistry::MaybeCompact() {
+  bool compact = false;
   {
     absl::MutexLock lock(&mu_);
-    std::unique_ptr<absl::Mutex>& slot = cluster_locks_[cluster];
-    if (!slot) slot = std::make_unique<absl::Mutex>();
-    cluster_lock = slot.get();  // never erased, so it outlives this call
+    compact = journal_->appended() > kCompactAfter + clusters_.size();
   }
-  bool compact = false;
+  if (!compact) return;
+  absl::MutexLock compaction(&compaction_mu_);
+  if (journal_->appended() > kCompactAfter + List().size()) {
+    if (absl::Status status = CompactLocked(); !status.ok()) {
+      // The records are still in the uncompacted journal; the next update tries again.
+      LogWarning("registry_compaction_failed", {{"error", std::string(status.message())}});
+    }
+  }
+}
+
+absl::Status ClusterRegistry::Update(
+    const std::string& cluster, const std::function<absl::Status(ClusterRecord&, bool* save)>& change) {
+  absl::Mutex* cluster_lock = ClusterLock(cluster);
+  ClusterRecord record;
   {
     absl::MutexLock cluster_guard(cluster_lock);
     absl::ReaderMutexLock compaction(&compaction_mu_);
@@ -131,13 +149,38 @@ absl::Status ClusterRegistry::Update(
     RETURN_IF_ERROR(Save(record));  // group-committed with concurrent updates
     absl::MutexLock lock(&mu_);
     clusters_[cluster] = std::move(record);
-    compact = journal_->appended() > kCompactAfter + clusters_.size();
   }
-  if (compact) {
-    absl::MutexLock compaction(&compaction_mu_);
-    if (journal_->appended() > kCompactAfter + List().size()) RETURN_IF_ERROR(CompactLocked());
-  }
+  MaybeCompact();
   return absl::OkStatus();
+}
+
+void ClusterRegistry::UpdateAsync(const std::string& cluster,
+                                  const std::function<absl::Status(ClusterRecord&, bool* save)>& change,
+                                  Journal::Done done) {
+  absl::Mutex* cluster_lock = ClusterLock(cluster);
+  ClusterRecord record;
+  {
+    absl::MutexLock cluster_guard(cluster_lock);
+    absl::ReaderMutexLock compaction(&compaction_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = clusters_.find(cluster);
+      if (it != clusters_.end()) record = it->second;
+    }
+    record.name = cluster;
+    bool save = false;
+    absl::Status changed = change(record, &save);
+    if (!changed.ok() || !save) {
+      std::move(done)(changed);
+      return;
+    }
+    // Queued under the cluster's lock, so this cluster's lines reach the file in order;
+    // published at once, so the next update of the cluster builds on it.
+    journal_->AppendAsync(absl::StrCat(record.name, "\t", Encode(record)), std::move(done));
+    absl::MutexLock lock(&mu_);
+    clusters_[cluster] = std::move(record);
+  }
+  MaybeCompact();
 }
 
 absl::Status ClusterRegistry::CheckNotDeregistered(const std::string& cluster) const {
@@ -149,22 +192,37 @@ absl::Status ClusterRegistry::CheckNotDeregistered(const std::string& cluster) c
 
 absl::Status ClusterRegistry::RecordIssued(const std::string& cluster, const std::string& serial,
                                            absl::Time not_after, absl::Time now) {
-  return Update(cluster, [&](ClusterRecord& record, bool* save) {
-    if (record.deregistered) return Deregistered(cluster);
-    if (record.current_serial.empty()) {
-      record.current_serial = serial;
-      record.registered_at = now;
-    } else {
-      record.pending_serials.push_back(serial);
-      if (record.pending_serials.size() > kMaxPendingSerials) {
-        record.pending_serials.erase(record.pending_serials.begin());
-      }
-    }
-    record.not_after = std::max(record.not_after, not_after);
-    record.issued_at = now;
-    *save = true;
-    return absl::OkStatus();
+  absl::Notification durable;
+  absl::Status result;
+  RecordIssuedAsync(cluster, serial, not_after, now, [&](absl::Status status) {
+    result = std::move(status);
+    durable.Notify();
   });
+  durable.WaitForNotification();
+  return result;
+}
+
+void ClusterRegistry::RecordIssuedAsync(const std::string& cluster, const std::string& serial,
+                                        absl::Time not_after, absl::Time now, Journal::Done done) {
+  UpdateAsync(
+      cluster,
+      [&](ClusterRecord& record, bool* save) {
+        if (record.deregistered) return Deregistered(cluster);
+        if (record.current_serial.empty()) {
+          record.current_serial = serial;
+          record.registered_at = now;
+        } else {
+          record.pending_serials.push_back(serial);
+          if (record.pending_serials.size() > kMaxPendingSerials) {
+            record.pending_serials.erase(record.pending_serials.begin());
+          }
+        }
+        record.not_after = std::max(record.not_after, not_after);
+        record.issued_at = now;
+        *save = true;
+        return absl::OkStatus();
+      },
+      std::move(done));
 }
 
 absl::Status ClusterRegistry::CheckIssuedSerial(const std::string& cluster,

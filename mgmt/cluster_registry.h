@@ -57,6 +57,11 @@ class ClusterRegistry {
   // most kMaxPendingSerials unused ones are kept.
   absl::Status RecordIssued(const std::string& cluster, const std::string& serial,
                             absl::Time not_after, absl::Time now);
+  // The same without blocking: `done` runs once the record is durable (on the journal's
+  // writer thread), or at once when the change is refused. The record is visible to
+  // readers as soon as it is queued; nobody holds the certificate before `done`.
+  void RecordIssuedAsync(const std::string& cluster, const std::string& serial, absl::Time not_after,
+                         absl::Time now, Journal::Done done);
 
   // For certificates this server's CA issued: OK when `serial` is the current one or a
   // pending one (which then becomes current, retiring those issued before it).
@@ -84,6 +89,11 @@ class ClusterRegistry {
   absl::Status Update(const std::string& cluster,
                       const std::function<absl::Status(ClusterRecord&, bool* save)>& change);
   absl::Status Save(const ClusterRecord& record);
+  // Update's form for RecordIssuedAsync: queues the line instead of waiting for it.
+  void UpdateAsync(const std::string& cluster,
+                   const std::function<absl::Status(ClusterRecord&, bool* save)>& change, Journal::Done done);
+  absl::Mutex* ClusterLock(const std::string& cluster);
+  void MaybeCompact();
 
   secrets::SecretStore* const store_;
   const std::string ns_;

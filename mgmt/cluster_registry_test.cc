@@ -97,6 +97,41 @@ TEST_F(ClusterRegistryTest, ConcurrentUpdatesAllReachTheDisk) {
   EXPECT_EQ(registry->Find("c7-99")->current_serial, "S99");
 }
 
+TEST_F(ClusterRegistryTest, AsyncRecordsCallBackOnceDurableAndInOrder) {
+  {
+    auto registry = Load();
+    absl::Mutex mu;
+    std::vector<int> completed;
+    int callbacks = 0;
+    for (int i = 0; i < 300; ++i) {
+      registry->RecordIssuedAsync("west", absl::StrCat("S", i), kNow + absl::Hours(1), kNow,
+                                  [&, i](absl::Status status) {
+                                    EXPECT_TRUE(status.ok()) << status;
+                                    absl::MutexLock lock(&mu);
+                                    completed.push_back(i);
+                                    callbacks++;
+                                  });
+    }
+    // The record is visible before it is durable.
+    EXPECT_THAT(registry->Find("west")->pending_serials, ElementsAre("S296", "S297", "S298", "S299"));
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* n) { return *n == 300; }, &callbacks));
+    for (int i = 0; i < 300; ++i) EXPECT_EQ(completed[i], i);
+  }
+  auto registry = Load();
+  EXPECT_EQ(registry->Find("west")->current_serial, "S0");
+  EXPECT_THAT(registry->Find("west")->pending_serials, ElementsAre("S296", "S297", "S298", "S299"));
+
+  // A refused change calls back at once, and writes nothing.
+  ASSERT_TRUE(registry->Deregister("west").ok());
+  size_t lines = JournalLines();
+  absl::Status refused;
+  registry->RecordIssuedAsync("west", "T", kNow + absl::Hours(1), kNow,
+                              [&](absl::Status status) { refused = std::move(status); });
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(JournalLines(), lines);
+}
+
 TEST_F(ClusterRegistryTest, ALineCutShortByACrashIsIgnored) {
   {
     auto registry = Load();

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 
 namespace relay::mgmt {
 namespace {
@@ -58,7 +59,15 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
   return std::unique_ptr<Journal>(new Journal(path, fd));
 }
 
+Journal::Journal(std::string path, int fd)
+    : path_(std::move(path)), fd_(fd), writer_([this] { WriteBatches(); }) {}
+
 Journal::~Journal() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  writer_.join();  // writes what is queued first
   absl::MutexLock lock(&mu_);
   if (fd_ >= 0) close(fd_);
 }
@@ -68,37 +77,51 @@ size_t Journal::appended() const {
   return appended_;
 }
 
-absl::Status Journal::Append(const std::string& line) {
+void Journal::AppendAsync(std::string line, Done done) {
+  line += '\n';
   absl::MutexLock lock(&mu_);
-  queue_.push_back(line + "\n");
-  uint64_t mine = ++enqueued_;
+  queue_.emplace_back(std::move(line), std::move(done));
   appended_++;
-  while (durable_ < mine && failure_.ok()) {
-    if (writing_) {
-      // Another caller is writing a batch; ours goes in the next one.
-      mu_.Await(absl::Condition(
-          +[](Journal* j) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !j->writing_; }, this));
-      continue;
-    }
-    // Lead a batch: everything queued so far, one write, one fdatasync.
+}
+
+absl::Status Journal::Append(const std::string& line) {
+  absl::Notification durable;
+  absl::Status result;
+  AppendAsync(line, [&](absl::Status status) {
+    result = std::move(status);
+    durable.Notify();
+  });
+  durable.WaitForNotification();
+  return result;
+}
+
+void Journal::WriteBatches() {
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    mu_.Await(absl::Condition(
+        +[](Journal* j) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !j->queue_.empty() || j->stopping_; }, this));
+    if (queue_.empty()) return;  // stopping, and nothing left to write
+    // Everything queued so far: one write, one fdatasync.
+    std::vector<std::pair<std::string, Done>> batch;
+    batch.swap(queue_);
     writing_ = true;
-    std::string batch;
-    for (const std::string& queued : queue_) batch += queued;
-    queue_.clear();
-    uint64_t batch_end = enqueued_;
     int fd = fd_;
+    absl::Status status = failure_;  // sticky: after a failed write nothing is written
     mu_.Unlock();
-    absl::Status status = WriteAll(fd, batch, path_);
-    if (status.ok() && fdatasync(fd) != 0) status = Errno("cannot sync journal", path_);
+    if (status.ok()) {
+      std::string data;
+      for (const auto& [line, done] : batch) data += line;
+      status = WriteAll(fd, data, path_);
+      if (status.ok() && fdatasync(fd) != 0) status = Errno("cannot sync journal", path_);
+    }
     mu_.Lock();
     writing_ = false;
-    if (status.ok()) {
-      durable_ = batch_end;
-    } else {
-      failure_ = status;
-    }
+    if (!status.ok()) failure_ = status;
+    mu_.Unlock();
+    // Outside the lock: a callback may queue the next line.
+    for (auto& [line, done] : batch) std::move(done)(status);
+    mu_.Lock();
   }
-  return failure_;
 }
 
 absl::Status Journal::Compact(const std::vector<std::string>& lines) {

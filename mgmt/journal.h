@@ -1,16 +1,22 @@
 #ifndef RELAY_MGMT_JOURNAL_H_
 #define RELAY_MGMT_JOURNAL_H_
 
-// An append-only file of lines with group commit: concurrent Append() calls share one
-// write() and one fdatasync(), so persisting a record per issued certificate costs a
-// fraction of an fsync under load instead of a directory swap each. A line cut short by
-// a crash is ignored on the next open. Compact() rewrites the file (temporary file,
-// fsync, rename) to hold only what the caller still needs.
+// An append-only file of lines with group commit: lines appended while a batch is being
+// written share the next write() and fdatasync(), so persisting a record per issued
+// certificate costs a fraction of an fsync under load. A writer thread of the journal's
+// own does the I/O, so a caller can also be told by callback when its line is on disk
+// (AppendAsync) instead of blocking a thread on it; that is what lets the gRPC callback
+// handlers persist without stalling. A line cut short by a crash is ignored on the next
+// open. Compact() rewrites the file (temporary file, fsync, rename) to hold only what
+// the caller still needs.
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 
@@ -23,6 +29,13 @@ class Journal {
                                                        std::vector<std::string>* lines);
   ~Journal();
 
+  // Runs once a line is on disk, or its write failed, on the journal's writer thread.
+  using Done = absl::AnyInvocable<void(absl::Status) &&>;
+
+  // Queues `line` (no '\n' inside); `done` runs when it is durable. Lines are written in
+  // the order they were queued.
+  void AppendAsync(std::string line, Done done);
+
   // Returns once `line` (no '\n' inside) is on disk.
   absl::Status Append(const std::string& line);
 
@@ -33,17 +46,18 @@ class Journal {
   size_t appended() const;
 
  private:
-  Journal(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  Journal(std::string path, int fd);
+  void WriteBatches();
 
   const std::string path_;
   mutable absl::Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> queue_ ABSL_GUARDED_BY(mu_);
-  uint64_t enqueued_ ABSL_GUARDED_BY(mu_) = 0;  // sequence of the last queued line
-  uint64_t durable_ ABSL_GUARDED_BY(mu_) = 0;   // sequence of the last line on disk
+  std::vector<std::pair<std::string, Done>> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status failure_ ABSL_GUARDED_BY(mu_);   // sticky: a failed write fails all later
   size_t appended_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread writer_;  // last: starts after the members it uses
 };
 
 }  // namespace relay::mgmt
