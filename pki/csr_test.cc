@@ -48,6 +48,29 @@ TEST_F(CsrTest, RoundTripCarriesTheClusterAndKey) {
   EXPECT_EQ(csr.key_type, KeyType::kEcdsaP256);
 }
 
+TEST_F(CsrTest, P256KeyOffTheCurveIsRefused) {
+  UniquePtr<X509_REQ> request = ValueOrDie(CreateCsr(key_.get(), "cluster-1"));
+  unsigned char* der_bytes = nullptr;
+  int length = i2d_X509_REQ(request.get(), &der_bytes);
+  ASSERT_GT(length, 0);
+  std::string der(reinterpret_cast<char*>(der_bytes), static_cast<size_t>(length));
+  OPENSSL_free(der_bytes);
+  // A P-256 SubjectPublicKeyInfo ends with the point, uncompressed: 04 || X || Y.
+  unsigned char* spki_bytes = nullptr;
+  int spki_length = i2d_PUBKEY(key_.get(), &spki_bytes);
+  ASSERT_GT(spki_length, 65);
+  std::string point(reinterpret_cast<char*>(spki_bytes) + spki_length - 65, 65);
+  OPENSSL_free(spki_bytes);
+  size_t at = der.find(point);
+  ASSERT_NE(at, std::string::npos);
+  der[at + 64] ^= 0x01;  // change Y: (X, Y') is not on the curve
+
+  absl::StatusOr<VerifiedCsr> csr = VerifyCsrDer(der);
+  ASSERT_FALSE(csr.ok());
+  EXPECT_THAT(csr.status().message(), ::testing::AnyOf(HasSubstr("not a valid point on the curve"),
+                                                       HasSubstr("no usable public key")));
+}
+
 TEST_F(CsrTest, RsaAndP384KeysAreAccepted) {
   for (KeyType type : {KeyType::kRsa2048, KeyType::kEcdsaP384}) {
     UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey(type));
