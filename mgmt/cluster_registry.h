@@ -58,7 +58,7 @@ class ClusterRegistry {
   absl::Status RecordIssued(const std::string& cluster, const std::string& serial,
                             absl::Time not_after, absl::Time now);
   // The same without blocking: `done` runs once the record is durable (on the journal's
-  // writer thread), or at once when the change is refused. The record is visible to
+  // callback thread), or at once when the change is refused. The record is visible to
   // readers as soon as it is queued; nobody holds the certificate before `done`.
   void RecordIssuedAsync(const std::string& cluster, const std::string& serial, absl::Time not_after,
                          absl::Time now, Journal::Done done);

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "secrets/directory_store.h"
@@ -130,6 +131,25 @@ TEST_F(ClusterRegistryTest, AsyncRecordsCallBackOnceDurableAndInOrder) {
                               [&](absl::Status status) { refused = std::move(status); });
   EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(JournalLines(), lines);
+}
+
+// gRPC may run a new call's handler inline in the thread that finishes another call,
+// that is in a journal callback; that handler may append and wait.
+TEST_F(ClusterRegistryTest, AJournalCallbackMayAppendAndWait) {
+  {
+    std::vector<std::string> lines;
+    std::unique_ptr<Journal> journal = *Journal::Open(journal_, &lines);
+    absl::Notification finished;
+    journal->AppendAsync("first", [&](absl::Status status) {
+      EXPECT_TRUE(status.ok());
+      EXPECT_TRUE(journal->Append("second").ok());
+      finished.Notify();
+    });
+    ASSERT_TRUE(finished.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  }
+  std::vector<std::string> lines;
+  ASSERT_TRUE(Journal::Open(journal_, &lines).ok());
+  EXPECT_THAT(lines, ElementsAre("first", "second"));
 }
 
 TEST_F(ClusterRegistryTest, ALineCutShortByACrashIsIgnored) {

@@ -60,7 +60,10 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
 }
 
 Journal::Journal(std::string path, int fd)
-    : path_(std::move(path)), fd_(fd), writer_([this] { WriteBatches(); }) {}
+    : path_(std::move(path)),
+      fd_(fd),
+      callback_thread_([this] { RunCallbacks(); }),
+      writer_([this] { WriteBatches(); }) {}
 
 Journal::~Journal() {
   {
@@ -68,6 +71,11 @@ Journal::~Journal() {
     stopping_ = true;
   }
   writer_.join();  // writes what is queued first
+  {
+    absl::MutexLock lock(&callbacks_mu_);
+    callbacks_stopping_ = true;
+  }
+  callback_thread_.join();  // runs what is left
   absl::MutexLock lock(&mu_);
   if (fd_ >= 0) close(fd_);
 }
@@ -80,17 +88,18 @@ size_t Journal::appended() const {
 void Journal::AppendAsync(std::string line, Done done) {
   line += '\n';
   absl::MutexLock lock(&mu_);
-  queue_.emplace_back(std::move(line), std::move(done));
+  queue_.push_back(Pending{std::move(line), std::move(done)});
   appended_++;
 }
 
 absl::Status Journal::Append(const std::string& line) {
   absl::Notification durable;
   absl::Status result;
-  AppendAsync(line, [&](absl::Status status) {
-    result = std::move(status);
-    durable.Notify();
-  });
+  {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(Pending{line + "\n", nullptr, &result, &durable});
+    appended_++;
+  }
   durable.WaitForNotification();
   return result;
 }
@@ -102,7 +111,7 @@ void Journal::WriteBatches() {
         +[](Journal* j) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !j->queue_.empty() || j->stopping_; }, this));
     if (queue_.empty()) return;  // stopping, and nothing left to write
     // Everything queued so far: one write, one fdatasync.
-    std::vector<std::pair<std::string, Done>> batch;
+    std::vector<Pending> batch;
     batch.swap(queue_);
     writing_ = true;
     int fd = fd_;
@@ -110,7 +119,7 @@ void Journal::WriteBatches() {
     mu_.Unlock();
     if (status.ok()) {
       std::string data;
-      for (const auto& [line, done] : batch) data += line;
+      for (const Pending& pending : batch) data += pending.line;
       status = WriteAll(fd, data, path_);
       if (status.ok() && fdatasync(fd) != 0) status = Errno("cannot sync journal", path_);
     }
@@ -118,9 +127,33 @@ void Journal::WriteBatches() {
     writing_ = false;
     if (!status.ok()) failure_ = status;
     mu_.Unlock();
-    // Outside the lock: a callback may queue the next line.
-    for (auto& [line, done] : batch) std::move(done)(status);
+    {
+      absl::MutexLock callbacks(&callbacks_mu_);
+      for (Pending& pending : batch) {
+        if (pending.done) callbacks_.emplace_back(std::move(pending.done), status);
+      }
+    }
+    for (Pending& pending : batch) {
+      if (pending.durable == nullptr) continue;
+      *pending.result = status;
+      pending.durable->Notify();
+    }
     mu_.Lock();
+  }
+}
+
+void Journal::RunCallbacks() {
+  absl::MutexLock lock(&callbacks_mu_);
+  while (true) {
+    callbacks_mu_.Await(absl::Condition(
+        +[](Journal* j) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !j->callbacks_.empty() || j->callbacks_stopping_; },
+        this));
+    if (callbacks_.empty()) return;  // stopping, and nothing left to run
+    std::vector<std::pair<Done, absl::Status>> ready;
+    ready.swap(callbacks_);
+    callbacks_mu_.Unlock();
+    for (auto& [done, status] : ready) std::move(done)(status);
+    callbacks_mu_.Lock();
   }
 }
 

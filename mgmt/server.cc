@@ -546,7 +546,7 @@ class RelayService final : public v1::Relay::CallbackService {
 // Registration.
 
 // On gRPC's callback API: the CPU work (checks, CSR verify, signing) runs inline, and
-// the call finishes from the registry journal's writer thread once the record is on
+// the call finishes from the registry journal's callback thread once the record is on
 // disk, so no thread sits in fdatasync. (On the sync API the thread hand-offs and the
 // blocked threads cost ~40% more server CPU per certificate: docs/BENCHMARKS.md.)
 class RegistrationService final : public v1::Registration::CallbackService {
