@@ -1,5 +1,6 @@
 #include "pki/ca.h"
 
+#include <openssl/crypto.h>
 #include <openssl/obj_mac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -7,7 +8,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
 #include "common/status_macros.h"
 #include "pki/certificate.h"
 #include "pki/der.h"
@@ -300,8 +304,25 @@ absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(UniquePtr<X509> cert,
   RETURN_IF_ERROR(CheckKeyMatchesCertificate(cert.get(), key.get()));
   ASSIGN_OR_RETURN(std::string key_id, KeyIdentifier(X509_get_X509_PUBKEY(cert.get())));
   ASSIGN_OR_RETURN(std::string pem, CertificateToPem(cert.get()));
-  return std::unique_ptr<Issuer>(
-      new Issuer(std::move(cert), std::move(key), std::move(key_id), std::move(pem)));
+  std::unique_ptr<Issuer> issuer(new Issuer(std::move(cert), std::move(key), std::move(key_id), std::move(pem)));
+  // One client certificate through the slow path, for the fast path's constant parts.
+  unsigned char* spki = nullptr;
+  int spki_length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(issuer->cert_.get()), &spki);
+  if (spki_length <= 0) return Internal("encoding the CA's public key");
+  absl::StatusOr<UniquePtr<X509>> sample = issuer->IssueForPublicKeyInfo(
+      absl::string_view(reinterpret_cast<char*>(spki), static_cast<size_t>(spki_length)),
+      ClientSpec("template", now, absl::Hours(1)));
+  OPENSSL_free(spki);
+  if (!sample.ok()) return sample.status();
+  unsigned char* der = nullptr;
+  int der_length = i2d_X509(sample->get(), &der);
+  if (der_length <= 0) return Internal("encoding the template certificate");
+  absl::StatusOr<internal::ClientCertificateTemplate> parts = internal::SplitClientCertificate(
+      absl::string_view(reinterpret_cast<char*>(der), static_cast<size_t>(der_length)));
+  OPENSSL_free(der);
+  if (!parts.ok()) return parts.status();
+  issuer->client_template_ = std::make_shared<const internal::ClientCertificateTemplate>(*std::move(parts));
+  return issuer;
 }
 
 absl::StatusOr<UniquePtr<X509>> Issuer::Issue(const EVP_PKEY* subject_key,
@@ -329,6 +350,7 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_vie
 
 absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClient(const VerifiedCsr& csr, absl::Time now,
                                                       absl::Duration lifetime) const {
+  if (client_template_) return AssembleClient(csr, now, lifetime);
   ASSIGN_OR_RETURN(UniquePtr<X509> cert,
                    IssueForPublicKeyInfo(csr.public_key_info, ClientSpec(csr.cluster, now, lifetime)));
   IssuedPem issued;
@@ -336,6 +358,118 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClient(const VerifiedCsr& csr, ab
   issued.certificate_pem += cert_pem_;
   issued.cluster = csr.cluster;
   issued.serial_hex = SerialHex(cert.get());
+  issued.not_after = now + lifetime;
+  return issued;
+}
+
+namespace {
+
+// Identifier octets of the constructed universal types (tag | 0x20).
+constexpr unsigned char kDerSequence = 0x30;
+constexpr unsigned char kDerSet = 0x31;
+
+// UTCTime for 1950-2049, GeneralizedTime otherwise, as ASN1_TIME_set chooses.
+std::string DerTime(absl::Time time) {
+  absl::CivilSecond civil = absl::ToCivilSecond(time, absl::UTCTimeZone());
+  if (civil.year() >= 1950 && civil.year() < 2050) {
+    return internal::DerElement(V_ASN1_UTCTIME, absl::FormatTime("%y%m%d%H%M%SZ", time, absl::UTCTimeZone()));
+  }
+  return internal::DerElement(V_ASN1_GENERALIZEDTIME, absl::FormatTime("%Y%m%d%H%M%SZ", time, absl::UTCTimeZone()));
+}
+
+std::string DerObject(int nid) {
+  const ASN1_OBJECT* object = OBJ_nid2obj(nid);
+  return internal::DerElement(V_ASN1_OBJECT,
+                              absl::string_view(reinterpret_cast<const char*>(OBJ_get0_data(object)),
+                                                OBJ_length(object)));
+}
+
+}  // namespace
+
+absl::StatusOr<Issuer::IssuedPem> Issuer::AssembleClient(const VerifiedCsr& csr, absl::Time now,
+                                                         absl::Duration lifetime) const {
+  using internal::DerElement;
+  if (lifetime <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("certificate lifetime must be positive");
+  }
+  if (csr.cluster.empty()) {
+    return absl::InvalidArgumentError("certificate needs a common name or a subject alternative name");
+  }
+  const internal::ClientCertificateTemplate& parts = *client_template_;
+  unsigned char serial[16];
+  if (RAND_bytes(serial, sizeof(serial)) != 1) return Internal("drawing a random serial");
+  serial[0] &= 0x7f;  // positive
+  serial[0] |= 0x40;  // full 16 octets, never zero (as SetRandomSerial)
+  absl::string_view serial_bytes(reinterpret_cast<char*>(serial), sizeof(serial));
+
+  ASSIGN_OR_RETURN(internal::PublicKeyInfoParts key, internal::SplitPublicKeyInfo(csr.public_key_info));
+  unsigned char key_id[SHA_DIGEST_LENGTH];
+  SHA1(ASN1_STRING_get0_data(key.public_key.get()), static_cast<size_t>(ASN1_STRING_length(key.public_key.get())),
+       key_id);
+
+  std::string extensions;
+  for (const internal::ClientCertificateTemplate::Extension& extension : parts.extensions) {
+    switch (extension.per_certificate_nid) {
+      case 0:
+        extensions += extension.der;
+        break;
+      case NID_subject_alt_name:
+        extensions += DerElement(kDerSequence,
+                                 DerObject(NID_subject_alt_name) +
+                                     DerElement(V_ASN1_OCTET_STRING,
+                                                DerElement(kDerSequence,
+                                                           DerElement(0x80 | GEN_DNS, csr.cluster))));
+        break;
+      case NID_subject_key_identifier:
+        extensions += DerElement(
+            kDerSequence,
+            DerObject(NID_subject_key_identifier) +
+                DerElement(V_ASN1_OCTET_STRING,
+                           DerElement(V_ASN1_OCTET_STRING,
+                                      absl::string_view(reinterpret_cast<char*>(key_id), sizeof(key_id)))));
+        break;
+    }
+  }
+  std::string subject = DerElement(
+      kDerSequence,
+      DerElement(kDerSet, DerElement(kDerSequence, DerObject(NID_commonName) +
+                                                              DerElement(V_ASN1_UTF8STRING, csr.cluster))));
+  std::string tbs = DerElement(
+      kDerSequence,
+      absl::StrCat(parts.version, DerElement(V_ASN1_INTEGER, serial_bytes), parts.signature_algorithm,
+                   parts.issuer,
+                   DerElement(kDerSequence, DerTime(now - Backdate(lifetime)) + DerTime(now + lifetime)),
+                   subject, csr.public_key_info,
+                   DerElement(0xa3, DerElement(kDerSequence, extensions))));
+
+  UniquePtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
+  size_t signature_length = 0;
+  if (!ctx ||
+      EVP_DigestSignInit(ctx.get(), nullptr, SigningDigest(key_.get()), nullptr, key_.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &signature_length, reinterpret_cast<const unsigned char*>(tbs.data()),
+                     tbs.size()) != 1) {
+    return Internal("signing the certificate");
+  }
+  std::string signature(signature_length + 1, '\0');  // a leading 0: no unused bits
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()) + 1, &signature_length,
+                     reinterpret_cast<const unsigned char*>(tbs.data()), tbs.size()) != 1) {
+    return Internal("signing the certificate");
+  }
+  signature.resize(signature_length + 1);
+  std::string certificate =
+      DerElement(kDerSequence, tbs + parts.signature_algorithm + DerElement(V_ASN1_BIT_STRING, signature));
+
+  IssuedPem issued;
+  std::string base64 = absl::Base64Escape(certificate);
+  issued.certificate_pem = "-----BEGIN CERTIFICATE-----\n";
+  for (size_t at = 0; at < base64.size(); at += 64) {
+    issued.certificate_pem.append(base64, at, 64);
+    issued.certificate_pem += '\n';
+  }
+  issued.certificate_pem += "-----END CERTIFICATE-----\n";
+  issued.certificate_pem += cert_pem_;
+  issued.cluster = csr.cluster;
+  issued.serial_hex = absl::AsciiStrToUpper(absl::BytesToHexString(serial_bytes));
   issued.not_after = now + lifetime;
   return issued;
 }

@@ -15,6 +15,9 @@
 #include "pki/ssl_types.h"
 
 namespace relay::pki {
+namespace internal {
+struct ClientCertificateTemplate;  // der.h
+}  // namespace internal
 
 enum class CertificateUsage {
   kCa,      // CA:TRUE, keyCertSign + cRLSign
@@ -96,10 +99,18 @@ class Issuer {
         key_id_(std::move(key_id)),
         cert_pem_(std::move(cert_pem)) {}
 
+  // IssueClient's fast path: the certificate assembled from DER pieces (null template:
+  // the slow path through X509 objects).
+  absl::StatusOr<IssuedPem> AssembleClient(const VerifiedCsr& csr, absl::Time now,
+                                           absl::Duration lifetime) const;
+
   UniquePtr<X509> cert_;
   UniquePtr<EVP_PKEY> key_;
   std::string key_id_;    // the CA's subject key identifier, for AKI
   std::string cert_pem_;  // appended to each leaf as its chain
+  // Constant parts of this issuer's client certificates (der.h), cut at creation from
+  // one the slow path built.
+  std::shared_ptr<const internal::ClientCertificateTemplate> client_template_;
 };
 
 }  // namespace relay::pki

@@ -1,5 +1,9 @@
 #include "pki/ca.h"
 
+#include <openssl/crypto.h>
+
+#include <cstring>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
@@ -237,6 +241,61 @@ TEST_P(CaTest, FullRegistrationPathFromCsrPem) {
       pki_.intermediate->IssueClientFromCsrPem(csr, "west", ReferenceTime(), absl::Hours(24));
   EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(mismatch.status().message(), HasSubstr("\"west\""));
+}
+
+// IssueClient assembles client certificates from DER pieces; they must be the
+// certificates the X509 path (Issue) makes, apart from the random serial.
+TEST_P(CaTest, AssembledClientCertificateMatchesTheOneBuiltThroughX509) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey(GetParam()));
+  VerifiedCsr csr = ValueOrDie(ParseAndVerifyCsrPem(ValueOrDie(CreateCsrPem(key.get(), "cluster-7"))));
+  for (absl::Time now : {ReferenceTime() + absl::Minutes(7), absl::FromUnixSeconds(2556143999)}) {
+    // The second one crosses into 2051: notAfter is a GeneralizedTime.
+    absl::Duration lifetime = now == ReferenceTime() + absl::Minutes(7) ? absl::Hours(24 * 30)
+                                                                         : absl::Hours(24 * 365 * 2);
+    Issuer::IssuedPem issued = ValueOrDie(pki_.intermediate->IssueClient(csr, now, lifetime));
+    std::vector<UniquePtr<X509>> chain = ValueOrDie(ParseCertificateChainPem(issued.certificate_pem));
+    ASSERT_EQ(chain.size(), 2u);
+    X509* fast = chain[0].get();
+    UniquePtr<X509> slow = ValueOrDie(pki_.intermediate->Issue(key.get(), ClientSpec("cluster-7", now, lifetime)));
+
+    auto der = [](auto* object, auto i2d) {
+      unsigned char* bytes = nullptr;
+      int length = i2d(object, &bytes);
+      std::string out(reinterpret_cast<char*>(bytes), static_cast<size_t>(std::max(length, 0)));
+      OPENSSL_free(bytes);
+      return out;
+    };
+    EXPECT_EQ(X509_get_version(fast), X509_get_version(slow.get()));
+    EXPECT_EQ(der(X509_get_subject_name(fast), i2d_X509_NAME), der(X509_get_subject_name(slow.get()), i2d_X509_NAME));
+    EXPECT_EQ(der(X509_get_issuer_name(fast), i2d_X509_NAME), der(X509_get_issuer_name(slow.get()), i2d_X509_NAME));
+    EXPECT_EQ(der(X509_get0_notBefore(fast), i2d_ASN1_TIME), der(X509_get0_notBefore(slow.get()), i2d_ASN1_TIME));
+    EXPECT_EQ(der(X509_get0_notAfter(fast), i2d_ASN1_TIME), der(X509_get0_notAfter(slow.get()), i2d_ASN1_TIME));
+    EXPECT_EQ(der(X509_get_X509_PUBKEY(fast), i2d_X509_PUBKEY), der(X509_get_X509_PUBKEY(slow.get()), i2d_X509_PUBKEY));
+    ASSERT_EQ(X509_get_ext_count(fast), X509_get_ext_count(slow.get()));
+    for (int i = 0; i < X509_get_ext_count(fast); ++i) {
+      EXPECT_EQ(der(X509_get_ext(fast, i), i2d_X509_EXTENSION), der(X509_get_ext(slow.get(), i), i2d_X509_EXTENSION))
+          << "extension " << i;
+    }
+    const X509_ALGOR* fast_algorithm = nullptr;
+    const X509_ALGOR* slow_algorithm = nullptr;
+    X509_get0_signature(nullptr, &fast_algorithm, fast);
+    X509_get0_signature(nullptr, &slow_algorithm, slow.get());
+    EXPECT_EQ(der(const_cast<X509_ALGOR*>(fast_algorithm), i2d_X509_ALGOR),
+              der(const_cast<X509_ALGOR*>(slow_algorithm), i2d_X509_ALGOR));
+
+    EXPECT_EQ(issued.serial_hex, SerialHex(fast));
+    EXPECT_EQ(issued.serial_hex.size(), 32u);
+    EXPECT_EQ(issued.not_after, now + lifetime);
+    EXPECT_TRUE(IsIssuedBy(pki_.intermediate->certificate(), fast));  // the signature verifies
+    if (now < ReferenceTime() + absl::Hours(24 * 365)) {  // the test CAs expire before 2051
+      EXPECT_TRUE(VerifyChain(fast, {chain[1].get()}, {pki_.root.get()}, now, Purpose::kClientAuth).ok());
+    }
+    // OpenSSL re-encodes what it parsed to the same PEM: the DER is canonical.
+    std::string leaf_pem = issued.certificate_pem.substr(
+        0, issued.certificate_pem.find("-----END CERTIFICATE-----\n") + strlen("-----END CERTIFICATE-----\n"));
+    EXPECT_EQ(ValueOrDie(CertificateToPem(fast)), leaf_pem);
+  }
+  EXPECT_FALSE(pki_.intermediate->IssueClient(csr, ReferenceTime(), absl::ZeroDuration()).ok());
 }
 
 }  // namespace

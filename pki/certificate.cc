@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "pki/der.h"
@@ -94,7 +95,7 @@ std::string SerialHex(const X509* cert) {
   if (hex == nullptr) return "";
   std::string result(hex);
   OPENSSL_free(hex);
-  return result;
+  return absl::AsciiStrToUpper(result);  // BoringSSL's BN_bn2hex writes lowercase
 }
 
 absl::StatusOr<CertificateInfo> InspectCertificate(const X509* cert) {
@@ -227,7 +228,7 @@ absl::StatusOr<LeafSummary> SummarizeLeafPem(absl::string_view pem) {
   UniquePtr<BIGNUM> serial(ASN1_INTEGER_to_BN(parts.serial.get(), nullptr));
   char* hex = serial ? BN_bn2hex(serial.get()) : nullptr;
   if (hex == nullptr) return SslError(absl::StatusCode::kInvalidArgument, "unreadable serial number");
-  summary.serial_hex = hex;
+  summary.serial_hex = absl::AsciiStrToUpper(hex);
   OPENSSL_free(hex);
   ASSIGN_OR_RETURN(summary.not_before, Asn1TimeToTime(parts.not_before.get()));
   ASSIGN_OR_RETURN(summary.not_after, Asn1TimeToTime(parts.not_after.get()));

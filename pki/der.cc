@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/obj_mac.h>
 #include <openssl/objects.h>
+#include <openssl/x509v3.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -178,6 +179,62 @@ absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
     if (!parts.extensions || !explicit_extensions->empty()) return malformed("unreadable extensions");
   }
   if (!tbs->empty()) return malformed("unexpected fields in tbsCertificate");
+  ClearSslErrors();
+  return parts;
+}
+
+std::string DerElement(unsigned char tag, absl::string_view content) {
+  std::string out(1, static_cast<char>(tag));
+  size_t length = content.size();
+  if (length < 0x80) {
+    out.push_back(static_cast<char>(length));
+  } else {
+    std::string bytes;
+    for (; length > 0; length >>= 8) bytes.insert(bytes.begin(), static_cast<char>(length & 0xff));
+    out.push_back(static_cast<char>(0x80 | bytes.size()));
+    out += bytes;
+  }
+  out.append(content.data(), content.size());
+  return out;
+}
+
+absl::StatusOr<ClientCertificateTemplate> SplitClientCertificate(absl::string_view der) {
+  auto malformed = [](absl::string_view what) {
+    return absl::InternalError(absl::StrCat("client certificate template: ", what));
+  };
+  DerReader outer(der);
+  absl::StatusOr<DerReader> certificate = outer.Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!certificate.ok()) return malformed("not a sequence");
+  absl::StatusOr<DerReader> tbs = certificate->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!tbs.ok()) return malformed("no tbsCertificate");
+  ClientCertificateTemplate parts;
+  absl::string_view element;
+  if (!tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC, &element).ok()) return malformed("no version");
+  parts.version = std::string(element);
+  if (!tbs->Decode<ASN1_STRING>(d2i_ASN1_INTEGER)) return malformed("no serial");
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &element).ok()) return malformed("no algorithm");
+  parts.signature_algorithm = std::string(element);
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &element).ok()) return malformed("no issuer");
+  parts.issuer = std::string(element);
+  for (const char* what : {"validity", "subject", "public key"}) {
+    if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL).ok()) return malformed(absl::StrCat("no ", what));
+  }
+  absl::StatusOr<DerReader> explicit_extensions = tbs->Enter(3, V_ASN1_CONTEXT_SPECIFIC);
+  if (!explicit_extensions.ok() || !tbs->empty()) return malformed("no extensions, or more after them");
+  absl::StatusOr<DerReader> extensions = explicit_extensions->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+  if (!extensions.ok()) return malformed("unreadable extensions");
+  while (!extensions->empty()) {
+    const unsigned char* start = extensions->pos();
+    UniquePtr<X509_EXTENSION> extension = extensions->Decode<X509_EXTENSION>(d2i_X509_EXTENSION);
+    if (!extension) return malformed("unreadable extension");
+    int nid = OBJ_obj2nid(X509_EXTENSION_get_object(extension.get()));
+    if (nid == NID_subject_alt_name || nid == NID_subject_key_identifier) {
+      if (X509_EXTENSION_get_critical(extension.get())) return malformed("critical per-certificate extension");
+      parts.extensions.push_back({"", nid});
+    } else {
+      parts.extensions.push_back({std::string(View(start, extensions->pos())), 0});
+    }
+  }
   ClearSslErrors();
   return parts;
 }

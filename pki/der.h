@@ -11,6 +11,7 @@
 // key as bytes until it is needed is what makes issuance fast (README "Performance").
 
 #include <string>
+#include <vector>
 
 #include <openssl/x509.h>
 
@@ -48,6 +49,26 @@ struct CertificateParts {
   UniquePtr<STACK_OF(X509_EXTENSION)> extensions;  // null when absent
 };
 absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der);
+
+// The parts of a signed certificate's DER that stay the same for every client
+// certificate one issuer signs, cut from one such certificate (the slow path's output),
+// so the fast path (ca.cc IssueClient) assembles the same structure from bytes.
+struct ClientCertificateTemplate {
+  std::string version;              // [0] EXPLICIT INTEGER, the whole element
+  std::string signature_algorithm;  // AlgorithmIdentifier, the whole element
+  std::string issuer;               // Name, the whole element
+  // Extension elements in order. The subjectAltName and the subjectKeyIdentifier
+  // differ per certificate: for them `per_certificate_nid` says which, and `der` is empty.
+  struct Extension {
+    std::string der;
+    int per_certificate_nid = 0;
+  };
+  std::vector<Extension> extensions;
+};
+absl::StatusOr<ClientCertificateTemplate> SplitClientCertificate(absl::string_view der);
+
+// DER writing: one element of `tag` around `content`.
+std::string DerElement(unsigned char tag, absl::string_view content);
 
 // Sets `cert`'s public key from SubjectPublicKeyInfo DER, copying bytes only.
 absl::Status SetCertificatePublicKeyInfo(X509* cert, absl::string_view der);
