@@ -130,19 +130,21 @@ void ClusterRegistry::MaybeCompact() {
   }
 }
 
+ClusterRecord ClusterRegistry::RecordOrNew(const std::string& cluster) const {
+  absl::MutexLock lock(&mu_);
+  auto it = clusters_.find(cluster);
+  ClusterRecord record = it != clusters_.end() ? it->second : ClusterRecord{};
+  record.name = cluster;
+  return record;
+}
+
 absl::Status ClusterRegistry::Update(
     const std::string& cluster, const std::function<absl::Status(ClusterRecord&, bool* save)>& change) {
   absl::Mutex* cluster_lock = ClusterLock(cluster);
-  ClusterRecord record;
   {
     absl::MutexLock cluster_guard(cluster_lock);
     absl::ReaderMutexLock compaction(&compaction_mu_);
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = clusters_.find(cluster);
-      if (it != clusters_.end()) record = it->second;
-    }
-    record.name = cluster;
+    ClusterRecord record = RecordOrNew(cluster);
     bool save = false;
     RETURN_IF_ERROR(change(record, &save));
     if (!save) return absl::OkStatus();
@@ -158,16 +160,10 @@ void ClusterRegistry::UpdateAsync(const std::string& cluster,
                                   const std::function<absl::Status(ClusterRecord&, bool* save)>& change,
                                   Journal::Done done) {
   absl::Mutex* cluster_lock = ClusterLock(cluster);
-  ClusterRecord record;
   {
     absl::MutexLock cluster_guard(cluster_lock);
     absl::ReaderMutexLock compaction(&compaction_mu_);
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = clusters_.find(cluster);
-      if (it != clusters_.end()) record = it->second;
-    }
-    record.name = cluster;
+    ClusterRecord record = RecordOrNew(cluster);
     bool save = false;
     absl::Status changed = change(record, &save);
     if (!changed.ok() || !save) {

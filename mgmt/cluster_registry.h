@@ -93,6 +93,8 @@ class ClusterRegistry {
   void UpdateAsync(const std::string& cluster,
                    const std::function<absl::Status(ClusterRecord&, bool* save)>& change, Journal::Done done);
   absl::Mutex* ClusterLock(const std::string& cluster);
+  // A copy of the cluster's record, or a new one named `cluster`.
+  ClusterRecord RecordOrNew(const std::string& cluster) const;
   void MaybeCompact();
 
   secrets::SecretStore* const store_;
