@@ -85,21 +85,19 @@ size_t Journal::appended() const {
   return appended_;
 }
 
-void Journal::AppendAsync(std::string line, Done done) {
-  line += '\n';
+void Journal::Enqueue(Pending pending) {
+  pending.line += '\n';
   absl::MutexLock lock(&mu_);
-  queue_.push_back(Pending{std::move(line), std::move(done)});
+  queue_.push_back(std::move(pending));
   appended_++;
 }
+
+void Journal::AppendAsync(std::string line, Done done) { Enqueue(Pending{std::move(line), std::move(done)}); }
 
 absl::Status Journal::Append(const std::string& line) {
   absl::Notification durable;
   absl::Status result;
-  {
-    absl::MutexLock lock(&mu_);
-    queue_.push_back(Pending{line + "\n", nullptr, &result, &durable});
-    appended_++;
-  }
+  Enqueue(Pending{line, nullptr, &result, &durable});
   durable.WaitForNotification();
   return result;
 }

@@ -59,6 +59,7 @@ class Journal {
   };
 
   Journal(std::string path, int fd);
+  void Enqueue(Pending pending);
   void WriteBatches();
   void RunCallbacks();
 

@@ -29,6 +29,12 @@ absl::Status Internal(absl::string_view what) {
 }
 
 // SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2, method 1).
+std::string KeyIdentifierOfBits(const unsigned char* bits, size_t length) {
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(bits, length, digest);
+  return std::string(reinterpret_cast<char*>(digest), sizeof(digest));
+}
+
 absl::StatusOr<std::string> KeyIdentifier(const X509_PUBKEY* public_key) {
   const unsigned char* bits = nullptr;
   int length = 0;
@@ -36,18 +42,22 @@ absl::StatusOr<std::string> KeyIdentifier(const X509_PUBKEY* public_key) {
                              const_cast<X509_PUBKEY*>(public_key)) != 1) {
     return Internal("reading the public key for its identifier");
   }
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(bits, static_cast<size_t>(length), digest);
-  return std::string(reinterpret_cast<char*>(digest), sizeof(digest));
+  return KeyIdentifierOfBits(bits, static_cast<size_t>(length));
 }
 
-// A random positive 128-bit serial (RFC 5280 allows up to 20 octets).
-absl::Status SetRandomSerial(X509* cert) {
+// A random positive 128-bit serial (RFC 5280 allows up to 20 octets), as its 16 octets.
+absl::StatusOr<std::string> RandomSerial() {
   unsigned char bytes[16];
   if (RAND_bytes(bytes, sizeof(bytes)) != 1) return Internal("drawing a random serial");
   bytes[0] &= 0x7f;  // positive
   bytes[0] |= 0x40;  // full 16 octets, never zero
-  UniquePtr<BIGNUM> bn(BN_bin2bn(bytes, sizeof(bytes), nullptr));
+  return std::string(reinterpret_cast<char*>(bytes), sizeof(bytes));
+}
+
+absl::Status SetRandomSerial(X509* cert) {
+  ASSIGN_OR_RETURN(std::string bytes, RandomSerial());
+  UniquePtr<BIGNUM> bn(BN_bin2bn(reinterpret_cast<const unsigned char*>(bytes.data()),
+                                 static_cast<int>(bytes.size()), nullptr));
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert))) {
     return Internal("setting the serial number");
   }
@@ -389,23 +399,12 @@ std::string DerObject(int nid) {
 absl::StatusOr<Issuer::IssuedPem> Issuer::AssembleClient(const VerifiedCsr& csr, absl::Time now,
                                                          absl::Duration lifetime) const {
   using internal::DerElement;
-  if (lifetime <= absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("certificate lifetime must be positive");
-  }
-  if (csr.cluster.empty()) {
-    return absl::InvalidArgumentError("certificate needs a common name or a subject alternative name");
-  }
+  RETURN_IF_ERROR(CheckSpec(ClientSpec(csr.cluster, now, lifetime)));
   const internal::ClientCertificateTemplate& parts = *client_template_;
-  unsigned char serial[16];
-  if (RAND_bytes(serial, sizeof(serial)) != 1) return Internal("drawing a random serial");
-  serial[0] &= 0x7f;  // positive
-  serial[0] |= 0x40;  // full 16 octets, never zero (as SetRandomSerial)
-  absl::string_view serial_bytes(reinterpret_cast<char*>(serial), sizeof(serial));
-
+  ASSIGN_OR_RETURN(std::string serial_bytes, RandomSerial());
   ASSIGN_OR_RETURN(internal::PublicKeyInfoParts key, internal::SplitPublicKeyInfo(csr.public_key_info));
-  unsigned char key_id[SHA_DIGEST_LENGTH];
-  SHA1(ASN1_STRING_get0_data(key.public_key.get()), static_cast<size_t>(ASN1_STRING_length(key.public_key.get())),
-       key_id);
+  std::string key_id = KeyIdentifierOfBits(ASN1_STRING_get0_data(key.public_key.get()),
+                                           static_cast<size_t>(ASN1_STRING_length(key.public_key.get())));
 
   std::string extensions;
   for (const internal::ClientCertificateTemplate::Extension& extension : parts.extensions) {
@@ -425,8 +424,7 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::AssembleClient(const VerifiedCsr& csr,
             kDerSequence,
             DerObject(NID_subject_key_identifier) +
                 DerElement(V_ASN1_OCTET_STRING,
-                           DerElement(V_ASN1_OCTET_STRING,
-                                      absl::string_view(reinterpret_cast<char*>(key_id), sizeof(key_id)))));
+                           DerElement(V_ASN1_OCTET_STRING, key_id)));
         break;
     }
   }

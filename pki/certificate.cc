@@ -85,18 +85,24 @@ absl::StatusOr<absl::Time> Asn1TimeToTime(const ASN1_TIME* time) {
   return absl::UnixEpoch() + absl::Hours(24) * days + absl::Seconds(seconds);
 }
 
-std::string SerialHex(const X509* cert) {
-  UniquePtr<BIGNUM> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
-  if (!bn) {
+namespace {
+
+// Uppercase hex without leading zeros; "" when it cannot be read.
+std::string IntegerHex(const ASN1_INTEGER* integer) {
+  UniquePtr<BIGNUM> bn(ASN1_INTEGER_to_BN(integer, nullptr));
+  char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;
+  if (hex == nullptr) {
     ClearSslErrors();
     return "";
   }
-  char* hex = BN_bn2hex(bn.get());
-  if (hex == nullptr) return "";
-  std::string result(hex);
+  std::string result = absl::AsciiStrToUpper(hex);  // BoringSSL's BN_bn2hex writes lowercase
   OPENSSL_free(hex);
-  return absl::AsciiStrToUpper(result);  // BoringSSL's BN_bn2hex writes lowercase
+  return result;
 }
+
+}  // namespace
+
+std::string SerialHex(const X509* cert) { return IntegerHex(X509_get0_serialNumber(cert)); }
 
 absl::StatusOr<CertificateInfo> InspectCertificate(const X509* cert) {
   CertificateInfo info;
@@ -225,11 +231,8 @@ absl::StatusOr<LeafSummary> SummarizeLeafPem(absl::string_view pem) {
   ASSIGN_OR_RETURN(internal::CertificateParts parts, internal::SplitCertificate(der));
 
   LeafSummary summary;
-  UniquePtr<BIGNUM> serial(ASN1_INTEGER_to_BN(parts.serial.get(), nullptr));
-  char* hex = serial ? BN_bn2hex(serial.get()) : nullptr;
-  if (hex == nullptr) return SslError(absl::StatusCode::kInvalidArgument, "unreadable serial number");
-  summary.serial_hex = absl::AsciiStrToUpper(hex);
-  OPENSSL_free(hex);
+  summary.serial_hex = IntegerHex(parts.serial.get());
+  if (summary.serial_hex.empty()) return absl::InvalidArgumentError("unreadable serial number");
   ASSIGN_OR_RETURN(summary.not_before, Asn1TimeToTime(parts.not_before.get()));
   ASSIGN_OR_RETURN(summary.not_after, Asn1TimeToTime(parts.not_after.get()));
   summary.issuer_der = std::string(parts.issuer);

@@ -155,13 +155,15 @@ absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
   if (!certificate.ok() || !outer.empty()) return malformed("not a single DER sequence");
   absl::StatusOr<DerReader> tbs = certificate->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   if (!tbs.ok()) return malformed("no tbsCertificate");
-  if (tbs->Peek(0, V_ASN1_CONTEXT_SPECIFIC) && !tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC).ok()) {
+  CertificateParts parts;
+  if (tbs->Peek(0, V_ASN1_CONTEXT_SPECIFIC) && !tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC, &parts.version).ok()) {
     return malformed("unreadable version");
   }
-  CertificateParts parts;
   parts.serial = tbs->Decode<ASN1_STRING>(d2i_ASN1_INTEGER);
   if (!parts.serial) return malformed("unreadable serial number");
-  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL).ok()) return malformed("no signature algorithm");
+  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &parts.signature_algorithm).ok()) {
+    return malformed("no signature algorithm");
+  }
   if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &parts.issuer).ok()) return malformed("no issuer");
   absl::StatusOr<DerReader> validity = tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   if (!validity.ok()) return malformed("no validity");
@@ -175,8 +177,20 @@ absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
   if (tbs->Peek(3, V_ASN1_CONTEXT_SPECIFIC)) {
     absl::StatusOr<DerReader> explicit_extensions = tbs->Enter(3, V_ASN1_CONTEXT_SPECIFIC);
     if (!explicit_extensions.ok()) return malformed("unreadable extensions");
-    parts.extensions = explicit_extensions->Decode<STACK_OF(X509_EXTENSION)>(d2i_X509_EXTENSIONS);
-    if (!parts.extensions || !explicit_extensions->empty()) return malformed("unreadable extensions");
+    absl::StatusOr<DerReader> extensions = explicit_extensions->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    parts.extensions.reset(sk_X509_EXTENSION_new_null());
+    if (!extensions.ok() || !explicit_extensions->empty() || !parts.extensions) {
+      return malformed("unreadable extensions");
+    }
+    while (!extensions->empty()) {
+      const unsigned char* start = extensions->pos();
+      UniquePtr<X509_EXTENSION> extension = extensions->Decode<X509_EXTENSION>(d2i_X509_EXTENSION);
+      if (!extension || !sk_X509_EXTENSION_push(parts.extensions.get(), extension.get())) {
+        return malformed("unreadable extension");
+      }
+      extension.release();  // the stack owns it
+      parts.extension_der.push_back(View(start, extensions->pos()));
+    }
   }
   if (!tbs->empty()) return malformed("unexpected fields in tbsCertificate");
   ClearSslErrors();
@@ -202,41 +216,24 @@ absl::StatusOr<ClientCertificateTemplate> SplitClientCertificate(absl::string_vi
   auto malformed = [](absl::string_view what) {
     return absl::InternalError(absl::StrCat("client certificate template: ", what));
   };
-  DerReader outer(der);
-  absl::StatusOr<DerReader> certificate = outer.Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-  if (!certificate.ok()) return malformed("not a sequence");
-  absl::StatusOr<DerReader> tbs = certificate->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-  if (!tbs.ok()) return malformed("no tbsCertificate");
-  ClientCertificateTemplate parts;
-  absl::string_view element;
-  if (!tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC, &element).ok()) return malformed("no version");
-  parts.version = std::string(element);
-  if (!tbs->Decode<ASN1_STRING>(d2i_ASN1_INTEGER)) return malformed("no serial");
-  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &element).ok()) return malformed("no algorithm");
-  parts.signature_algorithm = std::string(element);
-  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &element).ok()) return malformed("no issuer");
-  parts.issuer = std::string(element);
-  for (const char* what : {"validity", "subject", "public key"}) {
-    if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL).ok()) return malformed(absl::StrCat("no ", what));
-  }
-  absl::StatusOr<DerReader> explicit_extensions = tbs->Enter(3, V_ASN1_CONTEXT_SPECIFIC);
-  if (!explicit_extensions.ok() || !tbs->empty()) return malformed("no extensions, or more after them");
-  absl::StatusOr<DerReader> extensions = explicit_extensions->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
-  if (!extensions.ok()) return malformed("unreadable extensions");
-  while (!extensions->empty()) {
-    const unsigned char* start = extensions->pos();
-    UniquePtr<X509_EXTENSION> extension = extensions->Decode<X509_EXTENSION>(d2i_X509_EXTENSION);
-    if (!extension) return malformed("unreadable extension");
-    int nid = OBJ_obj2nid(X509_EXTENSION_get_object(extension.get()));
+  absl::StatusOr<CertificateParts> parts = SplitCertificate(der);
+  if (!parts.ok()) return malformed(parts.status().message());
+  if (parts->version.empty() || !parts->extensions) return malformed("not a v3 certificate with extensions");
+  ClientCertificateTemplate pieces;
+  pieces.version = std::string(parts->version);
+  pieces.signature_algorithm = std::string(parts->signature_algorithm);
+  pieces.issuer = std::string(parts->issuer);
+  for (size_t i = 0; i < parts->extension_der.size(); ++i) {
+    X509_EXTENSION* extension = sk_X509_EXTENSION_value(parts->extensions.get(), static_cast<int>(i));
+    int nid = OBJ_obj2nid(X509_EXTENSION_get_object(extension));
     if (nid == NID_subject_alt_name || nid == NID_subject_key_identifier) {
-      if (X509_EXTENSION_get_critical(extension.get())) return malformed("critical per-certificate extension");
-      parts.extensions.push_back({"", nid});
+      if (X509_EXTENSION_get_critical(extension)) return malformed("critical per-certificate extension");
+      pieces.extensions.push_back({"", nid});
     } else {
-      parts.extensions.push_back({std::string(View(start, extensions->pos())), 0});
+      pieces.extensions.push_back({std::string(parts->extension_der[i]), 0});
     }
   }
-  ClearSslErrors();
-  return parts;
+  return pieces;
 }
 
 absl::Status SetCertificatePublicKeyInfo(X509* cert, absl::string_view der) {

@@ -41,12 +41,16 @@ absl::StatusOr<CsrParts> SplitCsr(absl::string_view der);
 
 // The parts of a Certificate that say who it names and who issued it, read without
 // decoding its public key (which d2i_X509 does, through the provider decoders).
+// Views point into the input.
 struct CertificateParts {
-  UniquePtr<ASN1_STRING> serial;  // INTEGER
-  absl::string_view issuer;       // DER of the issuer Name (points into input)
+  absl::string_view version;              // the whole [0] element; empty when absent (v1)
+  UniquePtr<ASN1_STRING> serial;          // INTEGER
+  absl::string_view signature_algorithm;  // the whole AlgorithmIdentifier in the TBS
+  absl::string_view issuer;               // DER of the issuer Name
   UniquePtr<ASN1_TIME> not_before;
   UniquePtr<ASN1_TIME> not_after;
   UniquePtr<STACK_OF(X509_EXTENSION)> extensions;  // null when absent
+  std::vector<absl::string_view> extension_der;   // each extension's DER, same order
 };
 absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der);
 
