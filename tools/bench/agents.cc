@@ -1,14 +1,19 @@
 // Fleet benchmark: N agents (default 10,000), each with its own key, certificate, mTLS
 // connection and relay stream, from this one load process, against one management
-// server pinned to CPU 0 (the load runs on CPU 1). Reports time to register and connect
-// them all, server memory per connected agent, heartbeat round trips, and a rotation
-// storm (every agent renews). All on 127.0.0.1, bounded, stops by itself.
+// server pinned to CPU 0 (the load runs on the CPUs --load_cpus names). Reports time to
+// register and connect them all, server memory per connected agent, heartbeat round
+// trips, a rotation storm (every agent renews) and a reconnect storm (the server
+// restarts). All on 127.0.0.1, bounded, stops by itself.
 //
-//   tools/bazel run -c opt //tools/bench:agents -- [--agents=10000] [--heartbeat_window=10s]
+//   tools/bazel run -c opt //tools/bench:agents -- [--agents=10000] [--load_cpus=0,1]
 //
 // File descriptors: one per agent connection here and one per agent in the server; the
 // hard limit on these machines is 20,000 per process, so one load process carries up
 // to ~19,000 agents (both processes raise their soft limit to the hard one).
+//
+// The load process decodes each agent's PEM key and certificate once (pem_cache.cc):
+// gRPC 1.51 rebuilds a TLS context from PEM for every connection, which real agents pay
+// on their own machines but which would make this process, not the server, the bound.
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -49,6 +54,9 @@ ABSL_FLAG(int, callers, 32, "Concurrent callers for Register and Renew.");
 ABSL_FLAG(std::string, heartbeat_interval, "5s", "Server --heartbeat_interval (agents follow it).");
 ABSL_FLAG(std::string, heartbeat_window, "10s", "How long heartbeats are measured once all are connected.");
 ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server binary.");
+ABSL_FLAG(std::string, load_cpus, "0,1",
+          "CPUs the load process (the simulated agents) may run on, comma-separated, e.g. 1 or 0,1. "
+          "The server always runs on CPU 0; with 0,1 part of the load shares its core.");
 
 extern char** environ;
 
@@ -198,7 +206,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   absl::Duration window;
-  if (!absl::ParseDuration(absl::GetFlag(FLAGS_heartbeat_window), &window)) return 2;
+  if (!absl::ParseDuration(absl::GetFlag(FLAGS_heartbeat_window), &window)) {
+    std::cerr << "--heartbeat_window=" << absl::GetFlag(FLAGS_heartbeat_window)
+              << ": expected a duration such as 10s\n";
+    return 2;
+  }
+  std::vector<int> load_cpus;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_load_cpus), ',')) {
+    int cpu = -1;
+    if (!absl::SimpleAtoi(part, &cpu) || cpu < 0 || cpu >= CPU_SETSIZE) {
+      std::cerr << "--load_cpus=" << absl::GetFlag(FLAGS_load_cpus)
+                << ": expected CPU numbers separated by commas, e.g. 1 or 0,1\n";
+      return 2;
+    }
+    load_cpus.push_back(cpu);
+  }
 
   std::string dir = absl::StrCat("/tmp/relay-bench-agents.", getpid());
   std::filesystem::create_directories(dir);
@@ -234,7 +256,13 @@ int main(int argc, char** argv) {
   std::string secrets = dir + "/mgmt/gloo-mesh/";
   std::string root = ReadFile(secrets + "relay-root-tls-secret/ca.crt");
   std::string token = ReadFile(secrets + "relay-identity-token-secret/token");
-  PinTo(1);
+  if (!PinTo(load_cpus)) {
+    std::cerr << "--load_cpus=" << absl::GetFlag(FLAGS_load_cpus) << ": this machine has none of these CPUs\n";
+    kill(server, SIGTERM);
+    waitpid(server, nullptr, 0);
+    std::filesystem::remove_all(dir);
+    return 2;
+  }
   double rss_idle = RssMiB(server);
 
   // 1. Keys and registration.
@@ -288,7 +316,7 @@ int main(int argc, char** argv) {
   // The agent makes a new channel for every stream it runs; here each agent keeps its
   // channel and opens every later stream on it, which the server sees the same way (a
   // stream on a new connection after a restart: gRPC reconnects the channel, with a full
-  // handshake) while the load core skips rebuilding 10,000 TLS contexts from PEM.
+  // handshake).
   auto open_channel = [&](Agent& agent) {
     grpc::ChannelArguments channel_args = relay::grpc_tls::AgentChannelArguments(kAuthority);
     channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
@@ -424,8 +452,9 @@ int main(int argc, char** argv) {
   waitpid(server, nullptr, 0);
   std::filesystem::remove_all(dir);
 
-  std::printf("agents                        %d (registration failures %d)\n", n, register_failures.load());
-  std::printf("registered in                 %.1f s (%.0f/s, %d callers, keys made by the load core)\n",
+  std::printf("agents                        %d (registration failures %d; server on CPU 0, load on CPUs %s)\n", n,
+              register_failures.load(), absl::GetFlag(FLAGS_load_cpus).c_str());
+  std::printf("registered in                 %.1f s (%.0f/s, %d callers, keys made by the load process)\n",
               absl::ToDoubleSeconds(registered_in), n / absl::ToDoubleSeconds(registered_in),
               absl::GetFlag(FLAGS_callers));
   std::printf("connected                     %d of %d in %.1f s (CPU: server %.1f s, load %.1f s)\n",

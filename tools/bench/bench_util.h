@@ -24,13 +24,15 @@ inline std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-// Runs the calling thread (and threads it starts later) on `cpu` only.
-inline void PinTo(int cpu) {
+// Runs the calling thread (and threads it starts later) on `cpus` only; false when the
+// machine has none of them.
+inline bool PinTo(const std::vector<int>& cpus) {
   cpu_set_t set;
   CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  sched_setaffinity(0, sizeof(set), &set);
+  for (int cpu : cpus) CPU_SET(cpu, &set);
+  return sched_setaffinity(0, sizeof(set), &set) == 0;
 }
+inline bool PinTo(int cpu) { return PinTo(std::vector<int>{cpu}); }
 
 // utime + stime of a process (0: this one), in seconds.
 inline double CpuSeconds(pid_t pid) {
