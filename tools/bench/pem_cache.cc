@@ -85,41 +85,38 @@ Object* Cached(Reader reader, BIO* bio, Decode decode, Object* Entry::*field) {
   return entry.*field;
 }
 
+template <typename Object>
+using PemReader = Object* (*)(BIO*, Object**, pem_password_cb*, void*);
+
+// What each reader below does, given OpenSSL's own reader of the same name.
+template <typename Object>
+Object* ReadOnce(PemReader<Object> openssl_read, Reader reader, Object* Entry::*field, int (*up_ref)(Object*),
+                 BIO* bio, Object** out, pem_password_cb* callback, void* user) {
+  if (openssl_read == nullptr) return nullptr;
+  if (out != nullptr) return openssl_read(bio, out, callback, user);
+  auto decode = [&](BIO* from) { return openssl_read(from, nullptr, callback, user); };
+  Object* object = Cached(reader, bio, decode, field);
+  if (object != nullptr) up_ref(object);
+  return object;
+}
+
 }  // namespace
 
 extern "C" {
 
 EVP_PKEY* PEM_read_bio_PrivateKey(BIO* bio, EVP_PKEY** out, pem_password_cb* callback, void* user) {
-  using ReadKey = EVP_PKEY* (*)(BIO*, EVP_PKEY**, pem_password_cb*, void*);
-  static const ReadKey openssl_read = Real<ReadKey>("PEM_read_bio_PrivateKey");
-  if (openssl_read == nullptr) return nullptr;
-  auto decode = [&](BIO* from) { return openssl_read(from, nullptr, callback, user); };
-  if (out != nullptr) return openssl_read(bio, out, callback, user);
-  EVP_PKEY* key = Cached(Reader::kPrivateKey, bio, decode, &Entry::key);
-  if (key != nullptr) EVP_PKEY_up_ref(key);
-  return key;
+  static const auto openssl_read = Real<PemReader<EVP_PKEY>>("PEM_read_bio_PrivateKey");
+  return ReadOnce(openssl_read, Reader::kPrivateKey, &Entry::key, EVP_PKEY_up_ref, bio, out, callback, user);
 }
 
 X509* PEM_read_bio_X509(BIO* bio, X509** out, pem_password_cb* callback, void* user) {
-  using ReadX509 = X509* (*)(BIO*, X509**, pem_password_cb*, void*);
-  static const ReadX509 openssl_read = Real<ReadX509>("PEM_read_bio_X509");
-  if (openssl_read == nullptr) return nullptr;
-  auto decode = [&](BIO* from) { return openssl_read(from, nullptr, callback, user); };
-  if (out != nullptr) return openssl_read(bio, out, callback, user);
-  X509* certificate = Cached(Reader::kX509, bio, decode, &Entry::certificate);
-  if (certificate != nullptr) X509_up_ref(certificate);
-  return certificate;
+  static const auto openssl_read = Real<PemReader<X509>>("PEM_read_bio_X509");
+  return ReadOnce(openssl_read, Reader::kX509, &Entry::certificate, X509_up_ref, bio, out, callback, user);
 }
 
 X509* PEM_read_bio_X509_AUX(BIO* bio, X509** out, pem_password_cb* callback, void* user) {
-  using ReadX509 = X509* (*)(BIO*, X509**, pem_password_cb*, void*);
-  static const ReadX509 openssl_read = Real<ReadX509>("PEM_read_bio_X509_AUX");
-  if (openssl_read == nullptr) return nullptr;
-  auto decode = [&](BIO* from) { return openssl_read(from, nullptr, callback, user); };
-  if (out != nullptr) return openssl_read(bio, out, callback, user);
-  X509* certificate = Cached(Reader::kX509Aux, bio, decode, &Entry::certificate);
-  if (certificate != nullptr) X509_up_ref(certificate);
-  return certificate;
+  static const auto openssl_read = Real<PemReader<X509>>("PEM_read_bio_X509_AUX");
+  return ReadOnce(openssl_read, Reader::kX509Aux, &Entry::certificate, X509_up_ref, bio, out, callback, user);
 }
 
 }  // extern "C"
