@@ -58,8 +58,6 @@ ABSL_FLAG(std::string, load_cpus, "0,1",
           "CPUs the load process (the simulated agents) may run on, comma-separated, e.g. 1 or 0,1. "
           "The server always runs on CPU 0; with 0,1 part of the load shares its core.");
 
-extern char** environ;
-
 namespace {
 
 namespace v1 = ::relay::v1;
@@ -234,18 +232,10 @@ int main(int argc, char** argv) {
         "--grpc_address=127.0.0.1:" + port, "--metrics_address=127.0.0.1:0",
         "--health_address=127.0.0.1:0", "--ready_file=" + ready_file, "--log_level=warning",
         "--heartbeat_interval=" + absl::GetFlag(FLAGS_heartbeat_interval)};
-    std::vector<char*> args;
-    for (const std::string& arg : server_argv) args.push_back(const_cast<char*>(arg.c_str()));
-    args.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawnp(pid, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    *pid = relay::bench::Spawn(server_argv, log);
+    if (*pid < 0) return "";
     for (int i = 0; i < 400 && ReadFile(ready_file).empty(); ++i) absl::SleepFor(absl::Milliseconds(50));
-    std::string ready = ReadFile(ready_file);
-    if (ready.empty()) return "";
-    return "127.0.0.1:" + ready.substr(ready.find('=') + 1, ready.find('\n') - ready.find('=') - 1);
+    return relay::bench::AddressFromReadyFile(ReadFile(ready_file));
   };
   pid_t server = -1;
   std::string address = start_server("0", &server);

@@ -48,8 +48,6 @@ ABSL_FLAG(std::vector<std::string>, concurrency, std::vector<std::string>({"1", 
 ABSL_FLAG(bool, cfssl, true, "Also measure `cfssl serve` when /usr/bin/cfssl exists.");
 ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server binary.");
 
-extern char** environ;
-
 namespace {
 
 namespace v1 = ::relay::v1;
@@ -58,20 +56,7 @@ constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
 using ::relay::bench::CpuSeconds;
 using ::relay::bench::PinTo;
 using ::relay::bench::ReadFile;
-
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&actions);
-  return pid;
-}
+using ::relay::bench::Spawn;
 
 void Stop(pid_t pid) {
   if (pid <= 0) return;
@@ -262,8 +247,7 @@ int main(int argc, char** argv) {
     std::cerr << "server did not start:\n" << ReadFile(dir + "/server.log");
     return 1;
   }
-  std::string port = ready.substr(ready.find('=') + 1, ready.find('\n') - ready.find('=') - 1);
-  std::string address = "127.0.0.1:" + port;
+  std::string address = relay::bench::AddressFromReadyFile(ready);
   std::string secrets = dir + "/mgmt/gloo-mesh/";
   std::string root = ReadFile(secrets + "relay-root-tls-secret/ca.crt");
   std::string token = ReadFile(secrets + "relay-identity-token-secret/token");
