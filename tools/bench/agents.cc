@@ -44,6 +44,7 @@
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/flags.h"
 #include "common/grpc_tls.h"
+#include "config/values.h"
 #include "pki/csr.h"
 #include "pki/keys.h"
 #include "pki/pem.h"
@@ -61,7 +62,8 @@ ABSL_FLAG(std::string, load_cpus, "0,1",
 namespace {
 
 namespace v1 = ::relay::v1;
-constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
+// The name the server's certificate carries by default.
+constexpr const char* kAuthority = ::relay::config::kDefaultAuthority;
 
 using ::relay::bench::CpuSeconds;
 using ::relay::bench::PinTo;

@@ -34,6 +34,7 @@
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/flags.h"
 #include "common/grpc_tls.h"
+#include "config/values.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "httplib.h"
 #include "pki/ca.h"
@@ -51,7 +52,8 @@ ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server bin
 namespace {
 
 namespace v1 = ::relay::v1;
-constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
+// The name the server's certificate carries by default.
+constexpr const char* kAuthority = ::relay::config::kDefaultAuthority;
 
 using ::relay::bench::CpuSeconds;
 using ::relay::bench::PinTo;
