@@ -163,9 +163,14 @@ TEST_F(RotationTest, RotatorKilledDuringRenewalsNeverLeavesABrokenSecret) {
 
   std::mt19937 rng(20261127);
   std::set<std::string> serials = {ReadClientSecret(agent->secrets_dir()).leaf.serial_hex};
+  // Kill until enough kills have landed during a renewal (the process still running) and
+  // enough renewals completed, with a bound on attempts: how many of a fixed number of
+  // kills land where depends on timing.
   int killed_mid_way = 0;
-  constexpr int kKills = 60;
-  for (int round = 0; round < kKills; ++round) {
+  constexpr int kKillsMidWay = 20;
+  constexpr int kMaxKills = 200;
+  int round = 0;
+  for (; (killed_mid_way < kKillsMidWay || serials.size() <= 5) && round < kMaxKills; ++round) {
     std::string log = dir_ + "/kill.log";
     Process rotator(once, log);
     absl::SleepFor(one * std::uniform_real_distribution<double>(0.05, 1.2)(rng));
@@ -176,7 +181,8 @@ TEST_F(RotationTest, RotatorKilledDuringRenewalsNeverLeavesABrokenSecret) {
     ASSERT_TRUE(secret.ok) << "round " << round << ": " << secret.error;
     serials.insert(secret.leaf.serial_hex);
   }
-  EXPECT_GT(killed_mid_way, kKills / 3) << "kills should land during renewals (one takes " << one << ")";
+  EXPECT_GE(killed_mid_way, kKillsMidWay) << "kills should land during renewals (one takes " << one << ", "
+                                          << round << " rounds)";
   EXPECT_GT(serials.size(), 5u);
   // The agent followed along and never read a key from one version with a certificate
   // from another.
