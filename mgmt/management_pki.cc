@@ -59,14 +59,13 @@ absl::StatusOr<KeyPair> LoadPair(const SecretData& data, const std::string& ns,
   return pair;
 }
 
-absl::Status Write(secrets::SecretStore& store, const std::string& ns, const std::string& name,
-                   const SecretData& data, ManagementPki& result) {
-  absl::Status status = store.Put(ns, name, data);
-  if (!status.ok()) return InSecret(ns, name, "", status);
-  result.created.push_back(absl::StrCat(ns, "/", name));
-  LogInfo("secret_created", {{"secret", absl::StrCat(ns, "/", name)}});
-  return absl::OkStatus();
-}
+// A secret that EnsureManagementPki will write once every check has passed.
+struct PlannedWrite {
+  std::string ns;
+  std::string name;
+  SecretData data;
+  bool created;  // a new secret (else an update of one that exists)
+};
 
 absl::Status MissingSecret(const std::string& ns, const std::string& name, absl::string_view why,
                            absl::string_view keys) {
@@ -80,9 +79,17 @@ std::string TokenNamespace(const config::MgmtServerValues& values, const std::st
   return values.token_secret.ns.empty() ? ns : values.token_secret.ns;
 }
 
-absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore& store, const ManagementPkiOptions& options,
-                                    const pki::Issuer& signer, const std::string& root_bundle_pem,
-                                    absl::Time now) {
+namespace {
+
+struct IssuedServerCertificate {
+  SecretData data;
+  pki::CertificateInfo info;
+};
+
+absl::StatusOr<IssuedServerCertificate> IssueServerCertificate(const ManagementPkiOptions& options,
+                                                               const pki::Issuer& signer,
+                                                               const std::string& root_bundle_pem,
+                                                               absl::Time now) {
   std::vector<std::string> dns_names = {options.authority};
   for (const std::string& name : options.extra_dns_names) {
     if (name != options.authority) dns_names.push_back(name);
@@ -92,19 +99,35 @@ absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore
                    signer.Issue(key.get(), pki::ServerSpec(options.authority, dns_names,
                                                            options.extra_ip_addresses, now,
                                                            options.server_lifetime)));
+  IssuedServerCertificate issued;
   ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
   ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
-  const std::string& name = options.values.tls_secret;
-  absl::Status status = store.Put(options.ns, name,
-                                  {{"tls.crt", cert_pem + signer.certificate_pem()},
-                                   {"tls.key", key_pem},
-                                   {"ca.crt", root_bundle_pem}});
-  if (!status.ok()) return InSecret(options.ns, name, "", status);
-  LogInfo("server_certificate_issued",
-          {{"secret", absl::StrCat(options.ns, "/", name)}, {"serial", pki::SerialHex(cert.get())}});
-  return pki::InspectCertificate(cert.get());
+  ASSIGN_OR_RETURN(issued.info, pki::InspectCertificate(cert.get()));
+  issued.data = {{"tls.crt", cert_pem + signer.certificate_pem()},
+                 {"tls.key", key_pem},
+                 {"ca.crt", root_bundle_pem}};
+  return issued;
 }
 
+}  // namespace
+
+absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore& store,
+                                                            const ManagementPkiOptions& options,
+                                                            const pki::Issuer& signer,
+                                                            const std::string& root_bundle_pem,
+                                                            absl::Time now) {
+  ASSIGN_OR_RETURN(IssuedServerCertificate issued,
+                   IssueServerCertificate(options, signer, root_bundle_pem, now));
+  const std::string& name = options.values.tls_secret;
+  absl::Status status = store.Put(options.ns, name, issued.data);
+  if (!status.ok()) return InSecret(options.ns, name, "", status);
+  LogInfo("server_certificate_issued",
+          {{"secret", absl::StrCat(options.ns, "/", name)}, {"serial", issued.info.serial_hex}});
+  return issued.info;
+}
+
+// Every secret is read and checked, and what is missing is made in memory, before
+// anything is written: a check that fails leaves the store as it was.
 absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
                                                   const ManagementPkiOptions& options,
                                                   absl::Time now) {
@@ -112,6 +135,7 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
   const std::string& ns = options.ns;
   const bool may_generate = !values.disable_ca_cert_generation;
   ManagementPki result;
+  std::vector<PlannedWrite> writes;
 
   // 1. Root CA.
   const std::string& root_name = values.root_tls_secret;
@@ -146,11 +170,9 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
                          root_key.get(), pki::RootCaSpec("relay-root-ca", now, options.root_lifetime)));
     ASSIGN_OR_RETURN(result.root_bundle_pem, pki::CertificateToPem(root.get()));
     ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(root_key.get()));
-    RETURN_IF_ERROR(Write(store, ns, root_name,
-                          {{"ca.crt", result.root_bundle_pem},
-                           {"tls.crt", result.root_bundle_pem},
-                           {"tls.key", key_pem}},
-                          result));
+    writes.push_back({ns, root_name,
+                      {{"ca.crt", result.root_bundle_pem}, {"tls.crt", result.root_bundle_pem}, {"tls.key", key_pem}},
+                      true});
     roots.push_back(std::move(root));
   }
 
@@ -162,8 +184,12 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
     absl::Status chains = pki::VerifyChain(pair.chain[0].get(),
                                            pki::Borrow(pair.chain), pki::Borrow(roots), now);
     if (!chains.ok()) {
+      std::string root_note = root_secret ? absl::StrCat("the root in ", ns, "/", root_name, " ca.crt")
+                                          : absl::StrCat(ns, "/", root_name,
+                                                         " does not exist, and a new root would not be "
+                                                         "its issuer: restore the root secret");
       return InSecret(ns, signing_name, "tls.crt",
-                      absl::Status(chains.code(), absl::StrCat(chains.message(), " (relay-root-tls-secret ca.crt)")));
+                      absl::Status(chains.code(), absl::StrCat(chains.message(), " (", root_note, ")")));
     }
     absl::StatusOr<std::unique_ptr<pki::Issuer>> signer =
         pki::Issuer::Create(std::move(pair.chain[0]), std::move(pair.key), now);
@@ -192,38 +218,49 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
                                                        options.intermediate_lifetime)));
     ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
     ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
-    RETURN_IF_ERROR(Write(store, ns, signing_name,
-                          {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", result.root_bundle_pem}},
-                          result));
+    writes.push_back({ns, signing_name,
+                      {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", result.root_bundle_pem}},
+                      true});
     ASSIGN_OR_RETURN(result.signer, pki::Issuer::Create(std::move(cert), std::move(key), now));
   }
 
-  // 3. Server certificate.
+  // 3. Server certificate. One that has expired is replaced when the server holds the
+  // signing CA (it would renew it anyway); without one it stops start-up.
   const std::string& server_name = values.tls_secret;
   ASSIGN_OR_RETURN(std::optional<SecretData> server_secret, Find(store, ns, server_name));
+  bool issue_server_certificate = !server_secret;
   if (server_secret) {
     ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*server_secret, ns, server_name, true));
-    std::vector<const X509*> intermediates = pki::Borrow(pair.chain);
-    absl::Status chains = pki::VerifyChain(pair.chain[0].get(), intermediates, pki::Borrow(roots),
-                                           now, pki::Purpose::kServerAuth);
-    if (!chains.ok()) return InSecret(ns, server_name, "tls.crt", chains);
     ASSIGN_OR_RETURN(result.server_certificate, pki::InspectCertificate(pair.chain[0].get()));
-    // Clients verify against the root bundle: keep ca.crt in step with it.
-    if (server_secret->count("ca.crt") == 0 || server_secret->at("ca.crt") != result.root_bundle_pem) {
-      SecretData updated = *server_secret;
-      updated["ca.crt"] = result.root_bundle_pem;
-      absl::Status put = store.Put(ns, server_name, updated);
-      if (!put.ok()) return InSecret(ns, server_name, "ca.crt", put);
+    if (now >= result.server_certificate.not_after && result.signer) {
+      LogWarning("server_certificate_expired",
+                 {{"secret", absl::StrCat(ns, "/", server_name)},
+                  {"not_after", pki::FormatUtc(result.server_certificate.not_after)},
+                  {"action", "issuing a new one with the signing CA"}});
+      issue_server_certificate = true;
+    } else {
+      std::vector<const X509*> intermediates = pki::Borrow(pair.chain);
+      absl::Status chains = pki::VerifyChain(pair.chain[0].get(), intermediates, pki::Borrow(roots),
+                                             now, pki::Purpose::kServerAuth);
+      if (!chains.ok()) return InSecret(ns, server_name, "tls.crt", chains);
+      // Clients verify against the root bundle: keep ca.crt in step with it.
+      if (server_secret->count("ca.crt") == 0 || server_secret->at("ca.crt") != result.root_bundle_pem) {
+        SecretData updated = *server_secret;
+        updated["ca.crt"] = result.root_bundle_pem;
+        writes.push_back({ns, server_name, std::move(updated), false});
+      }
     }
-  } else {
+  }
+  if (issue_server_certificate) {
     if (!result.signer) {
       return MissingSecret(ns, server_name,
                            "there is no signing CA to issue it (disableCa is set)",
                            "tls.crt (server certificate + intermediates), tls.key and ca.crt");
     }
-    ASSIGN_OR_RETURN(result.server_certificate,
-                     WriteServerCertificate(store, options, *result.signer, result.root_bundle_pem, now));
-    result.created.push_back(absl::StrCat(ns, "/", server_name));
+    ASSIGN_OR_RETURN(IssuedServerCertificate issued,
+                     IssueServerCertificate(options, *result.signer, result.root_bundle_pem, now));
+    result.server_certificate = issued.info;
+    writes.push_back({ns, server_name, std::move(issued.data), true});
   }
 
   // 4. Identity token (not needed when the server signs nothing).
@@ -234,12 +271,26 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
     ASSIGN_OR_RETURN(std::optional<SecretData> token_secret, Find(store, token_ns, token_name));
     if (token_secret) {
       ASSIGN_OR_RETURN(result.token, tokens::LoadToken(store, token_ns, token_name, token_key));
+      RETURN_IF_ERROR(tokens::CheckSharedTokenStrength(result.token, token_ns, token_name, token_key));
     } else if (values.disable_token_generation) {
       return MissingSecret(token_ns, token_name, "disableTokenGeneration is set",
                            absl::StrCat(token_key, " (the shared identity token)"));
     } else {
       ASSIGN_OR_RETURN(result.token, tokens::GenerateToken());
-      RETURN_IF_ERROR(Write(store, token_ns, token_name, {{token_key, result.token}}, result));
+      writes.push_back({token_ns, token_name, {{token_key, result.token}}, true});
+    }
+  }
+
+  // Every check passed: write what was made.
+  for (PlannedWrite& write : writes) {
+    absl::Status status = store.Put(write.ns, write.name, write.data);
+    if (!status.ok()) return InSecret(write.ns, write.name, "", status);
+    std::string full_name = absl::StrCat(write.ns, "/", write.name);
+    if (write.created) {
+      result.created.push_back(full_name);
+      LogInfo("secret_created", {{"secret", full_name}});
+    } else {
+      LogInfo("secret_updated", {{"secret", full_name}});
     }
   }
   return result;

@@ -43,6 +43,18 @@ absl::StatusOr<std::string> LoadToken(secrets::SecretStore& store, absl::string_
   return std::string(trimmed);
 }
 
+absl::Status CheckSharedTokenStrength(absl::string_view token, absl::string_view ns,
+                                      absl::string_view name, absl::string_view key) {
+  if (token.size() >= kMinSharedTokenChars) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "token secret ", ns, "/", name, " key \"", key, "\" holds a token of ", token.size(),
+      " characters: the shared identity token must have at least ", kMinSharedTokenChars,
+      " (32 random bytes, base64url), since anyone who holds it may register clusters. Replace "
+      "it, e.g. with the output of `head -c 32 /dev/urandom | basenc --base64url | tr -d =`, or "
+      "delete the secret and the server generates one (agents then need the new token: "
+      "relayctl register)"));
+}
+
 bool TokensEqual(absl::string_view presented, absl::string_view expected) {
   unsigned char a[SHA256_DIGEST_LENGTH];
   unsigned char b[SHA256_DIGEST_LENGTH];

@@ -15,6 +15,16 @@ inline constexpr size_t kMaxTokenBytes = 1024;
 // 32 random bytes, base64url without padding (43 characters).
 absl::StatusOr<std::string> GenerateToken();
 
+// The shortest shared token the server accepts: 43 characters, the base64url length of
+// 32 random bytes (what GenerateToken makes). Anyone holding the shared token may
+// register clusters, so a short one is refused at start-up rather than guessed later.
+inline constexpr size_t kMinSharedTokenChars = 43;
+
+// OK when `token` (read from `key` of secret `ns/name`) is long enough; otherwise
+// FAILED_PRECONDITION naming the secret and how to replace it, never the value.
+absl::Status CheckSharedTokenStrength(absl::string_view token, absl::string_view ns,
+                                      absl::string_view name, absl::string_view key);
+
 // Reads the shared identity token from `key` of secret `ns/name`. Surrounding
 // whitespace is dropped (a trailing newline from `echo` is common); an empty token or a
 // missing key is an error that names the secret and key, never the value.

@@ -61,6 +61,18 @@ TEST(IdentityTokenTest, LoadTrimsAndReportsMissingOrEmptyKeysWithoutValues) {
   EXPECT_THAT(missing.status().message(), HasSubstr("relayctl register"));
 }
 
+TEST(IdentityTokenTest, SharedTokensShorterThan32RandomBytesAreRefused) {
+  EXPECT_TRUE(CheckSharedTokenStrength(*GenerateToken(), kNs, "relay-identity-token-secret", "token").ok());
+  EXPECT_TRUE(CheckSharedTokenStrength(std::string(43, 'a'), kNs, "relay-identity-token-secret", "token").ok());
+  for (std::string weak : {std::string("k9"), std::string("s3cret-token"), std::string(42, 'a')}) {
+    absl::Status status = CheckSharedTokenStrength(weak, kNs, "relay-identity-token-secret", "token");
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << weak;
+    EXPECT_THAT(status.message(), HasSubstr("at least 43"));
+    EXPECT_THAT(status.message(), HasSubstr("gloo-mesh/relay-identity-token-secret key \"token\""));
+    EXPECT_THAT(status.message(), Not(HasSubstr(weak)));
+  }
+}
+
 class BootstrapTokensTest : public ::testing::Test {
  protected:
   std::unique_ptr<secrets::DirectorySecretStore> store_ = TempStore();

@@ -1,0 +1,118 @@
+#include "mgmt/management_pki.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
+#include "secrets/directory_store.h"
+
+namespace relay::mgmt {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+constexpr char kNs[] = "gloo-mesh";
+const absl::Time kNow = absl::FromUnixSeconds(1796216400);  // 2026-12-02T13:40:00Z
+
+class ManagementPkiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
+                                    "/pki.XXXXXX");
+    store_ = *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()));
+  }
+
+  std::vector<std::string> Names() { return *store_->List(kNs); }
+
+  std::unique_ptr<secrets::DirectorySecretStore> store_;
+  ManagementPkiOptions options_;
+};
+
+TEST_F(ManagementPkiTest, FirstStartCreatesTheFourSecretsAndTheSecondKeepsThem) {
+  absl::StatusOr<ManagementPki> first = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(first->created,
+              UnorderedElementsAre("gloo-mesh/relay-root-tls-secret", "gloo-mesh/relay-tls-signing-secret",
+                                   "gloo-mesh/relay-server-tls-secret", "gloo-mesh/relay-identity-token-secret"));
+  EXPECT_EQ(first->token.size(), 43u);
+  ASSERT_NE(first->signer, nullptr);
+
+  absl::StatusOr<ManagementPki> second = EnsureManagementPki(*store_, options_, kNow + absl::Hours(1));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(second->created, IsEmpty());
+  EXPECT_EQ(second->token, first->token);
+  EXPECT_EQ(second->root_bundle_pem, first->root_bundle_pem);
+  EXPECT_EQ(second->server_certificate.serial_hex, first->server_certificate.serial_hex);
+}
+
+// Anyone holding the shared token may register clusters: a short one stops start-up,
+// and nothing is created around it.
+TEST_F(ManagementPkiTest, ShortSharedTokenStopsStartUpAndNothingIsWritten) {
+  ASSERT_TRUE(store_->Put(kNs, "relay-identity-token-secret", {{"token", "x"}}).ok());
+  absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_FALSE(pki.ok());
+  EXPECT_EQ(pki.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(pki.status().message(), HasSubstr("relay-identity-token-secret"));
+  EXPECT_THAT(pki.status().message(), HasSubstr("at least 43"));
+  EXPECT_THAT(Names(), ElementsAre("relay-identity-token-secret"));
+}
+
+TEST_F(ManagementPkiTest, ExpiredServerCertificateIsReissuedAtStartUp) {
+  options_.server_lifetime = absl::Hours(1);
+  absl::StatusOr<ManagementPki> first = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::Time later = kNow + absl::Hours(2);
+  absl::StatusOr<ManagementPki> second = EnsureManagementPki(*store_, options_, later);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(second->server_certificate.serial_hex, first->server_certificate.serial_hex);
+  EXPECT_GT(second->server_certificate.not_after, later);
+  EXPECT_THAT(second->created, ElementsAre("gloo-mesh/relay-server-tls-secret"));
+  // The stored secret is the new one.
+  auto stored = pki::ParseCertificateChainPem((*store_->Get(kNs, "relay-server-tls-secret"))["tls.crt"]);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(pki::SerialHex((*stored)[0].get()), second->server_certificate.serial_hex);
+}
+
+// Without the signing CA the server cannot replace an expired server certificate: that
+// still stops start-up, naming the secret.
+TEST_F(ManagementPkiTest, ExpiredServerCertificateWithoutASigningCaStopsStartUp) {
+  options_.server_lifetime = absl::Hours(1);
+  ASSERT_TRUE(EnsureManagementPki(*store_, options_, kNow).ok());
+  ASSERT_TRUE(store_->Delete(kNs, "relay-tls-signing-secret").ok());
+  options_.values.disable_ca = true;
+  absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow + absl::Hours(2));
+  ASSERT_FALSE(pki.ok());
+  EXPECT_THAT(pki.status().message(), HasSubstr("relay-server-tls-secret"));
+}
+
+// A root that went missing while the signing secret stayed: the new root would not be
+// the intermediate's issuer, so start-up stops, and no new root is written first.
+TEST_F(ManagementPkiTest, MissingRootWithAPresentSigningSecretWritesNothing) {
+  ASSERT_TRUE(EnsureManagementPki(*store_, options_, kNow).ok());
+  ASSERT_TRUE(store_->Delete(kNs, "relay-root-tls-secret").ok());
+  absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_FALSE(pki.ok());
+  EXPECT_THAT(pki.status().message(), HasSubstr("relay-tls-signing-secret"));
+  EXPECT_THAT(pki.status().message(), HasSubstr("restore the root secret"));
+  EXPECT_THAT(Names(), UnorderedElementsAre("relay-identity-token-secret", "relay-server-tls-secret",
+                                            "relay-tls-signing-secret"));
+}
+
+TEST_F(ManagementPkiTest, BrokenSecretStopsStartUpNamingTheSecretAndKey) {
+  ASSERT_TRUE(EnsureManagementPki(*store_, options_, kNow).ok());
+  secrets::SecretData signing = *store_->Get(kNs, "relay-tls-signing-secret");
+  signing["tls.key"] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+  ASSERT_TRUE(store_->Put(kNs, "relay-tls-signing-secret", signing).ok());
+  absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_FALSE(pki.ok());
+  EXPECT_THAT(pki.status().message(), HasSubstr("secret gloo-mesh/relay-tls-signing-secret key tls.key"));
+}
+
+}  // namespace
+}  // namespace relay::mgmt
