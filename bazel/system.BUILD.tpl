@@ -94,6 +94,19 @@ cc_library(
     deps = [":openssl"],
 )
 
+# zlib (zlib1g-dev): crc32 for the registry journal's record checksums.
+cc_library(
+    name = "zlib",
+    linkopts = ["-lz"],
+)
+
+# GNU libmicrohttpd (libmicrohttpd-dev): the health and metrics endpoints, served from
+# one epoll thread with connection timeouts, so idle clients cannot starve probes.
+cc_library(
+    name = "microhttpd",
+    linkopts = ["-lmicrohttpd"],
+)
+
 # gperftools' tcmalloc (Debian libtcmalloc-minimal4) as the process allocator of the
 # management server and the benchmarks: with ten thousand TLS connections it holds
 # ~18% less memory per connection than glibc's malloc and spends less CPU in it.
