@@ -22,6 +22,7 @@ using ::relay::pki::testing::TestPki;
 using ::relay::pki::testing::ValueOrDie;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class CaTest : public ::testing::TestWithParam<KeyType> {
  protected:
@@ -134,6 +135,25 @@ TEST_P(CaTest, ChainThatDoesNotReachTheRootIsRefused) {
   EXPECT_THAT(status.message(), HasSubstr("does not verify"));
   // Missing intermediate: same answer.
   EXPECT_FALSE(VerifyChain(leaf.get(), {}, {other.root.get()}, ReferenceTime()).ok());
+}
+
+// A certificate checked on a machine whose clock is behind the issuer's: the message
+// says "not yet valid" and by how much the clocks differ, not "does not chain".
+TEST_P(CaTest, ClockSkewIsReportedAsSuchWithTheDifference) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  absl::Time issued = ReferenceTime() + absl::Hours(2);
+  UniquePtr<X509> leaf = ValueOrDie(pki_.intermediate->Issue(key.get(), ClientSpec("c", issued, absl::Hours(1))));
+  std::vector<const X509*> intermediates = {pki_.intermediate->certificate()};
+  // The leaf starts 30 s before `issued` (backdated); this clock is 120 s behind that.
+  absl::Status behind = VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, issued - absl::Seconds(150),
+                                    Purpose::kClientAuth);
+  EXPECT_EQ(behind.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(behind.message(), HasSubstr("is not yet valid"));
+  EXPECT_THAT(behind.message(), HasSubstr("the clocks differ by about 120 s"));
+  EXPECT_THAT(behind.message(), Not(HasSubstr("does not verify")));
+  absl::Status after = VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, issued + absl::Hours(2),
+                                   Purpose::kClientAuth);
+  EXPECT_THAT(after.message(), HasSubstr("expired at"));
 }
 
 TEST_P(CaTest, IsIssuedByTellsTheDirectIssuer) {

@@ -178,7 +178,30 @@ absl::Status VerifyChain(const X509* leaf, const std::vector<const X509*>& inter
   }
   if (X509_verify_cert(ctx.get()) != 1) {
     int error = X509_STORE_CTX_get_error(ctx.get());
+    X509* culprit = X509_STORE_CTX_get_current_cert(ctx.get());
     ClearSslErrors();
+    // Out of its validity is not "does not chain": say when, and by how much the clocks
+    // would have to differ, since a clock that is behind is the usual cause.
+    if (culprit != nullptr &&
+        (error == X509_V_ERR_CERT_NOT_YET_VALID || error == X509_V_ERR_CERT_HAS_EXPIRED)) {
+      std::string subject = NameToString(X509_get_subject_name(culprit));
+      if (error == X509_V_ERR_CERT_NOT_YET_VALID) {
+        absl::StatusOr<absl::Time> starts = Asn1TimeToTime(X509_get0_notBefore(culprit));
+        if (starts.ok()) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "certificate \"", subject, "\" is not yet valid: it starts at ", FormatUtc(*starts), ", ",
+              absl::ToInt64Seconds(*starts - at), " s after this machine's clock (", FormatUtc(at),
+              "): the clocks differ by about ", absl::ToInt64Seconds(*starts - at),
+              " s; set both clocks right (NTP)"));
+        }
+      } else {
+        absl::StatusOr<absl::Time> ended = Asn1TimeToTime(X509_get0_notAfter(culprit));
+        if (ended.ok()) {
+          return absl::FailedPreconditionError(absl::StrCat("certificate \"", subject, "\" expired at ",
+                                                            FormatUtc(*ended), " (now ", FormatUtc(at), ")"));
+        }
+      }
+    }
     return absl::InvalidArgumentError(
         absl::StrCat("certificate chain does not verify against the root: ",
                      X509_verify_cert_error_string(error)));
