@@ -9,6 +9,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/refusal.h"
 #include "secrets/directory_store.h"
 
 namespace relay::mgmt {
@@ -74,8 +75,8 @@ TEST_F(ClusterRegistryTest, StateSurvivesAReload) {
   EXPECT_EQ(east->acked_version, 1);
   EXPECT_EQ(registry->CheckNotDeregistered("west").code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(registry->LatestSnapshot("east")->at(0).content, "x");
-  // Loading compacts: one line per cluster.
-  EXPECT_EQ(JournalLines(), 2u);
+  // Loading compacts: the header and one line per cluster.
+  EXPECT_EQ(JournalLines(), 3u);
 }
 
 TEST_F(ClusterRegistryTest, ConcurrentUpdatesAllReachTheDisk) {
@@ -137,7 +138,7 @@ TEST_F(ClusterRegistryTest, AsyncRecordsCallBackOnceDurableAndInOrder) {
 // that is in a journal callback; that handler may append and wait.
 TEST_F(ClusterRegistryTest, AJournalCallbackMayAppendAndWait) {
   {
-    std::vector<std::string> lines;
+    std::vector<JournalRecord> lines;
     std::unique_ptr<Journal> journal = *Journal::Open(journal_, &lines);
     absl::Notification finished;
     journal->AppendAsync("first", [&](absl::Status status) {
@@ -147,9 +148,11 @@ TEST_F(ClusterRegistryTest, AJournalCallbackMayAppendAndWait) {
     });
     ASSERT_TRUE(finished.WaitForNotificationWithTimeout(absl::Seconds(20)));
   }
-  std::vector<std::string> lines;
+  std::vector<JournalRecord> lines;
   ASSERT_TRUE(Journal::Open(journal_, &lines).ok());
-  EXPECT_THAT(lines, ElementsAre("first", "second"));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].text, "first");
+  EXPECT_EQ(lines[1].text, "second");
 }
 
 TEST_F(ClusterRegistryTest, ALineCutShortByACrashIsIgnored) {
@@ -173,6 +176,166 @@ TEST_F(ClusterRegistryTest, TheJournalIsCompactedWhenItGrows) {
   std::optional<ClusterRecord> east = reloaded->Find("east");
   EXPECT_EQ(east->current_serial, "S0");
   EXPECT_THAT(east->pending_serials, ElementsAre("S4196", "S4197", "S4198", "S4199"));
+}
+
+// The file as bytes, to damage it the way a disk or a person would.
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void WriteAll(const std::string& path, const std::string& content) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
+}
+
+// One changed byte in a deregistration must not be read as something else: start-up
+// stops with the file, the offset and the repair command, and the file stays as it was.
+TEST_F(ClusterRegistryTest, ADamagedRecordStopsLoadingAndIsNeverCompactedAway) {
+  {
+    auto registry = Load();
+    ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
+    ASSERT_TRUE(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow).ok());
+    ASSERT_TRUE(registry->Deregister("west").ok());
+  }
+  std::string content = ReadAll(journal_);
+  size_t deregistered = content.find("state=deregistered");
+  ASSERT_NE(deregistered, std::string::npos);
+  content[deregistered + 6] = 'r';  // "reregistered": a valid-looking word
+  WriteAll(journal_, content);
+
+  absl::StatusOr<std::unique_ptr<ClusterRegistry>> damaged =
+      ClusterRegistry::Load(store_.get(), "gloo-mesh", journal_, "relayctl registry repair --mgmt_secrets_dir=/x");
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss);
+  size_t line_start = content.rfind('\n', deregistered) + 1;
+  EXPECT_THAT(damaged.status().message(), HasSubstr(journal_));
+  EXPECT_THAT(damaged.status().message(), HasSubstr(absl::StrCat("at byte ", line_start)));
+  EXPECT_THAT(damaged.status().message(), HasSubstr("checksum"));
+  EXPECT_THAT(damaged.status().message(), HasSubstr("relayctl registry repair --mgmt_secrets_dir=/x"));
+  EXPECT_EQ(ReadAll(journal_), content);  // untouched, not compacted
+}
+
+// Without checksums (the older format) a record is still read strictly: an unknown
+// field or an unreadable value is damage, not a default.
+TEST_F(ClusterRegistryTest, OlderJournalsAreReadStrictlyAndRewrittenWithChecksums) {
+  WriteAll(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=1767229200;"
+                     "issued_at=1767225600;registered_at=1767225600;snapshot_version=0;acked_version=0\n");
+  {
+    auto registry = Load();
+    EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());
+  }
+  EXPECT_THAT(ReadAll(journal_), ::testing::StartsWith(kJournalHeader));
+  WriteAll(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=17x;"
+                     "issued_at=1767225600;registered_at=1767225600;snapshot_version=0;acked_version=0\n");
+  absl::StatusOr<std::unique_ptr<ClusterRegistry>> damaged = ClusterRegistry::Load(store_.get(), "gloo-mesh", journal_);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_THAT(damaged.status().message(), HasSubstr("not_after is not a number"));
+  EXPECT_THAT(damaged.status().message(), HasSubstr("at byte 0 (line 1)"));
+}
+
+TEST_F(ClusterRegistryTest, RepairKeepsTheDamagedFileAsideAndEveryWholeRecord) {
+  {
+    auto registry = Load();
+    ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
+    ASSERT_TRUE(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow).ok());
+    ASSERT_TRUE(registry->Deregister("west").ok());
+  }
+  std::string content = ReadAll(journal_);
+  size_t deregistered = content.find("state=deregistered");
+  content[deregistered + 6] = 'r';
+  WriteAll(journal_, content);
+
+  absl::StatusOr<JournalRepair> repair = ClusterRegistry::RepairJournal(journal_, kNow);
+  ASSERT_TRUE(repair.ok()) << repair.status();
+  EXPECT_EQ(repair->kept, 2u);
+  ASSERT_EQ(repair->dropped.size(), 1u);
+  EXPECT_THAT(repair->dropped[0], HasSubstr("cluster west"));
+  EXPECT_EQ(repair->damaged_copy, absl::StrCat(journal_, ".damaged-", absl::ToUnixSeconds(kNow)));
+  EXPECT_EQ(ReadAll(repair->damaged_copy), content);
+  // West's last whole record is what it was before the damaged one: registered.
+  auto registry = Load();
+  EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());
+  EXPECT_TRUE(registry->CheckIssuedSerial("west", "W").ok());
+  // A whole journal needs no repair.
+  absl::StatusOr<JournalRepair> again = ClusterRegistry::RepairJournal(journal_, kNow);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->dropped.empty());
+  EXPECT_TRUE(again->damaged_copy.empty());
+}
+
+// DESIGN.md "Who may register a name".
+TEST_F(ClusterRegistryTest, TheSharedTokenCannotTakeOverALiveClusterName) {
+  auto registry = Load();
+  RegistrationRules offline;
+  ASSERT_TRUE(registry->RecordRegistered("east", "A", kNow + absl::Hours(1), kNow, offline).ok());
+
+  RegistrationRules online;
+  online.live_stream = true;
+  absl::StatusOr<RegistrationKind> refused = registry->CheckRegistration("east", kNow, online);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(refused.status().message(), HasSubstr("relayctl register --cluster east"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("bootstrap_token_ttl"));
+  EXPECT_EQ(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, online).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());  // nothing changed
+
+  // Offline (a pod that lost its key): allowed, and the old certificate is revoked.
+  EXPECT_EQ(*registry->CheckRegistration("east", kNow, offline), RegistrationKind::kReplacesValid);
+  ASSERT_TRUE(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, offline).ok());
+  EXPECT_EQ(registry->CheckIssuedSerial("east", "A").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(registry->CheckIssuedSerial("east", "B").ok());
+
+  // Strict: refused whenever a valid certificate exists...
+  RegistrationRules strict;
+  strict.strict = true;
+  EXPECT_EQ(registry->CheckRegistration("east", kNow, strict).status().code(), absl::StatusCode::kAlreadyExists);
+  // ...but not once it expired, nor after an operator's admit, nor with a bound token.
+  EXPECT_EQ(*registry->CheckRegistration("east", kNow + absl::Hours(2), strict), RegistrationKind::kFirst);
+  RegistrationRules bound = strict;
+  bound.bound_token = true;
+  bound.live_stream = true;
+  EXPECT_TRUE(registry->CheckRegistration("east", kNow, bound).ok());
+  ASSERT_TRUE(registry->Admit("east").ok());
+  online.strict = true;
+  ASSERT_TRUE(registry->RecordRegistered("east", "C", kNow + absl::Hours(1), kNow, online).ok());
+  // The admit was used up.
+  EXPECT_EQ(registry->CheckRegistration("east", kNow, online).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(ClusterRegistryTest, RefusalsSayWhetherToWaitOrToRegisterAgain) {
+  auto registry = Load();
+  ASSERT_TRUE(registry->RecordRegistered("east", "A", kNow + absl::Hours(1), kNow, {}).ok());
+  ASSERT_TRUE(registry->Deregister("east").ok());
+  absl::Status deregistered = registry->CheckNotDeregistered("east");
+  EXPECT_EQ(RefusalOf(deregistered), kRefusalDeregistered);
+  ASSERT_TRUE(registry->Admit("east").ok());
+  absl::Status unknown = registry->CheckIssuedSerial("east", "A");
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(RefusalOf(unknown), kRefusalUnknownCertificate);
+  // Registering again works at once: the admitted name holds no valid certificate.
+  RegistrationRules online;
+  online.live_stream = true;
+  online.strict = true;
+  EXPECT_TRUE(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, online).ok());
+}
+
+// A lowered clientCertTtl: the latest certificate's expiry is what the registry shows.
+TEST_F(ClusterRegistryTest, ExpiryIsTheLatestCertificatesEvenWhenEarlier) {
+  auto registry = Load();
+  ASSERT_TRUE(registry->RecordRegistered("east", "A", kNow + absl::Hours(720), kNow, {}).ok());
+  ASSERT_TRUE(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow + absl::Hours(1)).ok());
+  EXPECT_EQ(registry->Find("east")->not_after, kNow + absl::Hours(2));
+}
+
+TEST_F(ClusterRegistryTest, AnAckForAVersionNeverPushedIsRefused) {
+  auto registry = Load();
+  ASSERT_TRUE(registry->PushSnapshot("east", {{"a.yaml", "x"}}).ok());
+  EXPECT_EQ(registry->RecordAck("east", 7).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry->Find("east")->acked_version, 0);
+  EXPECT_TRUE(registry->RecordAck("east", 1).ok());
+  EXPECT_EQ(registry->Find("east")->acked_version, 1);
 }
 
 }  // namespace

@@ -7,9 +7,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
+#include "zlib.h"
 
 namespace relay::mgmt {
 namespace {
@@ -29,39 +33,135 @@ absl::Status WriteAll(int fd, const std::string& data, const std::string& path) 
   return absl::OkStatus();
 }
 
-}  // namespace
+std::string Checksum(absl::string_view record) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  crc = crc32(crc, reinterpret_cast<const Bytef*>(record.data()), static_cast<uInt>(record.size()));
+  return absl::StrFormat("%08x", static_cast<uint32_t>(crc));
+}
 
-absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
-                                                       std::vector<std::string>* lines) {
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("cannot open journal", path);
+std::string FramedLine(absl::string_view record) { return absl::StrCat(Checksum(record), " ", record, "\n"); }
+
+absl::StatusOr<std::string> ReadAll(int fd, const std::string& path) {
   std::string content;
   char buffer[65536];
   for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) != 0;) {
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      close(fd);
-      return Errno("cannot read journal", path);
-    }
+    if (n < 0) return Errno("cannot read journal", path);
     content.append(buffer, static_cast<size_t>(n));
   }
-  // A last line without its newline was cut short by a crash: drop it.
+  return content;
+}
+
+JournalScan Scan(absl::string_view content) {
+  JournalScan scan;
+  // A last line without its newline was cut short by a crash.
   size_t complete = content.rfind('\n');
-  complete = complete == std::string::npos ? 0 : complete + 1;
-  if (complete != content.size() && ftruncate(fd, static_cast<off_t>(complete)) != 0) {
+  complete = complete == absl::string_view::npos ? 0 : complete + 1;
+  scan.torn_tail_bytes = content.size() - complete;
+  size_t offset = 0;
+  size_t number = 0;
+  while (offset < complete) {
+    size_t end = content.find('\n', offset);
+    absl::string_view line = content.substr(offset, end - offset);
+    number++;
+    JournalRecord record{std::string(line), offset, number};
+    offset = end + 1;
+    if (number == 1 && line == kJournalHeader) {
+      scan.checksummed = true;
+      continue;
+    }
+    if (!scan.checksummed) {
+      if (!line.empty()) scan.records.push_back(std::move(record));
+      continue;
+    }
+    if (line.size() < 9 || line[8] != ' ') {
+      record.problem = "the line has no checksum";
+      scan.damaged.push_back(std::move(record));
+      continue;
+    }
+    absl::string_view text = line.substr(9);
+    if (Checksum(text) != line.substr(0, 8)) {
+      record.problem = "the checksum does not match the record";
+      scan.damaged.push_back(std::move(record));
+      continue;
+    }
+    record.text = std::string(text);
+    scan.records.push_back(std::move(record));
+  }
+  return scan;
+}
+
+}  // namespace
+
+absl::StatusOr<JournalScan> ScanJournal(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("journal ", path, " does not exist"));
+    return Errno("cannot open journal", path);
+  }
+  absl::StatusOr<std::string> content = ReadAll(fd, path);
+  close(fd);
+  if (!content.ok()) return content.status();
+  return Scan(*content);
+}
+
+absl::Status WriteJournalFile(const std::string& path, const std::vector<std::string>& records) {
+  std::string temp = path + ".compact";
+  int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("cannot create", temp);
+  std::string content = absl::StrCat(kJournalHeader, "\n");
+  for (const std::string& record : records) content += FramedLine(record);
+  absl::Status status = WriteAll(fd, content, temp);
+  if (status.ok() && fsync(fd) != 0) status = Errno("cannot sync", temp);
+  close(fd);
+  if (status.ok() && rename(temp.c_str(), path.c_str()) != 0) status = Errno("cannot replace", path);
+  if (!status.ok()) {
+    unlink(temp.c_str());
+    return status;
+  }
+  std::string dir = path.substr(0, path.rfind('/'));
+  int dir_fd = open(dir.empty() ? "/" : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    fsync(dir_fd);
+    close(dir_fd);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
+                                                       std::vector<JournalRecord>* records) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("cannot open journal", path);
+  absl::StatusOr<std::string> content = ReadAll(fd, path);
+  if (!content.ok()) {
+    close(fd);
+    return content.status();
+  }
+  JournalScan scan = Scan(*content);
+  if (!scan.damaged.empty()) {
+    close(fd);
+    const JournalRecord& first = scan.damaged.front();
+    return absl::DataLossError(absl::StrCat(
+        "journal ", path, " is damaged at byte ", first.offset, " (line ", first.line, "): ",
+        first.problem, scan.damaged.size() > 1 ? absl::StrCat("; ", scan.damaged.size() - 1, " more damaged line(s)") : ""));
+  }
+  if (scan.torn_tail_bytes > 0 &&
+      ftruncate(fd, static_cast<off_t>(content->size() - scan.torn_tail_bytes)) != 0) {
     close(fd);
     return Errno("cannot repair journal", path);
   }
-  for (absl::string_view line : absl::StrSplit(absl::string_view(content).substr(0, complete), '\n',
-                                               absl::SkipEmpty())) {
-    lines->emplace_back(line);
-  }
-  return std::unique_ptr<Journal>(new Journal(path, fd));
+  for (JournalRecord& record : scan.records) records->push_back(std::move(record));
+  bool empty = content->size() == scan.torn_tail_bytes;
+  return std::unique_ptr<Journal>(new Journal(path, fd, empty, scan.checksummed));
 }
 
-Journal::Journal(std::string path, int fd)
+Journal::Journal(std::string path, int fd, bool empty, bool checksummed)
     : path_(std::move(path)),
       fd_(fd),
+      needs_header_(empty),
+      failure_(empty || checksummed ? absl::OkStatus()
+                                    : absl::FailedPreconditionError(absl::StrCat(
+                                          "journal ", path_, " is in the older format: compact it first"))),
       callback_thread_([this] { RunCallbacks(); }),
       writer_([this] { WriteBatches(); }) {}
 
@@ -86,8 +186,13 @@ size_t Journal::appended() const {
 }
 
 void Journal::Enqueue(Pending pending) {
-  pending.line += '\n';
+  pending.line = FramedLine(pending.line);
   absl::MutexLock lock(&mu_);
+  if (needs_header_) {
+    // The first record of an empty file: the header goes first, in the same write.
+    pending.line = absl::StrCat(kJournalHeader, "\n", pending.line);
+    needs_header_ = false;
+  }
   queue_.push_back(std::move(pending));
   appended_++;
 }
@@ -158,29 +263,13 @@ void Journal::RunCallbacks() {
 absl::Status Journal::Compact(const std::vector<std::string>& lines) {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(+[](Journal* j) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !j->writing_; }, this));
-  std::string temp = path_ + ".compact";
-  int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("cannot create", temp);
-  std::string content;
-  for (const std::string& line : lines) absl::StrAppend(&content, line, "\n");
-  absl::Status status = WriteAll(fd, content, temp);
-  if (status.ok() && fsync(fd) != 0) status = Errno("cannot sync", temp);
-  close(fd);
-  if (status.ok() && rename(temp.c_str(), path_.c_str()) != 0) status = Errno("cannot replace", path_);
-  if (!status.ok()) {
-    unlink(temp.c_str());
-    return status;
-  }
-  std::string dir = path_.substr(0, path_.rfind('/'));
-  int dir_fd = open(dir.empty() ? "/" : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    fsync(dir_fd);
-    close(dir_fd);
-  }
+  RETURN_IF_ERROR(WriteJournalFile(path_, lines));
   int reopened = open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   if (reopened < 0) return Errno("cannot reopen journal", path_);
   close(fd_);
   fd_ = reopened;
+  needs_header_ = false;
+  failure_ = absl::OkStatus();
   appended_ = 0;
   return absl::OkStatus();
 }

@@ -8,9 +8,16 @@
 // (AppendAsync) instead of blocking a thread on it; that is what lets the gRPC callback
 // handlers persist without stalling. Those callbacks run on a second thread, never the
 // writer's, so a callback may itself append and wait (gRPC can run a new call's handler
-// inline in the thread that finishes another call). A line cut short by a crash is
-// ignored on the next open. Compact() rewrites the file (temporary file, fsync, rename)
-// to hold only what the caller still needs.
+// inline in the thread that finishes another call). Compact() rewrites the file
+// (temporary file, fsync, rename) to hold only what the caller still needs.
+//
+// Every record carries a checksum: the file starts with a header line (kJournalHeader)
+// and each record is "<crc32 of the record, 8 hex digits> <record>". A record whose
+// checksum does not match is damage, reported with the file and byte offset, and the
+// file is left as it is (never compacted away); only a last line without its newline,
+// which is what a crash during a write leaves, is dropped silently. A file without the
+// header is the older format (no checksums), read as it is and rewritten with them at
+// the next compaction.
 
 #include <memory>
 #include <string>
@@ -25,24 +32,52 @@
 
 namespace relay::mgmt {
 
+inline constexpr char kJournalHeader[] = "# relay journal v2: <crc32> <record> per line";
+
+// One record as read from a journal file.
+struct JournalRecord {
+  std::string text;     // the record (for a damaged one: the whole line as it is)
+  size_t offset = 0;    // of its line in the file
+  size_t line = 0;      // 1-based
+  std::string problem;  // why it is damaged; empty when it is whole
+};
+
+// What a journal file holds, damage included.
+struct JournalScan {
+  bool checksummed = false;  // the header is there (else the older format)
+  std::vector<JournalRecord> records;
+  std::vector<JournalRecord> damaged;
+  size_t torn_tail_bytes = 0;          // a last line without its newline
+};
+
+// Reads `path` without changing it. NOT_FOUND when it does not exist.
+absl::StatusOr<JournalScan> ScanJournal(const std::string& path);
+
+// Writes `records` as a complete journal file at `path` (header, checksums; temporary
+// file, fsync, rename, directory fsync).
+absl::Status WriteJournalFile(const std::string& path, const std::vector<std::string>& records);
+
 class Journal {
  public:
-  // Opens (creating, mode 0600) `path`; `lines` receives the complete lines it holds.
+  // Opens (creating, mode 0600) `path`; `records` receives the records it holds, in
+  // order. DATA_LOSS, naming the file and the byte offset, when a record is damaged;
+  // the file is then left untouched.
   static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path,
-                                                       std::vector<std::string>* lines);
+                                                       std::vector<JournalRecord>* records);
   ~Journal();
 
   // Runs once a line is on disk, or its write failed, on the journal's callback thread.
   using Done = absl::AnyInvocable<void(absl::Status) &&>;
 
-  // Queues `line` (no '\n' inside); `done` runs when it is durable. Lines are written in
-  // the order they were queued.
+  // Queues `line` (a record, no '\n' inside); `done` runs when it is durable. Lines are
+  // written in the order they were queued.
   void AppendAsync(std::string line, Done done);
 
   // Returns once `line` (no '\n' inside) is on disk.
   absl::Status Append(const std::string& line);
 
-  // Replaces the whole file with `lines`, atomically. Appends wait meanwhile.
+  // Replaces the whole file with `lines`, atomically. Appends wait meanwhile. A file
+  // opened in the older format must be compacted before anything is appended.
   absl::Status Compact(const std::vector<std::string>& lines);
 
   // Lines appended since the last open or compaction.
@@ -58,7 +93,7 @@ class Journal {
     absl::Notification* durable = nullptr;
   };
 
-  Journal(std::string path, int fd);
+  Journal(std::string path, int fd, bool empty, bool checksummed);
   void Enqueue(Pending pending);
   void WriteBatches();
   void RunCallbacks();
@@ -66,10 +101,14 @@ class Journal {
   const std::string path_;
   mutable absl::Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);
+  // The file is empty: the first write starts with the header.
+  bool needs_header_ ABSL_GUARDED_BY(mu_);
   std::vector<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status failure_ ABSL_GUARDED_BY(mu_);   // sticky: a failed write fails all later
+  // Sticky: a failed write fails all later ones, until a compaction rewrites the file.
+  // A file in the older format starts out failed: records may follow only a header.
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
   size_t appended_ ABSL_GUARDED_BY(mu_) = 0;
 
   absl::Mutex callbacks_mu_;
