@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/names.h"
+#include "common/refusal.h"
 #include "common/status_macros.h"
 #include "rotator/rotator.h"
 #include "secrets/directory_store.h"
@@ -58,8 +59,16 @@ class AgentImpl final : public Agent {
   }
 
   absl::Status Init() {
-    ASSIGN_OR_RETURN(ClientCredentials credentials, ObtainCredentials(absl::Now()));
-    SetCredentials(std::make_shared<const ClientCredentials>(std::move(credentials)));
+    absl::StatusOr<ClientCredentials> credentials = ObtainCredentials(absl::Now());
+    if (credentials.ok()) {
+      SetCredentials(std::make_shared<const ClientCredentials>(*std::move(credentials)));
+    } else if (IsCallFailure(credentials.status())) {
+      // The server is not there yet, or refuses for now: the loop keeps trying.
+      LogWarning("registration_failed", {{"error", std::string(credentials.status().message())},
+                                         {"next", "retrying with backoff"}});
+    } else {
+      return credentials.status();  // something this side must provide
+    }
     if (absl::StatusOr<secrets::SecretData> state = store_->Get(options_.secrets.ns, kStateSecret);
         state.ok() && state->count("acked_version")) {
       acked_version_ = std::atoll(state->at("acked_version").c_str());
@@ -67,10 +76,14 @@ class AgentImpl final : public Agent {
     watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret,
                            [this] { ReloadCredentials(); });
     if (!options_.metrics_address.empty()) {
-      ASSIGN_OR_RETURN(http_, HttpEndpoints::Start(options_.metrics_address,
-                                                   {[this] { return metrics_.Render(); },
-                                                    [] { return std::string(); },
-                                                    [this] { return connected_ ? "" : "relay stream is not up"; }}));
+      ASSIGN_OR_RETURN(metrics_http_, HttpEndpoints::Start(options_.metrics_address,
+                                                           {[this] { return metrics_.Render(); }, nullptr, nullptr}));
+    }
+    if (!options_.health_address.empty()) {
+      ASSIGN_OR_RETURN(health_http_,
+                       HttpEndpoints::Start(options_.health_address,
+                                            {nullptr, [] { return std::string(); },
+                                             [this] { return connected_ ? "" : "relay stream is not up"; }}));
     }
     if (options_.rotation == "builtin") {
       rotator::RotatorOptions rotation;
@@ -161,20 +174,55 @@ class AgentImpl final : public Agent {
   }
 
   // The client secret changed (the rotator renewed it, or an operator replaced it): new
-  // connections use it; the open stream keeps running.
+  // connections use it; the open stream keeps running. A secret that became unreadable
+  // or vanished while this agent holds a valid certificate is written back from memory:
+  // otherwise nobody would (the rotator can only register anew, which the server
+  // refuses while this agent is connected).
   void ReloadCredentials() {
     absl::StatusOr<ClientCredentials> loaded =
         LoadClientCredentials(*store_, options_.secrets, options_.cluster, absl::Now());
+    std::shared_ptr<const ClientCredentials> current = Credentials();
     if (!loaded.ok()) {
+      bool repairable = !absl::IsUnavailable(loaded.status());  // not just a writer in the way
+      if (repairable && current && absl::Now() < current->leaf.not_after) {
+        absl::Status written = WriteClientCredentials(*store_, options_.secrets, *current);
+        if (written.ok()) {
+          LogWarning("client_secret_repaired", {{"problem", std::string(loaded.status().message())},
+                                                {"serial", current->leaf.serial_hex},
+                                                {"note", "wrote back the certificate this agent uses"}});
+          return;
+        }
+        LogError("client_secret_repair_failed", {{"error", std::string(written.message())}});
+      }
       LogWarning("client_secret_reload_skipped", {{"error", std::string(loaded.status().message())}});
       return;
     }
-    std::shared_ptr<const ClientCredentials> current = Credentials();
     if (current && current->leaf.serial_hex == loaded->leaf.serial_hex) return;
     LogInfo("client_secret_reloaded", {{"serial", loaded->leaf.serial_hex},
                                        {"not_after", pki::FormatUtc(loaded->leaf.not_after)}});
     metrics_.Add("relay_agent_credential_reloads_total", {});
     SetCredentials(std::make_shared<const ClientCredentials>(*std::move(loaded)));
+  }
+
+  void ClearCredentials() {
+    absl::MutexLock lock(&mu_);
+    credentials_.reset();
+  }
+
+  // Registers anew with the token: first contact, or again after the server stopped
+  // accepting our certificate (an operator admitted the cluster again).
+  absl::Status RegisterAgain(absl::string_view why) {
+    if (!HasToken(*store_, options_.secrets)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          why, ", and there is no identity token to register again: run relayctl register --cluster ",
+          options_.cluster));
+    }
+    ASSIGN_OR_RETURN(ClientCredentials registered,
+                     RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, absl::Now()));
+    RETURN_IF_ERROR(WriteClientCredentials(*store_, options_.secrets, registered));
+    LogInfo("credentials_registered", {{"serial", registered.leaf.serial_hex}, {"why", std::string(why)}});
+    SetCredentials(std::make_shared<const ClientCredentials>(std::move(registered)));
+    return absl::OkStatus();
   }
 
   absl::Duration Backoff(int attempt) {
@@ -187,8 +235,27 @@ class AgentImpl final : public Agent {
     bool expired_logged = false;
     while (!stop_.HasBeenNotified()) {
       std::shared_ptr<const ClientCredentials> credentials = Credentials();
+      if (!credentials) {
+        // No certificate yet (the server was not there, or refused): try again.
+        absl::StatusOr<ClientCredentials> obtained = ObtainCredentials(absl::Now());
+        if (obtained.ok()) {
+          SetCredentials(std::make_shared<const ClientCredentials>(*std::move(obtained)));
+          attempt = 0;
+          continue;
+        }
+        absl::Duration wait = Backoff(attempt++);
+        LogWarning("registration_failed", {{"error", std::string(obtained.status().message())},
+                                           {"retry_in", absl::FormatDuration(wait)}});
+        if (stop_.WaitForNotificationWithTimeout(wait)) break;
+        continue;
+      }
       absl::Time now = absl::Now();
       if (now > credentials->leaf.not_after) {
+        if (absl::IsNotFound(LoadClientCredentials(*store_, options_.secrets, options_.cluster, now).status())) {
+          // No client secret at all any more: first contact is the agent's again.
+          ClearCredentials();
+          continue;
+        }
         // Renewing, and registering again once expired, is the rotator's job (the sidecar
         // or --rotation=builtin); one writer of the secret avoids two racing. Wait for
         // the watch to bring a new certificate.
@@ -219,9 +286,19 @@ class AgentImpl final : public Agent {
         attempt = 0;
         continue;
       }
-      absl::Status explained = ExplainRpcError(outcome.status, options_.server, "relay stream");
+      absl::Status explained = outcome.explained;
       LogWarning("relay_stream_ended", {{"code", absl::StrCat(outcome.status.error_code())},
                                         {"error", std::string(explained.message())}});
+      if (RefusalOf(explained) == kRefusalUnknownCertificate) {
+        // The server no longer accepts this certificate (the cluster was admitted again,
+        // or registered anew elsewhere): register again now rather than wait for expiry.
+        absl::Status registered = RegisterAgain("the server no longer accepts this cluster's certificate");
+        if (registered.ok()) {
+          attempt = 0;
+          continue;
+        }
+        LogWarning("registration_failed", {{"error", std::string(registered.message())}});
+      }
       if (outcome.welcomed && absl::Now() - opened > absl::Seconds(10)) attempt = 0;
       if (outcome.welcomed && outcome.status.error_code() == grpc::StatusCode::UNAUTHENTICATED) attempt = 0;
       absl::Duration wait = outcome.welcomed && attempt == 0 ? absl::ZeroDuration() : Backoff(attempt);
@@ -232,17 +309,20 @@ class AgentImpl final : public Agent {
 
   struct StreamOutcome {
     grpc::Status status;
+    absl::Status explained;  // status in an operator's words, with the server's refusal kind
     bool welcomed = false;
     bool switching = false;  // we ended it to move to a renewed certificate
   };
 
-  // True when the stream's certificate expires within `margin` and a renewed one that
-  // lasts longer has been loaded.
+  // True when the stream's certificate expires within `margin` and a renewed one has
+  // been loaded. The renewed one is newer because it was issued later, whatever its
+  // expiry (a lowered clientCertTtl makes it expire sooner).
   bool ShouldSwitch(const ClientCredentials& stream_credentials, absl::Duration margin) {
-    if (absl::Now() + margin < stream_credentials.leaf.not_after) return false;
+    absl::Time now = absl::Now();
+    if (now + margin < stream_credentials.leaf.not_after) return false;
     std::shared_ptr<const ClientCredentials> current = Credentials();
-    return current->leaf.serial_hex != stream_credentials.leaf.serial_hex &&
-           current->leaf.not_after > stream_credentials.leaf.not_after;
+    return current && current->leaf.serial_hex != stream_credentials.leaf.serial_hex &&
+           current->leaf.not_after > now;
   }
 
   void RecordAck(absl::Time now) {
@@ -359,6 +439,14 @@ class AgentImpl final : public Agent {
     if (!close_reason.empty() && outcome.status.ok()) {
       outcome.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, close_reason);
     }
+    outcome.explained = ExplainRpcError(outcome.status, options_.server, "relay stream", context.get());
+    if (!close_reason.empty()) {
+      // The server ended the stream and said why: that, not "cannot reach", is the story.
+      absl::Status closed(outcome.explained.code(),
+                          absl::StrCat("relay stream closed by the server: ", close_reason));
+      std::string refusal = RefusalOf(outcome.explained);
+      outcome.explained = refusal.empty() ? closed : WithRefusal(closed, refusal);
+    }
     return outcome;
   }
 
@@ -396,7 +484,8 @@ class AgentImpl final : public Agent {
     ready_written_ = true;
     std::string temp = options_.ready_file + ".tmp";
     std::ofstream(temp) << "cluster=" << options_.cluster << "\nconnected=1\nmetrics_port="
-                        << (http_ ? http_->port() : 0) << "\n";
+                        << (metrics_http_ ? metrics_http_->port() : 0)
+                        << "\nhealth_port=" << (health_http_ ? health_http_->port() : 0) << "\n";
     std::rename(temp.c_str(), options_.ready_file.c_str());
   }
 
@@ -404,7 +493,8 @@ class AgentImpl final : public Agent {
   std::unique_ptr<secrets::DirectorySecretStore> store_;
   Metrics metrics_;
   std::unique_ptr<secrets::SecretWatch> watch_;
-  std::unique_ptr<HttpEndpoints> http_;
+  std::unique_ptr<HttpEndpoints> metrics_http_;
+  std::unique_ptr<HttpEndpoints> health_http_;
   std::unique_ptr<rotator::Rotator> rotator_;
   std::thread loop_;
   std::mt19937_64 rng_{std::random_device{}()};

@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/client_credentials.h"
+#include "common/version.h"
 
 namespace relay::agent {
 
@@ -17,12 +18,13 @@ struct AgentOptions {
   ServerEndpoint server;
   std::string output_dir;       // where snapshots land
   std::string metrics_address;  // empty: no metrics endpoint
+  std::string health_address;   // empty: no /healthz and /readyz
   std::string ready_file;       // written once the relay stream is up
   // Lifetime of a certificate the agent signs itself with the root's tls.key.
   absl::Duration local_cert_lifetime = absl::Hours(24 * 30);
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
-  std::string version = "relay-agent/0.1";
+  std::string version = std::string("relay-agent/") + kVersion;
   // "sidecar" (default): the rotator sidecar renews the certificate. "builtin": the
   // same rotation runs inside the agent, for set-ups without a sidecar.
   std::string rotation = "sidecar";
@@ -33,7 +35,8 @@ class Agent {
  public:
   // Obtains credentials in the order of DESIGN.md (a valid client secret; the root's
   // tls.key; the token and Register) and starts the relay loop. Fails, saying exactly
-  // what is missing, when there is no way to get a certificate.
+  // what is missing, when this side has no way to get a certificate; when the server
+  // is not there yet or refuses, the loop keeps trying with backoff.
   static absl::StatusOr<std::unique_ptr<Agent>> Start(AgentOptions options);
   virtual ~Agent() = default;
 

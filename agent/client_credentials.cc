@@ -1,10 +1,13 @@
 #include "agent/client_credentials.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/grpc_tls.h"
 #include "common/names.h"
+#include "common/refusal.h"
 #include "common/status_macros.h"
 #include "pki/ca.h"
 #include "pki/csr.h"
@@ -114,13 +117,32 @@ absl::StatusOr<ClientCredentials> LoadClientCredentials(secrets::SecretStore& st
   return credentials;
 }
 
-absl::StatusOr<pki::CertificateInfo> PeekClientCertificate(secrets::SecretStore& store,
-                                                           const WorkloadSecrets& secrets) {
+ClientSecretState InspectClientSecret(secrets::SecretStore& store, const WorkloadSecrets& secrets,
+                                      const std::string& cluster) {
+  ClientSecretState state;
   const std::string& name = secrets.values.client_tls_secret;
-  ASSIGN_OR_RETURN(secrets::SecretData data, store.Get(secrets.ns, name));
-  ASSIGN_OR_RETURN(std::string chain_pem, secrets::GetKey(data, secrets.ns, name, "tls.crt"));
-  ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> chain, pki::ParseCertificateChainPem(chain_pem));
-  return pki::InspectCertificate(chain[0].get());
+  absl::StatusOr<secrets::SecretData> data = store.Get(secrets.ns, name);
+  if (absl::IsNotFound(data.status())) return state;
+  auto unusable = [&](const absl::Status& status) {
+    state.kind = ClientSecretState::kUnusable;
+    state.problem = std::string(status.message());
+    return state;
+  };
+  if (!data.ok()) return unusable(data.status());
+  // Checked as the agent would load it, at a moment inside the certificate's own
+  // validity: an expired certificate is still this cluster's, to be replaced in time.
+  absl::StatusOr<std::string> chain_pem = secrets::GetKey(*data, secrets.ns, name, "tls.crt");
+  if (!chain_pem.ok()) return unusable(chain_pem.status());
+  absl::StatusOr<std::vector<pki::UniquePtr<X509>>> chain = pki::ParseCertificateChainPem(*chain_pem);
+  if (!chain.ok()) return unusable(InSecret(secrets.ns, name, "tls.crt", chain.status()));
+  absl::StatusOr<pki::CertificateInfo> leaf = pki::InspectCertificate((*chain)[0].get());
+  if (!leaf.ok()) return unusable(InSecret(secrets.ns, name, "tls.crt", leaf.status()));
+  absl::Time inside = std::max(leaf->not_before, leaf->not_after - absl::Seconds(1));
+  absl::StatusOr<ClientCredentials> loaded = LoadClientCredentials(store, secrets, cluster, inside);
+  if (!loaded.ok()) return unusable(loaded.status());
+  state.kind = ClientSecretState::kUsable;
+  state.leaf = loaded->leaf;
+  return state;
 }
 
 bool HasToken(secrets::SecretStore& store, const WorkloadSecrets& secrets) {
@@ -164,10 +186,19 @@ absl::StatusOr<ClientCredentials> SignLocally(secrets::SecretStore& store,
   return CheckIssued(cluster, std::move(key_pem), std::move(leaf_pem), std::move(root_pem), now);
 }
 
+namespace {
+constexpr char kCallFailurePayloadUrl[] = "type.relay.dev/call-failure";
+}  // namespace
+
+bool IsCallFailure(const absl::Status& status) {
+  return status.GetPayload(kCallFailurePayloadUrl).has_value();
+}
+
 absl::Status ExplainRpcError(const grpc::Status& status, const ServerEndpoint& server,
-                             const std::string& what) {
+                             const std::string& what, const grpc::ClientContext* context) {
   const std::string& message = status.error_message();
   std::string text = absl::StrCat(what, " failed: ");
+  absl::Status explained;
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     if (absl::StrContains(message, "Hostname Verification") ||
@@ -179,17 +210,28 @@ absl::Status ExplainRpcError(const grpc::Status& status, const ServerEndpoint& s
                absl::StrContains(message, "certificate verify failed") ||
                absl::StrContains(message, "Handshake") || absl::StrContains(message, "handshake")) {
       absl::StrAppend(&text, "the server at ", server.address, " is not trusted: its certificate does "
-                      "not chain to the root in relay-root-tls-secret ca.crt (copy the management "
-                      "cluster's root with relayctl register)");
+                      "not verify against the root in relay-root-tls-secret ca.crt (a different root: "
+                      "copy the management cluster's root with relayctl register; or clocks that differ: "
+                      "check both with NTP)");
     } else {
       absl::StrAppend(&text, "cannot reach the management server at ", server.address,
                       " (check --server_address / glooAgent.relay.serverAddress)");
     }
     absl::StrAppend(&text, " [", message, "]");
-    return absl::UnavailableError(text);
+    explained = absl::UnavailableError(text);
+  } else {
+    absl::StrAppend(&text, message);
+    explained = absl::Status(static_cast<absl::StatusCode>(status.error_code()), text);
   }
-  absl::StrAppend(&text, message);
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), text);
+  explained.SetPayload(kCallFailurePayloadUrl, absl::Cord("1"));
+  if (context != nullptr) {
+    const auto& trailers = context->GetServerTrailingMetadata();
+    auto refusal = trailers.find(kRefusalMetadataKey);
+    if (refusal != trailers.end()) {
+      explained = WithRefusal(explained, absl::string_view(refusal->second.data(), refusal->second.size()));
+    }
+  }
+  return explained;
 }
 
 absl::StatusOr<ClientCredentials> RegisterWithToken(secrets::SecretStore& store,
@@ -216,7 +258,7 @@ absl::StatusOr<ClientCredentials> RegisterWithToken(secrets::SecretStore& store,
   request.set_csr_pem(csr_pem);
   relay::v1::CertificateResponse response;
   grpc::Status status = stub->Register(&context, request, &response);
-  if (!status.ok()) return ExplainRpcError(status, server, "Register");
+  if (!status.ok()) return ExplainRpcError(status, server, "Register", &context);
   absl::StatusOr<ClientCredentials> credentials =
       CheckIssued(cluster, std::move(key_pem), response.certificate_chain_pem(), root_pem, now);
   if (!credentials.ok()) {
@@ -242,18 +284,17 @@ absl::StatusOr<ClientCredentials> Renew(const ClientCredentials& current,
   request.set_csr_pem(csr_pem);
   relay::v1::CertificateResponse response;
   grpc::Status status = stub->Renew(&context, request, &response);
-  if (!status.ok()) return ExplainRpcError(status, server, "Renew");
+  if (!status.ok()) return ExplainRpcError(status, server, "Renew", &context);
   absl::StatusOr<ClientCredentials> renewed = CheckIssued(
       current.cluster, std::move(key_pem), response.certificate_chain_pem(), current.root_pem, now);
   if (!renewed.ok()) {
     return absl::InternalError(absl::StrCat("the server's answer to Renew is not usable: ",
                                             renewed.status().message()));
   }
-  // notAfter has one-second resolution: a renewal within the same second as the last
-  // one expires at the same time, never earlier.
-  if (renewed->leaf.not_after < current.leaf.not_after ||
-      renewed->leaf.serial_hex == current.leaf.serial_hex) {
-    return absl::InternalError("the renewed certificate is not newer than the current one");
+  // Newer means issued for the key made above, which CheckIssued has matched; not a later
+  // expiry (a lowered clientCertTtl gives an earlier one).
+  if (renewed->leaf.serial_hex == current.leaf.serial_hex) {
+    return absl::InternalError("the server answered Renew with the current certificate");
   }
   return renewed;
 }

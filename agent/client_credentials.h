@@ -46,10 +46,15 @@ absl::StatusOr<ClientCredentials> LoadClientCredentials(secrets::SecretStore& st
                                                         const WorkloadSecrets& secrets,
                                                         const std::string& cluster, absl::Time now);
 
-// The leaf of relay-client-tls-secret without any check (to learn when it expires even
-// when it no longer verifies). NOT_FOUND when there is none.
-absl::StatusOr<pki::CertificateInfo> PeekClientCertificate(secrets::SecretStore& store,
-                                                           const WorkloadSecrets& secrets);
+// relay-client-tls-secret as the rotator sees it: missing, usable (key matches, names
+// the cluster, chains to the root; it may have expired), or unusable, and why.
+struct ClientSecretState {
+  enum Kind { kMissing, kUsable, kUnusable } kind = kMissing;
+  pki::CertificateInfo leaf;  // when usable
+  std::string problem;        // when unusable
+};
+ClientSecretState InspectClientSecret(secrets::SecretStore& store, const WorkloadSecrets& secrets,
+                                      const std::string& cluster);
 
 // True when the token secret holds a non-empty token.
 bool HasToken(secrets::SecretStore& store, const WorkloadSecrets& secrets);
@@ -94,7 +99,9 @@ absl::StatusOr<ClientCredentials> RegisterWithToken(secrets::SecretStore& store,
                                                     const ServerEndpoint& server, absl::Time now);
 
 // Makes a new key and CSR and calls Renew over mTLS with `current`; checks the answer
-// (key matches, chains to the root, same identity, later expiry).
+// (key matches, chains to the root, same identity, valid now). Its expiry may be earlier
+// than the current one's (the server's clientCertTtl was lowered): it is newer because
+// it certifies the key made for this call.
 absl::StatusOr<ClientCredentials> Renew(const ClientCredentials& current,
                                         const ServerEndpoint& server, absl::Time now);
 
@@ -104,9 +111,15 @@ absl::StatusOr<ClientCredentials> CheckIssued(const std::string& cluster, std::s
                                               absl::Time now);
 
 // An RPC failure in words an operator can act on (untrusted server, wrong authority,
-// unreachable, refused token...).
+// unreachable, refused token...). With the call's `context`, the server's refusal kind
+// (common/refusal.h) travels along as a payload. Every such status is marked as a
+// failure of the call (IsCallFailure), as opposed to a problem on this side.
 absl::Status ExplainRpcError(const grpc::Status& status, const ServerEndpoint& server,
-                             const std::string& what);
+                             const std::string& what, const grpc::ClientContext* context = nullptr);
+
+// True when `status` says a call to the server failed or was refused, rather than that
+// something is missing or broken on this side: worth trying again later.
+bool IsCallFailure(const absl::Status& status);
 
 }  // namespace relay::agent
 

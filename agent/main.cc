@@ -13,37 +13,44 @@
 #include "config/values.h"
 
 ABSL_FLAG(std::string, values, "",
-          "Helm values file; the agent reads glooAgent.relay from it. Flags given on the command "
-          "line override values.");
+          "Helm values file; the agent reads glooAgent.relay from it. A flag given on the "
+          "command line overrides the value it names.");
 ABSL_FLAG(std::string, cluster, "",
-          "Name of this workload cluster (a DNS label); the client certificate's DNS SAN "
-          "(glooAgent.relay.cluster). Required.");
+          "Name of this workload cluster (a DNS label), the client certificate's DNS SAN. "
+          "Required here or as glooAgent.relay.cluster; overrides it when given.");
 ABSL_FLAG(std::string, secrets_dir, "",
-          "Root of the directory secret store holding relay-root-tls-secret, the token and "
-          "relay-client-tls-secret. Default: <workspace>/.relay/agent-<cluster> under `bazel "
-          "run`, else ./.relay/agent-<cluster>.");
+          "Where the agent keeps its state: the directory secret store holding "
+          "relay-root-tls-secret, the token and relay-client-tls-secret. Created when the agent "
+          "first writes to it. Empty: <workspace>/.relay/agent-<cluster> under `bazel run`, else "
+          "./.relay/agent-<cluster>.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
-ABSL_FLAG(std::string, server_address, "",
-          "host:port of the management server's relay (glooAgent.relay.serverAddress); default "
-          "127.0.0.1:9900.");
-ABSL_FLAG(std::string, authority, "",
-          "Name the management server's certificate must carry, sent as SNI "
-          "(glooAgent.relay.authority; default gloo-mesh-mgmt-server.gloo-mesh).");
+ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
+          "host:port of the management server's relay. Overrides glooAgent.relay.serverAddress "
+          "when given.");
+ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+          "Name the management server's certificate must carry, sent as SNI. Overrides "
+          "glooAgent.relay.authority when given.");
 ABSL_FLAG(std::string, output_dir, "",
           "Directory where snapshots pushed to this cluster are written (atomically, kubelet "
-          "layout). Default: <secrets_dir>/output.");
+          "layout). Empty: <secrets_dir>/output.");
 ABSL_FLAG(std::string, metrics_address, "",
-          "host:port for /metrics, /healthz and /readyz; empty: none (e.g. 0.0.0.0:9092).");
+          "host:port for /metrics (Prometheus text), e.g. 0.0.0.0:9092; empty: no metrics "
+          "endpoint.");
+ABSL_FLAG(std::string, health_address, "",
+          "host:port for /healthz and /readyz (ready while the relay stream is up), e.g. "
+          "0.0.0.0:8092; empty: no health endpoint.");
 ABSL_FLAG(std::string, ready_file, "", "File written once the relay stream is up.");
 ABSL_FLAG(std::string, local_cert_lifetime, "720h",
           "Lifetime of a client certificate the agent signs itself with the root's tls.key.");
-ABSL_FLAG(std::string, max_backoff, "30s", "Longest wait between reconnect attempts.");
+ABSL_FLAG(std::string, max_backoff, "30s",
+          "Longest wait between attempts to reach the server (reconnects, and registration "
+          "while the server is not there yet).");
 ABSL_FLAG(std::string, rotation, "sidecar",
-          "Who renews the client certificate: sidecar (the rotator container, default) or builtin "
-          "(the same rotation inside the agent).");
-ABSL_FLAG(double, grace_period_ratio, 0,
-          "With --rotation=builtin: renew when this share of the lifetime remains "
-          "(glooAgent.relay.clientTlsSecretRotationGracePeriodRatio; default 0.5).");
+          "Who renews the client certificate: sidecar (the rotator container) or builtin (the "
+          "same rotation inside the agent).");
+ABSL_FLAG(double, grace_period_ratio, 0.5,
+          "With --rotation=builtin: renew when this share of the lifetime remains, in (0, 1). "
+          "Overrides glooAgent.relay.clientTlsSecretRotationGracePeriodRatio when given.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 namespace {
@@ -60,10 +67,12 @@ absl::Duration DurationFlag(const std::string& name, const std::string& text) {
 
 int main(int argc, char** argv) {
   relay::SetUsage(
+      kProgram,
       "relay agent: obtains a client certificate for this workload cluster and keeps an mTLS "
       "relay stream to the management server.\n"
       "Usage: agent --cluster=NAME [--values=values.yaml] [--flags...]");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest = relay::ParseFlags(argc, argv);
+  if (rest.size() > 1) Fail(absl::StrCat("unexpected argument \"", rest[1], "\": the agent takes only flags"));
   relay::SetLogLevelOrExit(kProgram, absl::GetFlag(FLAGS_log_level));
 
   absl::StatusOr<relay::config::AgentValues> values =
@@ -71,9 +80,10 @@ int main(int argc, char** argv) {
   if (!values.ok()) Fail(std::string(values.status().message()));
 
   absl::StatusOr<relay::agent::WorkloadSettings> settings = relay::agent::ResolveWorkloadSettings(
-      *values, absl::GetFlag(FLAGS_namespace), absl::GetFlag(FLAGS_cluster),
-      absl::GetFlag(FLAGS_server_address), absl::GetFlag(FLAGS_authority),
-      absl::GetFlag(FLAGS_grace_period_ratio));
+      *values, absl::GetFlag(FLAGS_namespace), relay::GivenFlag(FLAGS_cluster, "cluster"),
+      relay::GivenFlag(FLAGS_server_address, "server_address"),
+      relay::GivenFlag(FLAGS_authority, "authority"),
+      relay::GivenFlag(FLAGS_grace_period_ratio, "grace_period_ratio"));
   if (!settings.ok()) Fail(std::string(settings.status().message()));
 
   relay::agent::AgentOptions options;
@@ -86,6 +96,7 @@ int main(int argc, char** argv) {
   options.output_dir = absl::GetFlag(FLAGS_output_dir).empty() ? options.secrets_dir + "/output"
                                                                : absl::GetFlag(FLAGS_output_dir);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.health_address = absl::GetFlag(FLAGS_health_address);
   options.ready_file = absl::GetFlag(FLAGS_ready_file);
   options.local_cert_lifetime =
       DurationFlag("local_cert_lifetime", absl::GetFlag(FLAGS_local_cert_lifetime));

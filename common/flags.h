@@ -8,16 +8,37 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace relay {
 
 // Sets the --help text and makes --help list this binary's own flags (Abseil's
-// default lists only flags from a file named after the binary). Also turns off
-// Abseil's mutex deadlock detector, which Debian's Abseil build runs in production
-// binaries (tests keep it).
-void SetUsage(const char* message);
+// default lists only flags from a file named after the binary), and --version print
+// "<program> <version>". Also turns off Abseil's mutex deadlock detector, which
+// Debian's Abseil build runs in production binaries (tests keep it).
+void SetUsage(const char* program, const char* message);
+
+// Parses the command line (flags removed, arguments kept, argv[0] first). --help,
+// --helpfull and --version print to stdout and exit 0: the user asked for them.
+// An unknown or malformed flag prints why and exits 1.
+std::vector<char*> ParseFlags(int argc, char** argv);
+
+// True when --<name> was given on the command line, not only defaulted: a flag that
+// has a Helm value overrides it only then, so its --help can show its real default.
+bool FlagGiven(const char* name);
+
+// The flag's value when given on the command line, else T() ("" or 0): "not set", so
+// that a Helm value or a computed default applies.
+template <typename T>
+T GivenFlag(const absl::Flag<T>& flag, const char* name) {
+  return FlagGiven(name) ? absl::GetFlag(flag) : T();
+}
+
+// OK when `address` is host:port with a port number (0 picks a free one), or empty when
+// `may_be_empty`; otherwise an error naming --<name>.
+absl::Status CheckListenAddress(const char* name, const std::string& address, bool may_be_empty);
 
 // Abseil list flags take one comma-separated value and a repeat replaces it; this
 // merges `--name=a --name=b` into `--name=a,b` for each name in `names`. The returned

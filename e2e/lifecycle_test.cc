@@ -104,26 +104,53 @@ TEST_F(LifecycleTest, DeregisterClosesTheStreamWithinASecondAndKeepsTheAgentOut)
   EXPECT_THAT(ListRow("west"), MatchesRegex("west +yes +yes .*"));
   EXPECT_FALSE(Connected("east"));
 
-  // A restarted agent, and a fresh Register with the shared token, are refused too.
+  // A restarted agent, and a fresh one with only the shared token, are refused too;
+  // they keep asking with backoff, so that an admit brings them back.
   agent->Stop();
   agent->Start();
   EXPECT_FALSE(agent->WaitConnected(absl::Seconds(2)));
+  agent->Stop();
   std::string fresh = dir_ + "/east-fresh";
   WritePlainSecret(fresh, "relay-root-tls-secret",
                    {{"ca.crt", SecretFile(server_->secrets_dir(), "relay-root-tls-secret", "ca.crt")}});
   WritePlainSecret(fresh, "relay-identity-token-secret",
                    {{"token", SecretFile(server_->secrets_dir(), "relay-identity-token-secret", "token")}});
-  CommandResult again = RunCommand({AgentBinary(), "--cluster=east", "--secrets_dir=" + fresh,
-                                    "--server_address=" + server_->address()});
-  EXPECT_NE(again.exit_code, 0);
-  EXPECT_THAT(again.output, HasSubstr("was deregistered"));
+  AgentUnderTest again("east", fresh, server_->address());
+  again.Start();
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(again.Log(), "was deregistered"); }, absl::Seconds(10)))
+      << again.Log();
+  EXPECT_TRUE(again.process()->Running());
+  EXPECT_EQ(SecretFile(fresh, "relay-client-tls-secret", "tls.crt"), "");
 
-  // An operator admits it again with relayctl register; then it connects.
-  agent->Stop();
+  // An operator admits it again with relayctl register; the waiting agent connects.
   ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + fresh}).exit_code, 0);
-  AgentUnderTest readmitted("east", fresh, server_->address());
-  readmitted.Start();
-  EXPECT_TRUE(readmitted.WaitConnected(absl::Seconds(20))) << readmitted.Log();
+  EXPECT_TRUE(again.WaitConnected(absl::Seconds(20))) << again.Log();
+}
+
+// Deregistered, then admitted again: the agent that kept running, with a certificate
+// that is still valid but no longer accepted, registers again by itself and connects;
+// its rotator goes on renewing. No file is deleted by hand.
+TEST_F(LifecycleTest, AdmittedAgainARunningAgentAndRotatorComeBackByThemselves) {
+  auto agent = ConnectedAgent("east");
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address());
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+
+  ASSERT_EQ(server_->Relayctl({"clusters", "deregister", "east"}).exit_code, 0);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "was deregistered"); }, absl::Seconds(10)))
+      << agent->Log();
+  ASSERT_FALSE(Connected("east"));
+
+  ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + agent->secrets_dir()}).exit_code, 0);
+  // Back within one reconnect backoff (1 s in these tests), plus a registration.
+  EXPECT_TRUE(WaitFor([&] { return Connected("east"); }, absl::Seconds(15))) << agent->Log();
+  EXPECT_THAT(agent->Log(), HasSubstr("event=credentials_registered"));
+  EXPECT_THAT(ListRow("east"), MatchesRegex("east +yes +yes .*"));
+  // The rotator follows the new certificate: a forced renewal works with it.
+  CommandResult renewed = RunCommand({RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
+                                      "--server_address=" + server_->address(), "--once", "--force"});
+  EXPECT_EQ(renewed.exit_code, 0) << renewed.output;
+  EXPECT_EQ(rotator.Health().first, 200) << rotator.Health().second;
 }
 
 // 9. A server restart: agents reconnect by themselves and registration survives.

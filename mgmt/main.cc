@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -20,18 +21,21 @@ ABSL_FLAG(std::string, values, "",
           "Helm values file; the server reads glooMgmtServer.relay from it. Flags given on the "
           "command line override values.");
 ABSL_FLAG(std::string, secrets_dir, "",
-          "Root of the directory secret store (kubelet secret-volume layout). Default: "
+          "Where the server keeps its state: the directory secret store (kubelet secret-volume "
+          "layout), the registry journal, the store lock and the admin socket. Empty: "
           "<workspace>/.relay/mgmt under `bazel run`, else ./.relay/mgmt.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
 ABSL_FLAG(std::string, grpc_address, "0.0.0.0:9900",
-          "Relay gRPC listen address (Register, Renew, Connect); port 0 picks a free port.");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091", "Prometheus /metrics listen address.");
-ABSL_FLAG(std::string, health_address, "0.0.0.0:8090", "/healthz and /readyz listen address.");
+          "host:port of the relay (Register, Renew, Connect); port 0 picks a free port.");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
+          "host:port for /metrics (Prometheus text); empty: no metrics endpoint.");
+ABSL_FLAG(std::string, health_address, "0.0.0.0:8090",
+          "host:port for /healthz and /readyz; empty: no health endpoint.");
 ABSL_FLAG(std::string, admin_socket, "",
-          "Admin API Unix socket (mode 0600) used by relayctl. Default: <secrets_dir>/admin.sock.");
-ABSL_FLAG(std::string, client_cert_ttl, "",
-          "Lifetime of issued client certificates, e.g. 720h or 30s "
-          "(glooMgmtServer.relay.clientCertTtl; default 720h).");
+          "Admin API Unix socket (mode 0600) used by relayctl. Empty: <secrets_dir>/admin.sock.");
+ABSL_FLAG(std::string, client_cert_ttl, "720h",
+          "Lifetime of issued client certificates, e.g. 720h or 30s. Overrides "
+          "glooMgmtServer.relay.clientCertTtl when given.");
 ABSL_FLAG(std::vector<std::string>, server_san, {},
           "Extra DNS name or IP address for the server certificate; repeat the flag or separate "
           "with commas. The authority is always included.");
@@ -42,8 +46,18 @@ ABSL_FLAG(std::string, ready_file, "",
 ABSL_FLAG(std::string, heartbeat_interval, "5s",
           "How often agents send heartbeats; a stream silent for three intervals is closed.");
 ABSL_FLAG(double, server_cert_grace_ratio, 0.5,
-          "The server renews its own certificate when this share of its lifetime remains.");
+          "The server renews its own certificate when this share of its lifetime remains, in "
+          "(0, 1).");
 ABSL_FLAG(std::string, server_cert_lifetime, "8760h", "Lifetime of the server certificates it issues.");
+ABSL_FLAG(std::string, handshake_timeout, "10s",
+          "A relay connection that has not finished its TLS handshake by then is closed, so idle "
+          "connections cannot pile up.");
+ABSL_FLAG(bool, strict_reregistration, false,
+          "Refuse a Register with the shared token whenever the cluster holds a valid certificate. "
+          "By default it is refused only while the cluster's agent is connected (a pod that lost "
+          "its key may register again); choose this where agents keep their certificates across "
+          "restarts. An operator's admit (relayctl register) or a bound bootstrap token still "
+          "replaces it.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 namespace {
@@ -60,11 +74,13 @@ absl::Duration DurationFlag(const std::string& name, const std::string& text) {
 
 int main(int argc, char** argv) {
   relay::SetUsage(
+      kProgram,
       "relay management server: creates the relay CAs, server certificate and identity token "
       "on first start, signs agents' CSRs and serves the mTLS relay.\n"
       "Usage: server [--values=values.yaml] [--flags...]");
   std::vector<char*> args = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
-  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  std::vector<char*> rest = relay::ParseFlags(static_cast<int>(args.size()), args.data());
+  if (rest.size() > 1) Fail(absl::StrCat("unexpected argument \"", rest[1], "\": the server takes only flags"));
 
   relay::SetLogLevelOrExit(kProgram, absl::GetFlag(FLAGS_log_level));
 
@@ -74,12 +90,20 @@ int main(int argc, char** argv) {
 
   relay::mgmt::ServerOptions options;
   options.values = *values;
-  if (!absl::GetFlag(FLAGS_client_cert_ttl).empty()) {
+  if (relay::FlagGiven("client_cert_ttl")) {
     options.values.client_cert_ttl =
         DurationFlag("client_cert_ttl", absl::GetFlag(FLAGS_client_cert_ttl));
   }
   options.secrets_dir = relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "mgmt");
   options.ns = absl::GetFlag(FLAGS_namespace);
+  for (auto [name, address, may_be_empty] :
+       {std::tuple<const char*, std::string, bool>{"grpc_address", absl::GetFlag(FLAGS_grpc_address), false},
+        {"metrics_address", absl::GetFlag(FLAGS_metrics_address), true},
+        {"health_address", absl::GetFlag(FLAGS_health_address), true}}) {
+    if (absl::Status valid = relay::CheckListenAddress(name, address, may_be_empty); !valid.ok()) {
+      Fail(std::string(valid.message()));
+    }
+  }
   options.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.health_address = absl::GetFlag(FLAGS_health_address);
@@ -91,6 +115,8 @@ int main(int argc, char** argv) {
   if (!(options.server_cert_grace_ratio > 0 && options.server_cert_grace_ratio < 1)) {
     Fail("--server_cert_grace_ratio must be strictly between 0 and 1");
   }
+  options.strict_reregistration = absl::GetFlag(FLAGS_strict_reregistration);
+  options.handshake_timeout = DurationFlag("handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout));
   options.server_cert_lifetime =
       DurationFlag("server_cert_lifetime", absl::GetFlag(FLAGS_server_cert_lifetime));
   if (absl::Status sans = relay::SplitSans(absl::GetFlag(FLAGS_server_san), &options.server_dns_names,

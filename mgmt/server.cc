@@ -1,7 +1,13 @@
 #include "mgmt/server.h"
 
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <openssl/sha.h>
 
@@ -14,7 +20,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -25,10 +34,14 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/names.h"
+#include "common/refusal.h"
+#include "common/state_lock.h"
 #include "common/status_macros.h"
+#include "common/version.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "mgmt/accept_guard.h"
 #include "mgmt/cluster_registry.h"
 #include "mgmt/management_pki.h"
 #include "pki/certificate.h"
@@ -49,6 +62,14 @@ constexpr size_t kMaxCsrBytes = 16 * 1024;
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+// The same, telling the caller what kind of refusal it is (common/refusal.h), so the
+// agent knows whether to wait for an operator or to register again.
+grpc::Status ToGrpc(const absl::Status& status, grpc::ServerContextBase* context) {
+  std::string refusal = RefusalOf(status);
+  if (!refusal.empty()) context->AddTrailingMetadata(kRefusalMetadataKey, refusal);
+  return ToGrpc(status);
 }
 
 // The verified identity of a caller's client certificate.
@@ -80,10 +101,19 @@ class Core {
     metrics_.Describe("relay_certificate_expiry_timestamp_seconds", "gauge",
                       "notAfter of the root, intermediate and server certificates.");
     metrics_.Describe("relay_client_certificate_expiry_timestamp_seconds", "gauge",
-                      "notAfter of each cluster's latest client certificate.");
+                      "notAfter of the client certificate each cluster's agent connects with.");
     metrics_.Describe("relay_snapshot_version", "gauge", "Latest snapshot version pushed, by cluster.");
     metrics_.Describe("relay_snapshot_acked_version", "gauge",
                       "Latest snapshot version the agent acknowledged, by cluster.");
+    metrics_.Describe("relay_connections_shed_total", "counter",
+                      "Relay connections closed unserved because too few file descriptors were free.");
+    metrics_.Set("relay_connections_shed_total", {}, 0);
+    metrics_.Describe("relay_reregistrations_total", "counter",
+                      "Registers with the shared token that replaced a cluster's still valid "
+                      "certificate (its agent was offline); the replaced certificates are revoked.");
+    metrics_.Describe("relay_agent_version_skew_total", "counter",
+                      "Agent connections whose version differs from the server's, by how "
+                      "(major: refused; minor, patch; unknown: no readable version).");
     for (const ClusterRecord& record : registry_->List()) {
       if (record.deregistered) continue;
       metrics_.Set("relay_push_clients_connected", {{"cluster", record.name}}, 0);
@@ -156,8 +186,10 @@ class Core {
           "client certificate refused: it is not for client authentication (no extKeyUsage clientAuth)");
     }
     if (now < leaf->not_before) {
-      return absl::PermissionDeniedError(absl::StrCat("client certificate refused: not valid before ",
-                                                      pki::FormatUtc(leaf->not_before)));
+      return absl::PermissionDeniedError(absl::StrCat(
+          "client certificate refused: it is not yet valid (from ", pki::FormatUtc(leaf->not_before), ", ",
+          absl::ToInt64Seconds(leaf->not_before - now), " s after this server's clock): the clocks differ by "
+          "about ", absl::ToInt64Seconds(leaf->not_before - now), " s; set both clocks right (NTP)"));
     }
     if (leaf->dns_names.size() != 1 || !IsDnsLabel(leaf->dns_names[0])) {
       return absl::PermissionDeniedError(
@@ -171,14 +203,39 @@ class Core {
     return identity;
   }
 
+  // Agents send "relay-agent/<major>.<minor>.<patch>". Another major version speaks
+  // another protocol: refused. Any other difference is counted.
+  absl::Status CheckAgentVersion(const std::string& version) {
+    int major = -1, minor = -1, patch = -1;
+    absl::string_view text = version;
+    bool readable = absl::ConsumePrefix(&text, "relay-agent/");
+    std::vector<absl::string_view> parts = absl::StrSplit(text, '.');
+    readable = readable && parts.size() == 3 && absl::SimpleAtoi(parts[0], &major) &&
+               absl::SimpleAtoi(parts[1], &minor) && absl::SimpleAtoi(parts[2], &patch);
+    if (!readable) {
+      metrics_.Add("relay_agent_version_skew_total", {{"how", "unknown"}});
+      return absl::OkStatus();
+    }
+    if (major != kVersionMajor) {
+      metrics_.Add("relay_agent_version_skew_total", {{"how", "major"}});
+      return absl::FailedPreconditionError(absl::StrCat(
+          "agent version ", text, " is not compatible with this management server (version ", kVersion,
+          "): agents and server must share the major version; upgrade the agent to ", kVersionMajor, ".x"));
+    }
+    if (minor != kVersionMinor) {
+      metrics_.Add("relay_agent_version_skew_total", {{"how", "minor"}});
+    } else if (patch != kVersionPatch) {
+      metrics_.Add("relay_agent_version_skew_total", {{"how", "patch"}});
+    }
+    return absl::OkStatus();
+  }
+
   void Refused(absl::string_view reason) {
     metrics_.Add("relay_certificates_refused_total", {{"reason", std::string(reason)}});
   }
 
-  void Issued(absl::string_view kind, const std::string& cluster, absl::Time not_after) {
+  void Issued(absl::string_view kind) {
     metrics_.Add("relay_certificates_issued_total", {{"kind", std::string(kind)}});
-    metrics_.Set("relay_client_certificate_expiry_timestamp_seconds", {{"cluster", cluster}},
-                 absl::ToUnixSeconds(not_after));
   }
 
   v1::CertificateResponse Response(const pki::Issuer::IssuedPem& issued) const {
@@ -308,6 +365,10 @@ class RelayHub {
       slot = stream;
     }
     SetConnected(stream->cluster(), true);
+    // The certificate in use, which is what the expiry gauge shows (a renewal issued but
+    // not yet used does not move it).
+    core_->metrics_.Set("relay_client_certificate_expiry_timestamp_seconds", {{"cluster", stream->cluster()}},
+                        absl::ToUnixSeconds(stream->cert_not_after()));
     LogInfo("agent_connected", {{"cluster", stream->cluster()}, {"serial", stream->serial()}});
   }
 
@@ -331,6 +392,14 @@ class RelayHub {
     absl::MutexLock lock(&mu_);
     auto it = streams_.find(cluster);
     if (it != streams_.end()) it->second->Close(reason, status);
+  }
+
+  // Closes the cluster's stream unless it was opened with certificate `serial`.
+  void CloseClusterUnlessSerial(const std::string& cluster, const std::string& serial, const std::string& reason,
+                                grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    auto it = streams_.find(cluster);
+    if (it != streams_.end() && it->second->serial() != serial) it->second->Close(reason, status);
   }
 
   void SendSnapshot(const std::string& cluster) {
@@ -379,7 +448,7 @@ void RelayStream::Begin() {
     LogWarning("relay_refused", {{"reason", std::string(identity.status().message())},
                                  {"peer", context_->peer()}});
     absl::MutexLock lock(&mu_);
-    FinishLocked(ToGrpc(identity.status()));
+    FinishLocked(ToGrpc(identity.status(), context_));
     return;
   }
   identity_ = *std::move(identity);
@@ -463,6 +532,13 @@ void RelayStream::HandleHello(const v1::Hello& hello) {
                        "Hello names another cluster than the client certificate"));
     return;
   }
+  if (absl::Status compatible = core_->CheckAgentVersion(hello.version()); !compatible.ok()) {
+    LogWarning("relay_refused", {{"reason", "incompatible_version"},
+                                 {"cluster", identity_.cluster},
+                                 {"agent_version", hello.version().substr(0, 64)}});
+    Close(std::string(compatible.message()), ToGrpc(compatible));
+    return;
+  }
   hello_done_ = true;
   hub_->Add(this);
   v1::ServerMessage welcome;
@@ -506,12 +582,17 @@ void RelayStream::OnReadDone(bool ok) {
   } else if (incoming_.has_ack()) {
     int64_t version = incoming_.ack().snapshot_version();
     absl::Status recorded = core_->registry_->RecordAck(identity_.cluster, version);
-    if (!recorded.ok()) {
+    if (absl::IsInvalidArgument(recorded)) {
+      LogWarning("ack_ignored", {{"cluster", identity_.cluster}, {"error", std::string(recorded.message())}});
+    } else if (!recorded.ok()) {
       LogError("ack_not_recorded", {{"cluster", identity_.cluster},
                                     {"error", std::string(recorded.message())}});
+    } else {
+      std::optional<ClusterRecord> record = core_->registry_->Find(identity_.cluster);
+      core_->metrics_.Set("relay_snapshot_acked_version", {{"cluster", identity_.cluster}},
+                          record ? record->acked_version : version);
+      LogInfo("snapshot_acked", {{"cluster", identity_.cluster}, {"version", absl::StrCat(version)}});
     }
-    core_->metrics_.Set("relay_snapshot_acked_version", {{"cluster", identity_.cluster}}, version);
-    LogInfo("snapshot_acked", {{"cluster", identity_.cluster}, {"version", absl::StrCat(version)}});
   } else if (incoming_.has_status()) {
     LogInfo("agent_status", {{"cluster", identity_.cluster},
                              {"message", incoming_.status().message().substr(0, 256)}});
@@ -551,26 +632,27 @@ class RelayService final : public v1::Relay::CallbackService {
 // blocked threads cost ~40% more server CPU per certificate: docs/BENCHMARKS.md.)
 class RegistrationService final : public v1::Registration::CallbackService {
  public:
-  explicit RegistrationService(Core* core) : core_(core) {}
+  RegistrationService(Core* core, RelayHub* hub) : core_(core), hub_(hub) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context, const v1::RegisterRequest* request,
                                      v1::CertificateResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     absl::Time now = absl::Now();
     const std::string cluster = request->cluster();
-    auto refuse = [this, reactor, cluster, peer = context->peer()](absl::string_view reason,
-                                                                    const absl::Status& status) {
+    auto refuse = [this, reactor, context, cluster, peer = context->peer()](absl::string_view reason,
+                                                                             const absl::Status& status) {
       core_->Refused(reason);
       LogWarning("register_refused", {{"cluster", cluster.substr(0, 64)},
                                       {"reason", std::string(reason)},
                                       {"peer", peer}});
-      reactor->Finish(ToGrpc(status));
+      reactor->Finish(ToGrpc(status, context));
       return reactor;
     };
     auto reason_for = [](const absl::Status& status) -> absl::string_view {
       return status.code() == absl::StatusCode::kUnauthenticated    ? "bad_token"
              : status.code() == absl::StatusCode::kInvalidArgument ? "bad_csr"
-                                                                   : "other";
+             : status.code() == absl::StatusCode::kPermissionDenied ? "deregistered"
+                                                                    : "other";
     };
     if (!core_->pki_.signer) {
       return refuse("ca_disabled",
@@ -582,9 +664,18 @@ class RegistrationService final : public v1::Registration::CallbackService {
     auto header = context->client_metadata().find("authorization");
     if (header != context->client_metadata().end()) {
       absl::string_view value(header->second.data(), header->second.size());
-      if (absl::StartsWith(value, "Bearer ") && value.size() <= 7 + tokens::kMaxTokenBytes) {
-        token = std::string(value.substr(7));
+      if (!absl::StartsWith(value, "Bearer ")) {
+        return refuse("bad_token", absl::UnauthenticatedError(
+                                       "the authorization header is not 'Bearer <token>': send the identity "
+                                       "token from relay-identity-token-secret as 'authorization: Bearer <token>'"));
       }
+      if (value.size() > 7 + tokens::kMaxTokenBytes) {
+        return refuse("bad_token", absl::UnauthenticatedError(absl::StrCat(
+                                       "the identity token is longer than ", tokens::kMaxTokenBytes,
+                                       " bytes, so it cannot be a relay token: check that the agent's "
+                                       "relay-identity-token-secret holds the token (relayctl register)")));
+      }
+      token = std::string(value.substr(7));
     }
     if (token.empty()) {
       return refuse("missing_token",
@@ -607,25 +698,38 @@ class RegistrationService final : public v1::Registration::CallbackService {
                                                         core_->options_.values.client_cert_ttl);
     };
     auto answer = [this, reactor, response, cluster](const pki::Issuer::IssuedPem& issued) {
-      core_->Issued("register", cluster, issued.not_after);
+      core_->Issued("register");
       LogInfo("cluster_registered", {{"cluster", cluster}, {"serial", issued.serial_hex}});
       *response = core_->Response(issued);
       reactor->Finish(grpc::Status::OK);
     };
     if (tokens::TokensEqual(token, core_->pki_.token)) {
+      RegistrationRules rules;
+      rules.live_stream = hub_->Connected(cluster, nullptr);
+      rules.strict = core_->options_.strict_reregistration;
+      // Checked before the CSR is verified and signed: refusing a live name costs no crypto.
+      absl::StatusOr<RegistrationKind> kind = core_->registry_->CheckRegistration(cluster, now, rules);
+      if (!kind.ok()) {
+        return refuse(kind.status().code() == absl::StatusCode::kAlreadyExists ? "name_in_use" : "deregistered",
+                      kind.status());
+      }
       absl::StatusOr<pki::Issuer::IssuedPem> issued = issue();
       if (!issued.ok()) return refuse(reason_for(issued.status()), issued.status());
       // Copies first: the callback below takes `issued` over.
       const std::string serial = issued->serial_hex;
       const absl::Time not_after = issued->not_after;
-      core_->registry_->RecordIssuedAsync(
-          cluster, serial, not_after, now,
-          [refuse, answer, issued = *std::move(issued)](absl::Status recorded) {
+      const bool replaces = *kind == RegistrationKind::kReplacesValid;
+      core_->registry_->RecordRegisteredAsync(
+          cluster, serial, not_after, now, rules,
+          [this, refuse, answer, cluster, replaces, issued = *std::move(issued)](absl::Status recorded) {
             if (!recorded.ok()) {
-              refuse(recorded.code() == absl::StatusCode::kPermissionDenied ? "deregistered" : "not_recorded",
+              refuse(recorded.code() == absl::StatusCode::kPermissionDenied ? "deregistered"
+                     : recorded.code() == absl::StatusCode::kAlreadyExists  ? "name_in_use"
+                                                                            : "not_recorded",
                      recorded);
               return;
             }
+            if (replaces) Reregistered(cluster, issued.serial_hex);
             answer(issued);
           });
       return reactor;
@@ -638,11 +742,17 @@ class RegistrationService final : public v1::Registration::CallbackService {
     // A one-time bootstrap token: redeemed and recorded together, waiting for the disk
     // (rare: once per cluster that enrols this way).
     pki::Issuer::IssuedPem issued;
+    RegistrationRules bound;
+    bound.bound_token = true;
+    bool replaces = false;
     absl::Status status = core_->bootstrap_tokens_.Redeem(token, cluster, now, [&]() -> absl::Status {
+      ASSIGN_OR_RETURN(RegistrationKind kind, core_->registry_->CheckRegistration(cluster, now, bound));
+      replaces = kind == RegistrationKind::kReplacesValid;
       ASSIGN_OR_RETURN(issued, issue());
-      return core_->registry_->RecordIssued(cluster, issued.serial_hex, issued.not_after, now);
+      return core_->registry_->RecordRegistered(cluster, issued.serial_hex, issued.not_after, now, bound);
     });
     if (!status.ok()) return refuse(reason_for(status), status);
+    if (replaces) Reregistered(cluster, issued.serial_hex);
     answer(issued);
     return reactor;
   }
@@ -651,11 +761,12 @@ class RegistrationService final : public v1::Registration::CallbackService {
                                   v1::CertificateResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     absl::Time now = absl::Now();
-    auto refuse = [this, reactor](absl::string_view reason, const std::string& cluster, const absl::Status& status) {
+    auto refuse = [this, reactor, context](absl::string_view reason, const std::string& cluster,
+                                           const absl::Status& status) {
       core_->Refused(reason);
       LogWarning("renew_refused", {{"cluster", cluster}, {"reason", std::string(reason)},
                                    {"error", std::string(status.message())}});
-      reactor->Finish(ToGrpc(status));
+      reactor->Finish(ToGrpc(status, context));
       return reactor;
     };
     if (!core_->pki_.signer) {
@@ -665,7 +776,13 @@ class RegistrationService final : public v1::Registration::CallbackService {
                         "certificate with your own CA"));
     }
     absl::StatusOr<CallerIdentity> caller = core_->Identify(*context, now);
-    if (!caller.ok()) return refuse("bad_client_certificate", "", caller.status());
+    if (!caller.ok()) {
+      std::string refusal = RefusalOf(caller.status());
+      return refuse(refusal == kRefusalDeregistered         ? "deregistered"
+                    : refusal == kRefusalUnknownCertificate ? "unknown_certificate"
+                                                            : "bad_client_certificate",
+                    "", caller.status());
+    }
     if (request->csr_pem().size() > kMaxCsrBytes) {
       return refuse("bad_csr", caller->cluster,
                     absl::InvalidArgumentError(absl::StrCat("CSR is larger than ", kMaxCsrBytes, " bytes")));
@@ -693,7 +810,7 @@ class RegistrationService final : public v1::Registration::CallbackService {
             refuse("not_recorded", caller.cluster, recorded);
             return;
           }
-          core_->Issued("renew", caller.cluster, issued.not_after);
+          core_->Issued("renew");
           LogInfo("certificate_renewed", {{"cluster", caller.cluster},
                                           {"old_serial", caller.serial},
                                           {"serial", issued.serial_hex}});
@@ -704,7 +821,19 @@ class RegistrationService final : public v1::Registration::CallbackService {
   }
 
  private:
+  // A Register replaced a still valid certificate: its serials are refused from now on,
+  // and a stream still open with one of them is closed.
+  void Reregistered(const std::string& cluster, const std::string& serial) {
+    core_->metrics_.Add("relay_reregistrations_total", {});
+    LogWarning("cluster_reregistered", {{"cluster", cluster},
+                                        {"serial", serial},
+                                        {"note", "the previous certificates of the cluster are revoked"}});
+    hub_->CloseClusterUnlessSerial(cluster, serial, "the cluster registered again: this certificate is revoked",
+                                   grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "certificate revoked"));
+  }
+
   Core* const core_;
+  RelayHub* const hub_;
 };
 
 // ---------------------------------------------------------------------------
@@ -801,7 +930,8 @@ class AdminService final : public v1::Admin::Service {
 
 class ServerImpl final : public ManagementServer {
  public:
-  explicit ServerImpl(std::unique_ptr<Core> core) : core_(std::move(core)), hub_(core_.get()) {}
+  ServerImpl(std::unique_ptr<Core> core, std::unique_ptr<StateLock> lock)
+      : lock_(std::move(lock)), core_(std::move(core)), hub_(core_.get()) {}
 
   ~ServerImpl() override {
     Shutdown();
@@ -818,7 +948,7 @@ class ServerImpl final : public ManagementServer {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     relay_service_ = std::make_unique<RelayService>(core_.get(), &hub_);
-    registration_service_ = std::make_unique<RegistrationService>(core_.get());
+    registration_service_ = std::make_unique<RegistrationService>(core_.get(), &hub_);
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.grpc_address,
                              grpc_tls::RelayServerCredentials(server_dir + "/tls.key",
@@ -832,12 +962,20 @@ class ServerImpl final : public ManagementServer {
     // TLS records of at most 4 KiB (gRPC's default is 16): every relay message but a
     // large push fits one, and each connection's protector buffer shrinks by 12 KiB.
     builder.AddChannelArgument(GRPC_ARG_TSI_MAX_FRAME_SIZE, 4096);
+    // gRPC sets SO_REUSEPORT by default: a second server would then bind the same port
+    // and take half of the connections. One server per port.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    // A connection that has not finished its TLS handshake by then is closed (gRPC's
+    // default is 120 s, which lets idle connections pile up).
+    builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout)));
     relay_server_ = builder.BuildAndStart();
     if (!relay_server_ || grpc_port_ == 0) {
       return absl::UnavailableError(absl::StrCat(
           "cannot serve the relay on ", options.grpc_address,
           ": is the port in use? choose another with --grpc_address"));
     }
+    accept_guard::Protect(grpc_port_, ReservedDescriptors());
 
     admin_service_ = std::make_unique<AdminService>(core_.get(), &hub_);
     std::string socket = options.admin_socket;
@@ -846,7 +984,7 @@ class ServerImpl final : public ManagementServer {
           "admin socket path ", socket, " is too long for a Unix socket: choose a shorter "
           "--admin_socket"));
     }
-    unlink(socket.c_str());
+    RETURN_IF_ERROR(RemoveStaleSocket(socket));
     grpc::ServerBuilder admin_builder;
     admin_builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
     admin_builder.RegisterService(admin_service_.get());
@@ -857,27 +995,36 @@ class ServerImpl final : public ManagementServer {
       return absl::UnavailableError(absl::StrCat("cannot create the admin socket ", socket));
     }
     chmod(socket.c_str(), 0600);
+    struct stat made;
+    if (stat(socket.c_str(), &made) == 0) {
+      admin_socket_id_ = {made.st_dev, made.st_ino};
+    }
 
     Core* core = core_.get();
-    ASSIGN_OR_RETURN(metrics_http_,
-                     HttpEndpoints::Start(options.metrics_address,
-                                          {[core] { return core->metrics_.Render(); }, nullptr, nullptr}));
-    ASSIGN_OR_RETURN(health_http_,
-                     HttpEndpoints::Start(options.health_address,
-                                          {nullptr, [] { return std::string(); },
-                                           [this] { return serving_ ? std::string() : std::string("starting"); }}));
+    if (!options.metrics_address.empty()) {
+      ASSIGN_OR_RETURN(metrics_http_,
+                       HttpEndpoints::Start(options.metrics_address,
+                                            {[core] { return core->metrics_.Render(); }, nullptr, nullptr}));
+    }
+    if (!options.health_address.empty()) {
+      ASSIGN_OR_RETURN(health_http_,
+                       HttpEndpoints::Start(options.health_address,
+                                            {nullptr, [] { return std::string(); }, [this] { return NotReady(); }}));
+    }
     sweeper_ = std::thread([this] { SweepLoop(); });
     serving_ = true;
 
+    const int metrics_port = metrics_http_ ? metrics_http_->port() : 0;
+    const int health_port = health_http_ ? health_http_->port() : 0;
     LogInfo("serving", {{"relay", absl::StrCat(options.grpc_address.substr(0, options.grpc_address.rfind(':')), ":", grpc_port_)},
-                        {"metrics_port", absl::StrCat(metrics_http_->port())},
-                        {"health_port", absl::StrCat(health_http_->port())},
+                        {"metrics_port", absl::StrCat(metrics_port)},
+                        {"health_port", absl::StrCat(health_port)},
                         {"admin_socket", socket},
                         {"secrets_dir", options.secrets_dir}});
     if (!options.ready_file.empty()) {
       std::string temp = options.ready_file + ".tmp";
-      std::ofstream(temp) << "grpc_port=" << grpc_port_ << "\nmetrics_port=" << metrics_http_->port()
-                          << "\nhealth_port=" << health_http_->port() << "\n";
+      std::ofstream(temp) << "grpc_port=" << grpc_port_ << "\nmetrics_port=" << metrics_port
+                          << "\nhealth_port=" << health_port << "\n";
       std::rename(temp.c_str(), options.ready_file.c_str());
     }
     return absl::OkStatus();
@@ -895,7 +1042,12 @@ class ServerImpl final : public ManagementServer {
     serving_ = false;
     if (relay_server_) relay_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     if (admin_server_) admin_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    if (!core_->options_.admin_socket.empty()) unlink(core_->options_.admin_socket.c_str());
+    // Only the socket this server made: the path may have been taken over since.
+    struct stat now_there;
+    if (admin_socket_id_ && stat(core_->options_.admin_socket.c_str(), &now_there) == 0 &&
+        std::make_pair(now_there.st_dev, now_there.st_ino) == *admin_socket_id_) {
+      unlink(core_->options_.admin_socket.c_str());
+    }
   }
 
  private:
@@ -903,12 +1055,57 @@ class ServerImpl final : public ManagementServer {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(250))) {
       absl::Time now = absl::Now();
       hub_.Sweep(now, core_->options_.heartbeat_interval * 3);
+      core_->metrics_.Set("relay_connections_shed_total", {},
+                          static_cast<double>(accept_guard::ShedConnections()));
       core_->MaybeRenewServerCertificate(now);
     }
   }
 
+  // Descriptors the relay port leaves for everything else (files, the admin socket,
+  // health probes, gRPC's own): a relay connection that would eat into them is shed.
+  static int ReservedDescriptors() {
+    rlimit limit{};
+    getrlimit(RLIMIT_NOFILE, &limit);
+    return limit.rlim_cur >= 1024 ? 128 : static_cast<int>(limit.rlim_cur / 4);
+  }
+
+  std::string NotReady() const {
+    if (!serving_) return "starting";
+    if (accept_guard::Overloaded()) {
+      return "the relay port is out of file descriptors and sheds new connections (open streams go on)";
+    }
+    return "";
+  }
+
+  // A socket left by a server that died is removed; one that another process serves is
+  // an error (two servers must not share an admin socket).
+  static absl::Status RemoveStaleSocket(const std::string& path) {
+    struct stat info;
+    if (lstat(path.c_str(), &info) != 0) return absl::OkStatus();
+    if (!S_ISSOCK(info.st_mode)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "admin socket path ", path, " exists and is not a socket: remove it or choose another --admin_socket"));
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return absl::InternalError(absl::StrCat("cannot create a socket: ", std::strerror(errno)));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    bool live = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    close(fd);
+    if (live) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "admin socket ", path, " is served by another process (another management server?): stop it, or "
+          "choose another --admin_socket"));
+    }
+    unlink(path.c_str());
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<StateLock> lock_;  // first: released last
   std::unique_ptr<Core> core_;
   RelayHub hub_;
+  std::optional<std::pair<dev_t, ino_t>> admin_socket_id_;
   std::unique_ptr<RelayService> relay_service_;
   std::unique_ptr<RegistrationService> registration_service_;
   std::unique_ptr<AdminService> admin_service_;
@@ -928,17 +1125,21 @@ class ServerImpl final : public ManagementServer {
 
 absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(ServerOptions options) {
   if (options.admin_socket.empty()) options.admin_socket = options.secrets_dir + "/admin.sock";
+  // First, before anything is read or written: one server per store.
+  ASSIGN_OR_RETURN(std::unique_ptr<StateLock> lock,
+                   StateLock::Acquire(options.secrets_dir, "this management server (--secrets_dir)"));
   ASSIGN_OR_RETURN(std::unique_ptr<secrets::DirectorySecretStore> store,
                    secrets::DirectorySecretStore::Create(options.secrets_dir));
   absl::Time now = absl::Now();
   ASSIGN_OR_RETURN(ManagementPki pki,
                    EnsureManagementPki(*store, Core::PkiOptions(options), now));
   ASSIGN_OR_RETURN(std::unique_ptr<ClusterRegistry> registry,
-                   ClusterRegistry::Load(store.get(), options.ns,
-                                         absl::StrCat(options.secrets_dir, "/relay-registry.", options.ns, ".log")));
+                   ClusterRegistry::Load(store.get(), options.ns, RegistryJournalPath(options.secrets_dir, options.ns),
+                                         absl::StrCat("relayctl registry repair --mgmt_secrets_dir=",
+                                                      options.secrets_dir, " --namespace=", options.ns)));
   auto core = std::make_unique<Core>(std::move(options), std::move(store), std::move(pki),
                                      std::move(registry));
-  auto server = std::make_unique<ServerImpl>(std::move(core));
+  auto server = std::make_unique<ServerImpl>(std::move(core), std::move(lock));
   RETURN_IF_ERROR(server->Serve());
   return server;
 }

@@ -16,8 +16,8 @@ struct ServerOptions {
   std::string ns = config::kDefaultNamespace;
   config::MgmtServerValues values;
   std::string grpc_address = "0.0.0.0:9900";
-  std::string metrics_address = "0.0.0.0:9091";
-  std::string health_address = "0.0.0.0:8090";
+  std::string metrics_address = "0.0.0.0:9091";  // empty: no metrics endpoint
+  std::string health_address = "0.0.0.0:8090";   // empty: no health endpoint
   std::string admin_socket;  // empty: <secrets_dir>/admin.sock
   std::string ready_file;    // written once serving: grpc_port=, metrics_port=, health_port=
   std::string authority = config::kDefaultAuthority;
@@ -27,11 +27,18 @@ struct ServerOptions {
   // The server renews its own certificate when this share of its lifetime remains.
   double server_cert_grace_ratio = 0.5;
   absl::Duration server_cert_lifetime = absl::Hours(24 * 365);
+  // Refuse a Register with the shared token whenever the cluster holds a valid
+  // certificate, online or not (for agents that keep their certificates across restarts).
+  bool strict_reregistration = false;
+  // A relay connection that has not completed its TLS handshake by then is closed.
+  absl::Duration handshake_timeout = absl::Seconds(10);
 };
+
 
 class ManagementServer {
  public:
-  // Ensures the secrets, then serves the relay, admin, metrics and health endpoints.
+  // Locks the state directory (one server per store), ensures the secrets, then serves
+  // the relay, admin, metrics and health endpoints.
   static absl::StatusOr<std::unique_ptr<ManagementServer>> Start(ServerOptions options);
   virtual ~ManagementServer() = default;
 

@@ -17,31 +17,41 @@
 #include "secrets/directory_store.h"
 
 ABSL_FLAG(std::string, values, "",
-          "Helm values file; the rotator reads glooAgent.relay from it. Flags given on the "
-          "command line override values.");
-ABSL_FLAG(std::string, cluster, "", "Name of this workload cluster (glooAgent.relay.cluster). Required.");
+          "Helm values file; the rotator reads glooAgent.relay from it. A flag given on the "
+          "command line overrides the value it names.");
+ABSL_FLAG(std::string, cluster, "",
+          "Name of this workload cluster (a DNS label). Required here or as "
+          "glooAgent.relay.cluster; overrides it when given.");
 ABSL_FLAG(std::string, secrets_dir, "",
-          "The secret store it shares with the agent. Default: <workspace>/.relay/agent-<cluster> "
+          "The secret store it shares with the agent. Empty: <workspace>/.relay/agent-<cluster> "
           "under `bazel run`, else ./.relay/agent-<cluster>.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
-ABSL_FLAG(std::string, server_address, "",
-          "host:port of the management server (glooAgent.relay.serverAddress); default 127.0.0.1:9900.");
-ABSL_FLAG(std::string, authority, "",
-          "Name the server certificate must carry (glooAgent.relay.authority; default "
-          "gloo-mesh-mgmt-server.gloo-mesh).");
-ABSL_FLAG(double, grace_period_ratio, 0,
-          "Renew when this share of the certificate's lifetime remains, in (0, 1) "
-          "(glooAgent.relay.clientTlsSecretRotationGracePeriodRatio; default 0.5).");
-ABSL_FLAG(bool, once, false, "Renew if due (or with --force), then exit: for init containers and cron.");
-ABSL_FLAG(bool, force, false, "Renew now, whatever the schedule.");
-ABSL_FLAG(std::string, metrics_address, "", "host:port for /metrics; empty: none.");
+ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
+          "host:port of the management server's relay. Overrides glooAgent.relay.serverAddress "
+          "when given.");
+ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+          "Name the management server's certificate must carry, sent as SNI. Overrides "
+          "glooAgent.relay.authority when given.");
+ABSL_FLAG(double, grace_period_ratio, 0.5,
+          "Renew when this share of the certificate's lifetime remains, in (0, 1). Overrides "
+          "glooAgent.relay.clientTlsSecretRotationGracePeriodRatio when given.");
+ABSL_FLAG(bool, once, false,
+          "Renew if due (with --force: now), then exit: for init containers and cron.");
+ABSL_FLAG(bool, force, false,
+          "Renew now, whatever the schedule and whatever the state of the client secret: a "
+          "certificate that is missing, unreadable or expired is replaced through Register with "
+          "the identity token.");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port for /metrics (Prometheus text), e.g. 0.0.0.0:9093; empty: no metrics "
+          "endpoint.");
 ABSL_FLAG(std::string, health_address, "",
-          "host:port for /healthz (fails when the certificate is expired, or past its rotation "
-          "point after a failed renewal) and /readyz; empty: none.");
+          "host:port for /healthz (fails when the client secret is unusable, expired, or past its "
+          "rotation point after a failed renewal) and /readyz, e.g. 0.0.0.0:8093; empty: no "
+          "health endpoint.");
 ABSL_FLAG(std::string, ready_file, "", "File written once running, with metrics_port= and health_port=.");
-ABSL_FLAG(std::string, retry_max, "2m", "Longest wait between renewal retries.");
-ABSL_FLAG(std::string, refused_pause, "10m",
-          "Wait after the server refuses a renewal (deregistered or revoked) before asking again.");
+ABSL_FLAG(std::string, retry_max, "2m",
+          "Longest wait between renewal retries; also how often a refused (deregistered) cluster "
+          "asks again.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
 
 namespace {
@@ -58,19 +68,22 @@ absl::Duration DurationFlag(const std::string& name, const std::string& text) {
 
 int main(int argc, char** argv) {
   relay::SetUsage(
+      kProgram,
       "relay rotator: renews this cluster's client certificate (relay-client-tls-secret) at the "
       "grace ratio and hands it to the agent atomically.\n"
       "Usage: rotator --cluster=NAME [--values=values.yaml] [--once] [--force] [--flags...]");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> rest = relay::ParseFlags(argc, argv);
+  if (rest.size() > 1) Fail(absl::StrCat("unexpected argument \"", rest[1], "\": the rotator takes only flags"));
   relay::SetLogLevelOrExit(kProgram, absl::GetFlag(FLAGS_log_level));
   absl::StatusOr<relay::config::AgentValues> values =
       relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
   if (!values.ok()) Fail(std::string(values.status().message()));
 
   absl::StatusOr<relay::agent::WorkloadSettings> settings = relay::agent::ResolveWorkloadSettings(
-      *values, absl::GetFlag(FLAGS_namespace), absl::GetFlag(FLAGS_cluster),
-      absl::GetFlag(FLAGS_server_address), absl::GetFlag(FLAGS_authority),
-      absl::GetFlag(FLAGS_grace_period_ratio));
+      *values, absl::GetFlag(FLAGS_namespace), relay::GivenFlag(FLAGS_cluster, "cluster"),
+      relay::GivenFlag(FLAGS_server_address, "server_address"),
+      relay::GivenFlag(FLAGS_authority, "authority"),
+      relay::GivenFlag(FLAGS_grace_period_ratio, "grace_period_ratio"));
   if (!settings.ok()) Fail(std::string(settings.status().message()));
 
   relay::rotator::RotatorOptions options;
@@ -82,7 +95,6 @@ int main(int argc, char** argv) {
       relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
   options.force = absl::GetFlag(FLAGS_force);
   options.retry.max = DurationFlag("retry_max", absl::GetFlag(FLAGS_retry_max));
-  options.retry.refused_pause = DurationFlag("refused_pause", absl::GetFlag(FLAGS_refused_pause));
 
   absl::StatusOr<std::unique_ptr<relay::secrets::DirectorySecretStore>> store =
       relay::secrets::DirectorySecretStore::Create(secrets_dir);

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/refusal.h"
 
 namespace relay::rotator {
 namespace {
@@ -44,12 +45,15 @@ Rotator::~Rotator() { Stop(); }
 
 RotationState Rotator::ReadState() {
   RotationState state;
-  absl::StatusOr<pki::CertificateInfo> leaf = agent::PeekClientCertificate(*store_, options_.secrets);
-  if (leaf.ok()) {
+  agent::ClientSecretState secret = agent::InspectClientSecret(*store_, options_.secrets, options_.cluster);
+  if (secret.kind == agent::ClientSecretState::kUsable) {
     state.have_certificate = true;
-    state.certificate = *leaf;
+    state.certificate = secret.leaf;
+    // Only a certificate the agent can use: an unusable secret's would mislead.
     metrics_->Set("relay_client_certificate_expiry_timestamp_seconds", {},
-                  absl::ToUnixSeconds(leaf->not_after));
+                  absl::ToUnixSeconds(secret.leaf.not_after));
+  } else if (secret.kind == agent::ClientSecretState::kUnusable) {
+    state.certificate_problem = secret.problem;
   }
   state.token_available = agent::HasToken(*store_, options_.secrets);
   absl::MutexLock lock(&mu_);
@@ -85,7 +89,22 @@ absl::Status Rotator::Act(Action action) {
     } else {
       fresh = agent::Renew(*current, options_.server, now);
     }
-  } else {
+    bool forced;
+    {
+      absl::MutexLock lock(&mu_);
+      forced = force_;
+    }
+    // A forced renewal whose certificate the server no longer accepts (the cluster was
+    // admitted again, or registered anew): register, as --force promises to renew
+    // whatever the state. Unforced, that is the agent's to do when its stream is refused.
+    if (forced && !fresh.ok() && RefusalOf(fresh.status()) == kRefusalUnknownCertificate &&
+        agent::HasToken(*store_, options_.secrets)) {
+      LogWarning("renewal_refused_registering", {{"cluster", options_.cluster},
+                                                 {"error", std::string(fresh.status().message())}});
+      action = Action::kRegister;
+    }
+  }
+  if (action == Action::kRegister) {
     how = "register";
     fresh = agent::RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, now);
   }

@@ -19,14 +19,27 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
   absl::Time retry_at = now;
   if (state.consecutive_failures > 0) {
     absl::Duration delay = RetryDelay(state.consecutive_failures, policy, retry_jitter01);
-    if (state.last_failure_refused) delay = std::max(delay, policy.refused_pause);
+    if (state.last_failure_refused) delay = policy.max;
     retry_at = std::max(now, state.last_failure + delay);
   }
 
   if (!state.have_certificate) {
-    // First contact is the agent's (it registers before it connects); a rotator that
-    // registered too would only race it.
-    return {Action::kWait, now + absl::Seconds(1), "waiting for the agent's first registration"};
+    if (state.certificate_problem.empty() && !state.force) {
+      // First contact is the agent's (it registers before it connects); a rotator that
+      // registered too would only race it.
+      return {Action::kWait, now + absl::Seconds(1), "waiting for the agent's first registration"};
+    }
+    // An unusable secret is never "no certificate yet": nobody else would replace it.
+    std::string what = state.certificate_problem.empty()
+                           ? std::string("there is no client certificate and a renewal was forced")
+                           : absl::StrCat("the client secret is unusable (", state.certificate_problem, ")");
+    if (!state.token_available) {
+      return {Action::kStuck, retry_at == now ? now + policy.max : retry_at,
+              absl::StrCat(what, " and there is no identity token to register again: run relayctl "
+                                 "register --cluster <name> for this cluster")};
+    }
+    return {retry_at <= now ? Action::kRegister : Action::kWait, retry_at,
+            absl::StrCat(what, ": registering again with the identity token")};
   }
   if (now >= state.certificate.not_after) {
     std::string what = absl::StrCat("client certificate expired at ",
@@ -58,7 +71,12 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
 
 std::string HealthProblem(const RotationState& state, absl::Time now, double ratio,
                           const pki::JitterSource& jitter) {
-  if (!state.have_certificate) return "";  // the agent has not registered yet
+  if (!state.have_certificate) {
+    if (state.certificate_problem.empty()) return "";  // the agent has not registered yet
+    return absl::StrCat("the client secret is unusable (", state.certificate_problem, ")",
+                        state.token_available ? "; registering again with the identity token"
+                                              : "; no identity token: run relayctl register");
+  }
   if (now >= state.certificate.not_after) {
     return absl::StrCat("client certificate expired at ", pki::FormatUtc(state.certificate.not_after),
                         state.token_available ? "" : "; no identity token: run relayctl register");

@@ -15,10 +15,10 @@ namespace relay::rotator {
 
 struct RetryPolicy {
   absl::Duration initial = absl::Seconds(1);
+  // The longest wait between retries; after PERMISSION_DENIED (deregistered) the server
+  // keeps refusing until an operator admits the cluster again, so the rotator asks again
+  // only this often: not hammering, and back within this long after the admit.
   absl::Duration max = absl::Minutes(2);
-  // After PERMISSION_DENIED (deregistered or revoked) the server will keep refusing:
-  // wait this long rather than hammer it.
-  absl::Duration refused_pause = absl::Minutes(10);
 };
 
 // Capped exponential backoff with jitter: the nth failure (n >= 1) waits between half
@@ -26,20 +26,24 @@ struct RetryPolicy {
 absl::Duration RetryDelay(int failures, const RetryPolicy& policy, double jitter01);
 
 struct RotationState {
-  bool have_certificate = false;  // a readable client certificate exists
+  // A usable client certificate exists (key matches, names the cluster, chains to the
+  // root); it may have expired.
+  bool have_certificate = false;
   pki::CertificateInfo certificate;
+  // The client secret exists but is unusable: why. (Empty with no secret at all.)
+  std::string certificate_problem;
   int consecutive_failures = 0;
   absl::Time last_failure = absl::InfinitePast();
   bool last_failure_refused = false;  // PERMISSION_DENIED
   bool token_available = false;
-  bool force = false;  // renew now, whatever the schedule
+  bool force = false;  // renew now, whatever the schedule and the state of the secret
 };
 
 enum class Action {
   kWait,       // nothing to do before `at`
   kRenew,      // call Renew with the current certificate
-  kRegister,   // expired: Register with the token
-  kStuck,      // expired and no token: only an operator can help
+  kRegister,   // expired, unusable (or forced without one): Register with the token
+  kStuck,      // that, and no token: only an operator can help
 };
 
 struct Decision {
@@ -51,8 +55,9 @@ struct Decision {
 Decision Decide(const RotationState& state, absl::Time now, double ratio,
                 const pki::JitterSource& jitter, const RetryPolicy& policy, double retry_jitter01);
 
-// Empty when healthy; otherwise the reason /healthz reports: the certificate expired
-// (or is missing), or it is past its rotation point and the last renewal failed.
+// Empty when healthy; otherwise the reason /healthz reports: the client secret is
+// unusable, the certificate expired, or it is past its rotation point and the last
+// renewal failed. (No secret at all is healthy: the agent has not registered yet.)
 std::string HealthProblem(const RotationState& state, absl::Time now, double ratio,
                           const pki::JitterSource& jitter);
 

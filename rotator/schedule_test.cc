@@ -53,7 +53,7 @@ TEST(ScheduleTest, ForceRenewsNow) {
 }
 
 TEST(ScheduleTest, FailuresBackOffExponentiallyWithACapAndJitter) {
-  RetryPolicy policy{absl::Seconds(1), absl::Seconds(60), absl::Minutes(10)};
+  RetryPolicy policy{absl::Seconds(1), absl::Seconds(60)};
   EXPECT_EQ(RetryDelay(1, policy, 0), absl::Milliseconds(500));
   EXPECT_EQ(RetryDelay(1, policy, 0.999999), absl::Microseconds(999999) + absl::Nanoseconds(500));
   EXPECT_EQ(RetryDelay(3, policy, 0), absl::Seconds(2));
@@ -72,7 +72,7 @@ TEST(ScheduleTest, FailuresBackOffExponentiallyWithACapAndJitter) {
 }
 
 TEST(ScheduleTest, RetriesNeverWaitPastExpiry) {
-  RetryPolicy policy{absl::Seconds(1), absl::Hours(10), absl::Minutes(10)};
+  RetryPolicy policy{absl::Seconds(1), absl::Hours(10)};
   RotationState state = Fresh();
   absl::Time now = state.certificate.not_after - absl::Minutes(1);
   state.consecutive_failures = 30;
@@ -81,14 +81,49 @@ TEST(ScheduleTest, RetriesNeverWaitPastExpiry) {
   EXPECT_EQ(decision.at, state.certificate.not_after);
 }
 
-TEST(ScheduleTest, RefusalPausesInsteadOfHammering) {
-  RetryPolicy policy{absl::Seconds(1), absl::Seconds(60), absl::Minutes(10)};
+// A deregistered cluster is refused until an operator admits it: ask again only at the
+// longest retry interval (not hammering), and so be back within it after the admit.
+TEST(ScheduleTest, RefusalWaitsTheLongestRetryIntervalAndNoLonger) {
+  RetryPolicy policy{absl::Seconds(1), absl::Seconds(60)};
   RotationState state = Fresh();
   absl::Time now = kIssued + absl::Hours(60);
   state.consecutive_failures = 1;
   state.last_failure = now;
   state.last_failure_refused = true;
-  EXPECT_EQ(Decide(state, now, 0.5, Fixed(0), policy, 0).at, now + absl::Minutes(10));
+  EXPECT_EQ(Decide(state, now, 0.5, Fixed(0), policy, 0).at, now + absl::Seconds(60));
+  // Expired and refused (Register of a deregistered cluster): the same.
+  absl::Time expired = state.certificate.not_after + absl::Seconds(1);
+  state.last_failure = expired;
+  Decision register_again = Decide(state, expired, 0.5, Fixed(0), policy, 0);
+  EXPECT_EQ(register_again.action, Action::kWait);
+  EXPECT_EQ(register_again.at, expired + absl::Seconds(60));
+  EXPECT_EQ(Decide(state, expired + absl::Seconds(60), 0.5, Fixed(0), policy, 0).action, Action::kRegister);
+}
+
+// A client secret that exists but cannot be used is not "no certificate yet": with the
+// token the rotator registers again at once; without, it is stuck and unhealthy.
+TEST(ScheduleTest, AnUnusableSecretIsRepairedThroughRegisterOrReportedUnhealthy) {
+  RotationState broken;
+  broken.certificate_problem = "secret gloo-mesh/relay-client-tls-secret key tls.crt: no PEM certificate";
+  broken.token_available = true;
+  Decision repair = Decide(broken, kIssued, 0.5, Fixed(0), RetryPolicy(), 0);
+  EXPECT_EQ(repair.action, Action::kRegister);
+  EXPECT_THAT(repair.why, HasSubstr("unusable"));
+  EXPECT_THAT(HealthProblem(broken, kIssued, 0.5, Fixed(0)), HasSubstr("no PEM certificate"));
+  broken.token_available = false;
+  Decision stuck = Decide(broken, kIssued, 0.5, Fixed(0), RetryPolicy(), 0);
+  EXPECT_EQ(stuck.action, Action::kStuck);
+  EXPECT_THAT(stuck.why, HasSubstr("relayctl register"));
+  EXPECT_THAT(HealthProblem(broken, kIssued, 0.5, Fixed(0)), HasSubstr("relayctl register"));
+}
+
+TEST(ScheduleTest, ForceWithoutACertificateRegisters) {
+  RotationState missing;
+  missing.token_available = true;
+  missing.force = true;
+  EXPECT_EQ(Decide(missing, kIssued, 0.5, Fixed(0), RetryPolicy(), 0).action, Action::kRegister);
+  missing.token_available = false;
+  EXPECT_EQ(Decide(missing, kIssued, 0.5, Fixed(0), RetryPolicy(), 0).action, Action::kStuck);
 }
 
 TEST(ScheduleTest, ExpiredFallsBackToRegisterWithATokenOrIsStuckWithout) {

@@ -21,6 +21,8 @@
 #include "common/names.h"
 #include "config/values.h"
 #include "grpcpp/grpcpp.h"
+#include "common/state_lock.h"
+#include "mgmt/cluster_registry.h"
 #include "mgmt/management_pki.h"
 #include "pki/certificate.h"
 #include "pki/pem.h"
@@ -77,6 +79,9 @@ Commands:
                                 subject, SANs, serial, validity, time left, rotation due
   clusters list                 registered vs connected clusters and certificate expiry
   clusters deregister NAME      revoke a cluster: its streams close, Renew and Connect fail
+  registry repair               when the server refuses to start on a damaged registry
+                                journal: keep the damaged file aside and write one with every
+                                whole record (the server must be stopped)
   push --cluster NAME FILE...   send files as the cluster's next snapshot
   check                         reachability, registration vs connection, certificates past
                                 their rotation point, and whether the server and agent
@@ -333,6 +338,36 @@ int ClustersDeregister(const std::string& cluster) {
   return 0;
 }
 
+int RegistryRepair() {
+  std::string dir = MgmtDir();
+  std::string path = relay::mgmt::RegistryJournalPath(dir, absl::GetFlag(FLAGS_namespace));
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) {
+    return Fail(absl::StrCat("there is no registry journal at ", path,
+                             ": point --mgmt_secrets_dir (and --namespace) at the server's state"));
+  }
+  // The server holds this lock while it runs: never repair under it.
+  absl::StatusOr<std::unique_ptr<relay::StateLock>> lock =
+      relay::StateLock::Acquire(dir, "relayctl registry repair (stop the server first)");
+  if (!lock.ok()) return Fail(std::string(lock.status().message()));
+  absl::StatusOr<relay::mgmt::JournalRepair> repair =
+      relay::mgmt::ClusterRegistry::RepairJournal(path, absl::Now());
+  if (!repair.ok()) return Fail(std::string(repair.status().message()));
+  if (repair->damaged_copy.empty()) {
+    std::cout << path << " is whole (" << repair->kept << " records): nothing to repair\n";
+    return 0;
+  }
+  std::cout << "kept the damaged journal as " << repair->damaged_copy << "\n"
+            << "wrote " << path << " with the " << repair->kept << " whole records\n";
+  if (!repair->dropped.empty()) {
+    std::cout << "dropped " << repair->dropped.size() << " damaged record(s); for each cluster named, the "
+              << "record before it applies now (check it with relayctl clusters list, and deregister it "
+              << "again if it was being deregistered):\n";
+    for (const std::string& line : repair->dropped) std::cout << "  " << line << "\n";
+  }
+  return 0;
+}
+
 int Push(const std::vector<std::string>& files) {
   std::string cluster = absl::GetFlag(FLAGS_cluster);
   if (cluster.empty()) return Fail("push needs --cluster NAME");
@@ -513,9 +548,9 @@ int Check() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  relay::SetUsage(kUsage);
+  relay::SetUsage("relayctl", kUsage);
   std::vector<char*> merged = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
-  std::vector<char*> args = absl::ParseCommandLine(static_cast<int>(merged.size()), merged.data());
+  std::vector<char*> args = relay::ParseFlags(static_cast<int>(merged.size()), merged.data());
   relay::LogLevel level;
   if (relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) relay::SetLogLevel(level);
   std::vector<std::string> words(args.begin() + 1, args.end());
@@ -530,6 +565,7 @@ int main(int argc, char** argv) {
   if (command == "certs" && words.size() == 2 && words[1] == "inspect") return CertsInspect();
   if (command == "clusters" && words.size() == 2 && words[1] == "list") return ClustersList();
   if (command == "clusters" && words.size() == 3 && words[1] == "deregister") return ClustersDeregister(words[2]);
+  if (command == "registry" && words.size() == 2 && words[1] == "repair") return RegistryRepair();
   if (command == "push" && words.size() >= 2) return Push({words.begin() + 1, words.end()});
   if (command == "check" && words.size() == 1) return Check();
   std::cerr << "relayctl: unknown command \"" << absl::StrJoin(words, " ") << "\"\n";

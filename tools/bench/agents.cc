@@ -195,8 +195,8 @@ double Percentile(std::vector<double> values, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  relay::SetUsage("relay fleet benchmark (see the comment at the top of tools/bench/agents.cc)");
-  absl::ParseCommandLine(argc, argv);
+  relay::SetUsage("relay-bench-agents", "relay fleet benchmark (see the comment at the top of tools/bench/agents.cc)");
+  relay::ParseFlags(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   uint64_t files = relay::RaiseOpenFileLimit();
   const int n = absl::GetFlag(FLAGS_agents);

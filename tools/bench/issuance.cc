@@ -225,8 +225,8 @@ std::vector<Result> CfsslRuns(const std::string& dir, const std::vector<int>& co
 }  // namespace
 
 int main(int argc, char** argv) {
-  relay::SetUsage("relay issuance benchmark (see the comment at the top of tools/bench/issuance.cc)");
-  absl::ParseCommandLine(argc, argv);
+  relay::SetUsage("relay-bench-issuance", "relay issuance benchmark (see the comment at the top of tools/bench/issuance.cc)");
+  relay::ParseFlags(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   const int total = absl::GetFlag(FLAGS_requests);
   std::vector<int> concurrencies;
