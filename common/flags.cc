@@ -88,7 +88,7 @@ std::string DefaultStateDir(const std::string& flag_value, const std::string& co
   std::string dir = flag_value;
   if (dir.empty()) {
     const char* workspace = std::getenv("BUILD_WORKSPACE_DIRECTORY");
-    dir = absl::StrCat(workspace != nullptr ? workspace : ".", "/.relay/", component);
+    dir = workspace != nullptr ? absl::StrCat(workspace, "/.relay/", component) : absl::StrCat(".relay/", component);
   }
   if (!dir.empty() && dir[0] != '/') {
     char cwd[PATH_MAX];

@@ -1,6 +1,10 @@
 #include "e2e/harness.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -156,6 +160,29 @@ void Process::Stop() {
   }
 }
 
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+uint64_t RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+  return limit.rlim_cur;
+}
+
 CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout) {
   std::string dir = MakeTempDir("cmd");
   std::string log = dir + "/output";
@@ -178,6 +205,7 @@ ServerUnderTest::~ServerUnderTest() { Stop(); }
 bool ServerUnderTest::Start(std::string* error) {
   std::string ready = absl::StrCat(secrets_dir_, ".ready.", start_count_);
   std::string log = absl::StrCat(secrets_dir_, ".server.", start_count_++, ".log");
+  std::remove(ready.c_str());  // another object may have started a server on this store
   int port = grpc_port_ != 0 ? grpc_port_ : fixed_grpc_port_;
   std::vector<std::string> argv = {ServerBinary(),
                                    "--secrets_dir=" + secrets_dir_,
@@ -187,6 +215,9 @@ bool ServerUnderTest::Start(std::string* error) {
                                    "--ready_file=" + ready,
                                    "--heartbeat_interval=500ms"};
   argv.insert(argv.end(), extra_flags_.begin(), extra_flags_.end());
+  if (open_file_limit_ > 0) {
+    argv.insert(argv.begin(), {"/bin/sh", "-c", absl::StrCat("ulimit -n ", open_file_limit_, " && exec \"$0\" \"$@\"")});
+  }
   process_ = std::make_unique<Process>(argv, log);
   bool up = WaitFor([&] { return !ReadFileOrEmpty(ready).empty() || !process_->Running(); },
                     absl::Seconds(30));
@@ -197,6 +228,7 @@ bool ServerUnderTest::Start(std::string* error) {
   }
   (void)absl::SimpleAtoi(ports["grpc_port"], &grpc_port_);
   (void)absl::SimpleAtoi(ports["metrics_port"], &metrics_port_);
+  (void)absl::SimpleAtoi(ports["health_port"], &health_port_);
   return true;
 }
 

@@ -16,7 +16,7 @@
 
 namespace relay::e2e {
 
-// A fresh directory under TEST_TMPDIR.
+// A fresh directory under /tmp (Unix socket paths must stay short), removed at exit.
 std::string MakeTempDir(const std::string& prefix);
 
 std::string ReadFileOrEmpty(const std::string& path);
@@ -70,6 +70,12 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int FreePort();
+
+// Raises this process's open-file soft limit to its hard limit; returns it.
+uint64_t RaiseOpenFileLimit();
+
 // Runs a command to completion (bounded by `timeout`).
 CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout = absl::Seconds(30));
 
@@ -83,10 +89,13 @@ class ServerUnderTest {
 
   // Starts and waits for readiness; false (with the log in `error`) if it did not come up.
   bool Start(std::string* error);
+  // Starts it under `ulimit -n limit` (soft and hard): for descriptor exhaustion.
+  void SetOpenFileLimit(int limit) { open_file_limit_ = limit; }
   void Stop();
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
+  int health_port() const { return health_port_; }
   std::string address() const;
   const std::string& secrets_dir() const { return secrets_dir_; }
   std::string admin_socket() const { return secrets_dir_ + "/admin.sock"; }
@@ -103,6 +112,8 @@ class ServerUnderTest {
   int fixed_grpc_port_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
+  int health_port_ = 0;
+  int open_file_limit_ = 0;
   int start_count_ = 0;
   std::unique_ptr<Process> process_;
 };

@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "e2e/harness.h"
 #include "e2e/relay_client.h"
 #include "gmock/gmock.h"
@@ -155,6 +156,106 @@ TEST_F(HostileTest, BadRegistrationRequestsGetTheRightStatus) {
   ASSERT_TRUE(Register("north", Csr("north", &key), token_, &response).ok());
   EXPECT_THAT(response.certificate_chain_pem(), HasSubstr("BEGIN CERTIFICATE"));
   EXPECT_EQ(response.root_ca_pem(), root_);
+}
+
+// Issue 12.8: the shared token cannot take over a live cluster name. While east's agent
+// holds its stream, Register("east") is ALREADY_EXISTS (nothing issued, the stream
+// stays); once it is offline, the re-registration is allowed, counted, and revokes
+// east's previous certificate.
+TEST_F(HostileTest, TheSharedTokenCannotTakeOverALiveClusterName) {
+  grpc::Status live = Register("east", Csr("east"), token_);
+  EXPECT_EQ(live.error_code(), grpc::StatusCode::ALREADY_EXISTS) << live.error_message();
+  EXPECT_THAT(live.error_message(), HasSubstr("relayctl register --cluster east"));
+  EXPECT_THAT(live.error_message(), HasSubstr("bootstrap_token_ttl"));
+  EXPECT_TRUE(EastConnected());
+  EXPECT_GE(MetricValue(server_->Metrics(), "relay_certificates_refused_total{reason=\"name_in_use\"}"), 1);
+
+  std::string old_key = east_->SecretKey("relay-client-tls-secret", "tls.key");
+  std::string old_chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
+  east_->Stop();
+  ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, absl::Seconds(10)));
+  ASSERT_TRUE(Register("east", Csr("east"), token_).ok());
+  EXPECT_EQ(MetricValue(server_->Metrics(), "relay_reregistrations_total"), 1);
+  EXPECT_THAT(server_->Log(), HasSubstr("event=cluster_reregistered cluster=east"));
+  // The previous certificate is refused from now on.
+  ConnectOutcome revoked = ConnectWithHello(MutualTlsChannel(server_->address(), root_, old_key, old_chain), "east");
+  EXPECT_EQ(revoked.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << revoked.status.error_message();
+}
+
+// Issue 12.11: control characters from an unauthenticated request never reach the log raw.
+TEST_F(HostileTest, ControlCharactersInRequestsAreEscapedInTheLog) {
+  static constexpr char kHostile[] = "evil\r\nts=2026 level=info event=cluster_registered cluster=x\x1b[2J\x00";
+  std::string hostile(kHostile, sizeof(kHostile) - 1);
+  EXPECT_EQ(Register(hostile, Csr("north"), token_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server_->Log(), "reason=bad_cluster_name"); }, absl::Seconds(5)));
+  std::string log = server_->Log();
+  EXPECT_THAT(log, HasSubstr("evil\\r\\nts=2026"));
+  EXPECT_THAT(log, HasSubstr("\\x1b[2J\\x00"));
+  for (char c : log) {
+    unsigned char byte = static_cast<unsigned char>(c);
+    EXPECT_TRUE(c == '\n' || (byte >= 0x20 && byte < 0x7f)) << "raw byte " << static_cast<int>(byte) << " in the log";
+  }
+  // No forged line: the injected text stays inside the quoted value of its own line.
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    EXPECT_FALSE(absl::StartsWith(line, "ts=2026 level=info")) << line;
+  }
+}
+
+// Issue 12.12: an oversized token is called that, not "no identity token".
+TEST_F(HostileTest, AnOversizedTokenIsReportedAsSuch) {
+  grpc::Status oversized = Register("north", Csr("north"), std::string(2000, 'a'));
+  EXPECT_EQ(oversized.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(oversized.error_message(), HasSubstr("longer than 1024 bytes"));
+  EXPECT_THAT(oversized.error_message(), Not(HasSubstr("no identity token")));
+}
+
+// Issue 12.14 and 12.15: an ack for a version never pushed changes nothing; an agent of
+// another major version is refused with a clear message and counted.
+TEST_F(HostileTest, BogusAcksAndIncompatibleAgentVersionsAreRefused) {
+  std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
+  std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
+  auto channel = MutualTlsChannel(server_->address(), root_, key, chain);
+  auto stub = relay::v1::Relay::NewStub(channel);
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = stub->Connect(&context);
+    relay::v1::AgentMessage hello;
+    hello.mutable_hello()->set_cluster("east");
+    hello.mutable_hello()->set_version("relay-agent/9.0.0");
+    stream->Write(hello);
+    relay::v1::ServerMessage message;
+    ASSERT_TRUE(stream->Read(&message));
+    ASSERT_TRUE(message.has_close());
+    EXPECT_THAT(message.close().reason(), HasSubstr("agent version 9.0.0 is not compatible"));
+    stream->WritesDone();
+    while (stream->Read(&message)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(MetricValue(server_->Metrics(), "relay_agent_version_skew_total{how=\"major\"}"), 1);
+  }
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = stub->Connect(&context);
+    relay::v1::AgentMessage hello;
+    hello.mutable_hello()->set_cluster("east");
+    stream->Write(hello);
+    relay::v1::ServerMessage message;
+    ASSERT_TRUE(stream->Read(&message));
+    ASSERT_TRUE(message.has_welcome());
+    relay::v1::AgentMessage ack;
+    ack.mutable_ack()->set_snapshot_version(99);
+    stream->Write(ack);
+    ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server_->Log(), "event=ack_ignored cluster=east"); },
+                        absl::Seconds(5)));
+    stream->WritesDone();
+    while (stream->Read(&message)) {
+    }
+    stream->Finish();
+  }
+  EXPECT_THAT(server_->Metrics(), Not(HasSubstr("relay_snapshot_acked_version{cluster=\"east\"} 99")));
+  EXPECT_THAT(server_->Relayctl({"clusters", "list"}).output, Not(HasSubstr("(99)")));
 }
 
 }  // namespace

@@ -342,6 +342,43 @@ TEST_F(RotationTest, ServerCertificateRenewedWhileAgentsStayConnected) {
   EXPECT_EQ(MetricValue(late->Metrics(), "relay_agent_connected"), 1);
 }
 
+// Issue 12.6: the server's clientCertTtl is lowered. A renewal then expires before the
+// certificate it replaces; it is newer all the same (issued later, for a fresh key), so
+// renewals go on and the agent stays connected.
+TEST_F(RotationTest, LoweringTheClientCertTtlDoesNotStallRenewals) {
+  StartServer({"--client_cert_ttl=120s"});
+  auto agent = ConnectedAgent("east");
+  RotatorUnderTest rotator("east", agent->secrets_dir(), server_->address());
+  std::string error;
+  ASSERT_TRUE(rotator.Start(&error)) << error;
+  ClientSecret first = ReadClientSecret(agent->secrets_dir());
+  ASSERT_TRUE(first.ok);
+
+  int port = server_->grpc_port();
+  server_->Stop();
+  server_ = std::make_unique<ServerUnderTest>(dir_ + "/mgmt", std::vector<std::string>{"--client_cert_ttl=8s"}, port);
+  ASSERT_TRUE(server_->Start(&error)) << error;
+  CommandResult forced = RunCommand({RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
+                                     "--server_address=" + server_->address(), "--once", "--force"});
+  ASSERT_EQ(forced.exit_code, 0) << forced.output;
+  ClientSecret lowered = ReadClientSecret(agent->secrets_dir());
+  ASSERT_TRUE(lowered.ok);
+  EXPECT_LT(lowered.leaf.not_after, first.leaf.not_after);
+  // The sidecar goes on renewing the 8-second certificates at its ratio.
+  std::set<std::string> serials = {lowered.leaf.serial_hex};
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        serials.insert(ReadClientSecret(agent->secrets_dir()).leaf.serial_hex);
+        return serials.size() >= 3;
+      },
+      absl::Seconds(20)))
+      << rotator.Log();
+  EXPECT_THAT(rotator.Log() + forced.output, Not(HasSubstr("not newer")));
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(agent->Metrics(), "relay_agent_connected") == 1; }, absl::Seconds(10)))
+      << agent->Log();
+  EXPECT_EQ(rotator.Health().first, 200) << rotator.Health().second;
+}
+
 // --rotation=builtin: the agent renews by itself.
 TEST_F(RotationTest, BuiltinRotationRenewsWithoutASidecar) {
   StartServer({"--client_cert_ttl=6s"});

@@ -224,7 +224,8 @@ absl::StatusOr<std::unique_ptr<DirectorySecretStore>> DirectorySecretStore::Crea
     std::string root, absl::Duration watch_interval) {
   if (root.empty()) return absl::InvalidArgumentError("secret directory is empty: give a path");
   while (root.size() > 1 && root.back() == '/') root.pop_back();
-  RETURN_IF_ERROR(MakeDirs(root));
+  // Nothing is created here: the first write makes the directories it needs, so a
+  // process that only reads (or fails before writing) leaves no empty store behind.
   return std::unique_ptr<DirectorySecretStore>(new DirectorySecretStore(root, watch_interval));
 }
 

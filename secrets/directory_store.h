@@ -24,7 +24,8 @@ namespace relay::secrets {
 class DirectorySecretStore : public SecretStore {
  public:
   // `watch_interval` is how often watches look for a new version (they poll, which also
-  // works on volumes where inotify does not, as kubelet-updated ones).
+  // works on volumes where inotify does not, as kubelet-updated ones). `root` need not
+  // exist: the first write creates what it needs (directories 0700).
   static absl::StatusOr<std::unique_ptr<DirectorySecretStore>> Create(
       std::string root, absl::Duration watch_interval = absl::Milliseconds(200));
 

@@ -1,5 +1,6 @@
 // Test helper: writes versions of one secret in a loop until killed. Every key of
 // version N holds "N" (padded), so a reader can tell a mixed read from a whole one.
+// Prints each version on stdout once it is written, so a test knows when to aim.
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -25,5 +26,6 @@ int main(int argc, char** argv) {
       std::cerr << status << "\n";
       return 1;
     }
+    std::cout << version << std::endl;
   }
 }
