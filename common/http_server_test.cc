@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "common/tcp_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -17,18 +18,7 @@
 namespace relay {
 namespace {
 
-int Connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
+using ::relay::testing::ConnectToLocalhost;
 
 HttpEndpoints::Routes Routes(bool* ready) {
   return {[] { return std::string("relay_up 1\n"); }, [] { return std::string(); },
@@ -70,7 +60,7 @@ TEST(HttpEndpointsTest, ProbesAreAnsweredWithAThousandIdleConnectionsOpen) {
   ASSERT_TRUE(endpoints.ok()) << endpoints.status();
   std::vector<int> idle;
   for (int i = 0; i < 1000; ++i) {
-    int fd = Connect((*endpoints)->port());
+    int fd = ConnectToLocalhost((*endpoints)->port());
     ASSERT_GE(fd, 0) << "connection " << i;
     if (i % 2 == 0) (void)!write(fd, "GET /metr", 9);  // half of them slow: a partial request
     idle.push_back(fd);
@@ -95,8 +85,8 @@ TEST(HttpEndpointsTest, IdleAndSlowClientsAreClosedAfterTheTimeout) {
   limits.idle_timeout = absl::Seconds(1);
   auto endpoints = HttpEndpoints::Start("127.0.0.1:0", Routes(&ready), limits);
   ASSERT_TRUE(endpoints.ok());
-  int silent = Connect((*endpoints)->port());
-  int slow = Connect((*endpoints)->port());
+  int silent = ConnectToLocalhost((*endpoints)->port());
+  int slow = ConnectToLocalhost((*endpoints)->port());
   ASSERT_GE(silent, 0);
   ASSERT_GE(slow, 0);
   (void)!write(slow, "GET /hea", 8);

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 #include "httplib.h"
 
 extern char** environ;
@@ -329,6 +330,23 @@ void RotatorUnderTest::Stop() {
 std::string RotatorUnderTest::Metrics() const { return HttpGet(metrics_port_, "/metrics").second; }
 
 std::pair<int, std::string> RotatorUnderTest::Health() const { return HttpGet(health_port_, "/healthz"); }
+
+std::unique_ptr<AgentUnderTest> StartConnectedAgent(const ServerUnderTest& server, const std::string& dir,
+                                                    const std::string& cluster, std::vector<std::string> flags) {
+  std::string store = dir + "/" + cluster;
+  CommandResult registered = server.Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
+  EXPECT_EQ(registered.exit_code, 0) << registered.output;
+  auto agent = std::make_unique<AgentUnderTest>(cluster, store, server.address(), std::move(flags));
+  agent->Start();
+  EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
+  return agent;
+}
+
+CommandResult ForceRotation(const std::string& cluster, const std::string& secrets_dir,
+                            const std::string& server_address) {
+  return RunCommand({RotatorBinary(), "--cluster=" + cluster, "--secrets_dir=" + secrets_dir,
+                     "--server_address=" + server_address, "--once", "--force"});
+}
 
 std::string SecretFile(const std::string& secrets_dir, const std::string& secret, const std::string& key) {
   return ReadFileOrEmpty(absl::StrCat(secrets_dir, "/gloo-mesh/", secret, "/", key));

@@ -172,6 +172,16 @@ class RotatorUnderTest {
   std::unique_ptr<Process> process_;
 };
 
+// Gives <dir>/<cluster> the root and the token (relayctl register), starts an agent on
+// it and waits for its relay stream; a failure is a test failure (gtest EXPECT).
+std::unique_ptr<AgentUnderTest> StartConnectedAgent(const ServerUnderTest& server, const std::string& dir,
+                                                    const std::string& cluster,
+                                                    std::vector<std::string> flags = {});
+
+// `rotator --once --force` on a cluster's store, against `server_address`.
+CommandResult ForceRotation(const std::string& cluster, const std::string& secrets_dir,
+                            const std::string& server_address);
+
 // Reads `key` of `secret` in namespace gloo-mesh of a directory store.
 std::string SecretFile(const std::string& secrets_dir, const std::string& secret, const std::string& key);
 // Writes a secret as a plain directory (as a person would with mkdir and cp).

@@ -23,13 +23,7 @@ class LifecycleTest : public ::testing::Test {
   }
 
   std::unique_ptr<AgentUnderTest> ConnectedAgent(const std::string& cluster) {
-    std::string store = dir_ + "/" + cluster;
-    CommandResult registered = server_->Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
-    EXPECT_EQ(registered.exit_code, 0) << registered.output;
-    auto agent = std::make_unique<AgentUnderTest>(cluster, store, server_->address());
-    agent->Start();
-    EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
-    return agent;
+    return StartConnectedAgent(*server_, dir_, cluster);
   }
 
   // The "CONNECTED" column of `relayctl clusters list` for `cluster`.
@@ -147,8 +141,7 @@ TEST_F(LifecycleTest, AdmittedAgainARunningAgentAndRotatorComeBackByThemselves) 
   EXPECT_THAT(agent->Log(), HasSubstr("event=credentials_registered"));
   EXPECT_THAT(ListRow("east"), MatchesRegex("east +yes +yes .*"));
   // The rotator follows the new certificate: a forced renewal works with it.
-  CommandResult renewed = RunCommand({RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
-                                      "--server_address=" + server_->address(), "--once", "--force"});
+  CommandResult renewed = ForceRotation("east", agent->secrets_dir(), server_->address());
   EXPECT_EQ(renewed.exit_code, 0) << renewed.output;
   EXPECT_EQ(rotator.Health().first, 200) << rotator.Health().second;
 }

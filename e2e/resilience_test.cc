@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/tcp_testing.h"
 #include "e2e/harness.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -24,20 +25,6 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr char kClientSecret[] = "relay-client-tls-secret";
-
-int ConnectTcp(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 int Count(const std::string& text, const std::string& what) {
   int count = 0;
@@ -57,13 +44,7 @@ class ResilienceTest : public ::testing::Test {
   }
 
   std::unique_ptr<AgentUnderTest> ConnectedAgent(const std::string& cluster) {
-    std::string store = dir_ + "/" + cluster;
-    CommandResult registered = server_->Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
-    EXPECT_EQ(registered.exit_code, 0) << registered.output;
-    auto agent = std::make_unique<AgentUnderTest>(cluster, store, server_->address());
-    agent->Start();
-    EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
-    return agent;
+    return StartConnectedAgent(*server_, dir_, cluster);
   }
 
   bool Connected(const std::string& cluster) {
@@ -87,7 +68,7 @@ TEST_F(ResilienceTest, DescriptorFloodDoesNotStopTheRelayPort) {
 
   std::vector<int> flood;
   for (int i = 0; i < 600; ++i) {
-    int fd = ConnectTcp(server_->grpc_port());
+    int fd = relay::testing::ConnectToLocalhost(server_->grpc_port());
     if (fd >= 0) flood.push_back(fd);
   }
   ASSERT_GT(flood.size(), 300u);
@@ -259,8 +240,7 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
   rotator.Stop();
   ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + agent->secrets_dir()}).exit_code, 0);
   ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
-  CommandResult forced = RunCommand({RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
-                                     "--server_address=" + server_->address(), "--once", "--force"});
+  CommandResult forced = ForceRotation("east", agent->secrets_dir(), server_->address());
   EXPECT_EQ(forced.exit_code, 0) << forced.output;
   EXPECT_THAT(forced.output, HasSubstr("how=register"));
   agent->Start();

@@ -76,13 +76,7 @@ class RotationTest : public ::testing::Test {
 
   std::unique_ptr<AgentUnderTest> ConnectedAgent(const std::string& cluster,
                                                  std::vector<std::string> flags = {}) {
-    std::string store = dir_ + "/" + cluster;
-    CommandResult registered = server_->Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
-    EXPECT_EQ(registered.exit_code, 0) << registered.output;
-    auto agent = std::make_unique<AgentUnderTest>(cluster, store, server_->address(), flags);
-    agent->Start();
-    EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
-    return agent;
+    return StartConnectedAgent(*server_, dir_, cluster, std::move(flags));
   }
 
   bool VerifiesAt(const std::string& chain_pem, absl::Time at) {
@@ -358,8 +352,7 @@ TEST_F(RotationTest, LoweringTheClientCertTtlDoesNotStallRenewals) {
   server_->Stop();
   server_ = std::make_unique<ServerUnderTest>(dir_ + "/mgmt", std::vector<std::string>{"--client_cert_ttl=8s"}, port);
   ASSERT_TRUE(server_->Start(&error)) << error;
-  CommandResult forced = RunCommand({RotatorBinary(), "--cluster=east", "--secrets_dir=" + agent->secrets_dir(),
-                                     "--server_address=" + server_->address(), "--once", "--force"});
+  CommandResult forced = ForceRotation("east", agent->secrets_dir(), server_->address());
   ASSERT_EQ(forced.exit_code, 0) << forced.output;
   ClientSecret lowered = ReadClientSecret(agent->secrets_dir());
   ASSERT_TRUE(lowered.ok);

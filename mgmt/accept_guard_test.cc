@@ -11,10 +11,13 @@
 #include <cerrno>
 #include <vector>
 
+#include "common/tcp_testing.h"
 #include "gtest/gtest.h"
 
 namespace relay::mgmt::accept_guard {
 namespace {
+
+using ::relay::testing::ConnectToLocalhost;
 
 // The server end closed the connection (EOF or reset), seen from the client.
 bool ClosedByServer(int client) {
@@ -23,20 +26,6 @@ bool ClosedByServer(int client) {
   char byte;
   ssize_t n = read(client, &byte, 1);
   return n == 0 || (n < 0 && errno == ECONNRESET);
-}
-
-int Connect(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 // One test: the guard's state is process-wide.
@@ -63,7 +52,7 @@ TEST(AcceptGuardTest, ShedsBelowTheReserveAndNeverLetsEmfileReachTheCaller) {
   // accepted, the rest are closed, and the caller gets EAGAIN, not an error.
   std::vector<int> clients;
   for (int i = 0; i < 60; ++i) {
-    int client = Connect(port);
+    int client = ConnectToLocalhost(port);
     ASSERT_GE(client, 0);
     clients.push_back(client);
   }
@@ -89,7 +78,7 @@ TEST(AcceptGuardTest, ShedsBelowTheReserveAndNeverLetsEmfileReachTheCaller) {
   for (int fd : clients) close(fd);
   accepted.clear();
   clients.clear();
-  int client = Connect(port);
+  int client = ConnectToLocalhost(port);
   ASSERT_GE(client, 0);
   std::vector<int> filler;
   for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) filler.push_back(fd);
@@ -103,7 +92,7 @@ TEST(AcceptGuardTest, ShedsBelowTheReserveAndNeverLetsEmfileReachTheCaller) {
 
   // 3. Descriptors free again: connections are accepted as before.
   for (int fd : filler) close(fd);
-  client = Connect(port);
+  client = ConnectToLocalhost(port);
   ASSERT_GE(client, 0);
   int connection = -1;
   for (int attempt = 0; attempt < 100 && connection < 0; ++attempt) {

@@ -20,8 +20,37 @@ using ::testing::HasSubstr;
 
 const absl::Time kNow = absl::FromUnixSeconds(1767225600);
 
+// The file as bytes, to damage it the way a disk or a person would.
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+void WriteAll(const std::string& path, const std::string& content) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
+}
+
 class ClusterRegistryTest : public ::testing::Test {
  protected:
+  // East registered, west registered and then deregistered; then one byte of west's
+  // deregistration is changed ("reregistered": a valid-looking word). Returns the file.
+  std::string DamageADeregistration() {
+    {
+      auto registry = Load();
+      EXPECT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
+      EXPECT_TRUE(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow).ok());
+      EXPECT_TRUE(registry->Deregister("west").ok());
+    }
+    std::string content = ReadAll(journal_);
+    size_t deregistered = content.find("state=deregistered");
+    EXPECT_NE(deregistered, std::string::npos);
+    content[deregistered + 6] = 'r';
+    WriteAll(journal_, content);
+    return content;
+  }
+
   void SetUp() override {
     std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR"), "/registry.XXXXXX");
     dir_ = mkdtemp(tmpl.data());
@@ -178,32 +207,11 @@ TEST_F(ClusterRegistryTest, TheJournalIsCompactedWhenItGrows) {
   EXPECT_THAT(east->pending_serials, ElementsAre("S4196", "S4197", "S4198", "S4199"));
 }
 
-// The file as bytes, to damage it the way a disk or a person would.
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void WriteAll(const std::string& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
-}
-
 // One changed byte in a deregistration must not be read as something else: start-up
 // stops with the file, the offset and the repair command, and the file stays as it was.
 TEST_F(ClusterRegistryTest, ADamagedRecordStopsLoadingAndIsNeverCompactedAway) {
-  {
-    auto registry = Load();
-    ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
-    ASSERT_TRUE(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow).ok());
-    ASSERT_TRUE(registry->Deregister("west").ok());
-  }
-  std::string content = ReadAll(journal_);
-  size_t deregistered = content.find("state=deregistered");
-  ASSERT_NE(deregistered, std::string::npos);
-  content[deregistered + 6] = 'r';  // "reregistered": a valid-looking word
-  WriteAll(journal_, content);
+  std::string content = DamageADeregistration();
+  size_t deregistered = content.find("state=reregistered");
 
   absl::StatusOr<std::unique_ptr<ClusterRegistry>> damaged =
       ClusterRegistry::Load(store_.get(), "gloo-mesh", journal_, "relayctl registry repair --mgmt_secrets_dir=/x");
@@ -236,16 +244,7 @@ TEST_F(ClusterRegistryTest, OlderJournalsAreReadStrictlyAndRewrittenWithChecksum
 }
 
 TEST_F(ClusterRegistryTest, RepairKeepsTheDamagedFileAsideAndEveryWholeRecord) {
-  {
-    auto registry = Load();
-    ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
-    ASSERT_TRUE(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow).ok());
-    ASSERT_TRUE(registry->Deregister("west").ok());
-  }
-  std::string content = ReadAll(journal_);
-  size_t deregistered = content.find("state=deregistered");
-  content[deregistered + 6] = 'r';
-  WriteAll(journal_, content);
+  std::string content = DamageADeregistration();
 
   absl::StatusOr<JournalRepair> repair = ClusterRegistry::RepairJournal(journal_, kNow);
   ASSERT_TRUE(repair.ok()) << repair.status();

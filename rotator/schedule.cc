@@ -14,6 +14,23 @@ absl::Duration RetryDelay(int failures, const RetryPolicy& policy, double jitter
   return ceiling / 2 + (ceiling / 2) * jitter01;
 }
 
+namespace {
+
+// No usable certificate (`what` says why): Register with the token when the retry
+// schedule allows, or stuck without one.
+Decision RegisterAgain(const std::string& what, const RotationState& state, absl::Time now, absl::Time retry_at,
+                       const RetryPolicy& policy) {
+  if (!state.token_available) {
+    return {Action::kStuck, retry_at == now ? now + policy.max : retry_at,
+            absl::StrCat(what, " and there is no identity token to register again: run relayctl "
+                               "register --cluster <name> for this cluster")};
+  }
+  return {retry_at <= now ? Action::kRegister : Action::kWait, retry_at,
+          absl::StrCat(what, ": registering again with the identity token")};
+}
+
+}  // namespace
+
 Decision Decide(const RotationState& state, absl::Time now, double ratio,
                 const pki::JitterSource& jitter, const RetryPolicy& policy, double retry_jitter01) {
   absl::Time retry_at = now;
@@ -30,27 +47,14 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
       return {Action::kWait, now + absl::Seconds(1), "waiting for the agent's first registration"};
     }
     // An unusable secret is never "no certificate yet": nobody else would replace it.
-    std::string what = state.certificate_problem.empty()
-                           ? std::string("there is no client certificate and a renewal was forced")
-                           : absl::StrCat("the client secret is unusable (", state.certificate_problem, ")");
-    if (!state.token_available) {
-      return {Action::kStuck, retry_at == now ? now + policy.max : retry_at,
-              absl::StrCat(what, " and there is no identity token to register again: run relayctl "
-                                 "register --cluster <name> for this cluster")};
-    }
-    return {retry_at <= now ? Action::kRegister : Action::kWait, retry_at,
-            absl::StrCat(what, ": registering again with the identity token")};
+    return RegisterAgain(state.certificate_problem.empty()
+                             ? std::string("there is no client certificate and a renewal was forced")
+                             : absl::StrCat("the client secret is unusable (", state.certificate_problem, ")"),
+                         state, now, retry_at, policy);
   }
   if (now >= state.certificate.not_after) {
-    std::string what = absl::StrCat("client certificate expired at ",
-                                    pki::FormatUtc(state.certificate.not_after));
-    if (!state.token_available) {
-      return {Action::kStuck, retry_at == now ? now + policy.max : retry_at,
-              absl::StrCat(what, " and there is no identity token to register again: run relayctl "
-                                 "register --cluster <name> for this cluster")};
-    }
-    return {retry_at <= now ? Action::kRegister : Action::kWait, retry_at,
-            absl::StrCat(what, ": registering again with the identity token")};
+    return RegisterAgain(absl::StrCat("client certificate expired at ", pki::FormatUtc(state.certificate.not_after)),
+                         state, now, retry_at, policy);
   }
 
   if (state.force && state.consecutive_failures == 0) return {Action::kRenew, now, "renewal forced"};
