@@ -37,7 +37,8 @@ std::string DescribeProcess(pid_t pid) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<StateLock>> StateLock::Acquire(const std::string& dir, const std::string& what) {
+absl::StatusOr<std::unique_ptr<StateLock>> StateLock::Acquire(const std::string& dir, const std::string& what,
+                                                              const std::string& advice) {
   if (absl::Status made = MakeDirs(dir); !made.ok()) return made;
   std::string path = dir + "/..relay.lock";
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -63,7 +64,7 @@ absl::StatusOr<std::unique_ptr<StateLock>> StateLock::Acquire(const std::string&
     }
     return absl::FailedPreconditionError(absl::StrCat(
         dir, " is in use by ", who, ", which holds its lock (", path, "): only one process may use this "
-        "state at a time. Stop that process, or give ", what, " another directory."));
+        "state at a time. ", advice));
   }
   // For people: who holds it. The lock itself, not this text, is what counts.
   std::string note = absl::StrCat(getpid(), " ", what, "\n");

@@ -17,9 +17,10 @@ namespace relay {
 class StateLock {
  public:
   // Creates `dir` (0700) when missing and locks it for the life of the returned object.
-  // FAILED_PRECONDITION naming the holding process when another one holds it; `what`
-  // describes this process in that message ("the management server").
-  static absl::StatusOr<std::unique_ptr<StateLock>> Acquire(const std::string& dir, const std::string& what);
+  // `what` names this process in the lock file (for people who look). When another
+  // process holds the lock: FAILED_PRECONDITION naming that process, then `advice`.
+  static absl::StatusOr<std::unique_ptr<StateLock>> Acquire(const std::string& dir, const std::string& what,
+                                                            const std::string& advice);
   ~StateLock();
 
   StateLock(const StateLock&) = delete;

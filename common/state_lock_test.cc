@@ -23,7 +23,7 @@ std::string TempDir() {
 // the parent holds it, and again after the parent let go.
 TEST(StateLockTest, ASecondProcessIsRefusedWithTheHoldersPidUntilTheFirstLetsGo) {
   std::string dir = TempDir() + "/state/mgmt";
-  auto held = StateLock::Acquire(dir, "the management server");
+  auto held = StateLock::Acquire(dir, "relay-mgmt-server", "Stop it, or choose another --secrets_dir.");
   ASSERT_TRUE(held.ok()) << held.status();
 
   int pipe_fds[2];
@@ -31,7 +31,7 @@ TEST(StateLockTest, ASecondProcessIsRefusedWithTheHoldersPidUntilTheFirstLetsGo)
   pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
-    auto second = StateLock::Acquire(dir, "the management server");
+    auto second = StateLock::Acquire(dir, "relay-mgmt-server", "Stop it, or choose another --secrets_dir.");
     std::string message = second.ok() ? "acquired" : std::string(second.status().message());
     (void)!write(pipe_fds[1], message.data(), message.size());
     _exit(0);
@@ -43,12 +43,12 @@ TEST(StateLockTest, ASecondProcessIsRefusedWithTheHoldersPidUntilTheFirstLetsGo)
   waitpid(child, nullptr, 0);
   std::string message(buffer, n > 0 ? static_cast<size_t>(n) : 0);
   EXPECT_THAT(message, HasSubstr(absl::StrCat("in use by process ", getpid())));
-  EXPECT_THAT(message, HasSubstr("another directory"));
+  EXPECT_THAT(message, HasSubstr("Stop it, or choose another --secrets_dir."));
 
   held->reset();
   pid_t again = fork();
   ASSERT_GE(again, 0);
-  if (again == 0) _exit(StateLock::Acquire(dir, "the management server").ok() ? 0 : 1);
+  if (again == 0) _exit(StateLock::Acquire(dir, "relay-mgmt-server", "").ok() ? 0 : 1);
   int status = 0;
   waitpid(again, &status, 0);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);

@@ -1127,7 +1127,8 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
   if (options.admin_socket.empty()) options.admin_socket = options.secrets_dir + "/admin.sock";
   // First, before anything is read or written: one server per store.
   ASSIGN_OR_RETURN(std::unique_ptr<StateLock> lock,
-                   StateLock::Acquire(options.secrets_dir, "this management server (--secrets_dir)"));
+                   StateLock::Acquire(options.secrets_dir, "relay-mgmt-server",
+                                      "Stop that server, or start this one with another --secrets_dir."));
   ASSIGN_OR_RETURN(std::unique_ptr<secrets::DirectorySecretStore> store,
                    secrets::DirectorySecretStore::Create(options.secrets_dir));
   absl::Time now = absl::Now();

@@ -348,7 +348,7 @@ int RegistryRepair() {
   }
   // The server holds this lock while it runs: never repair under it.
   absl::StatusOr<std::unique_ptr<relay::StateLock>> lock =
-      relay::StateLock::Acquire(dir, "relayctl registry repair (stop the server first)");
+      relay::StateLock::Acquire(dir, "relayctl registry repair", "Stop the server before repairing its journal.");
   if (!lock.ok()) return Fail(std::string(lock.status().message()));
   absl::StatusOr<relay::mgmt::JournalRepair> repair =
       relay::mgmt::ClusterRegistry::RepairJournal(path, absl::Now());
