@@ -108,6 +108,7 @@ class Core {
     metrics_.Describe("relay_connections_shed_total", "counter",
                       "Relay connections closed unserved because too few file descriptors were free.");
     metrics_.Set("relay_connections_shed_total", {}, 0);
+    metrics_.Set("relay_reregistrations_total", {}, 0);
     metrics_.Describe("relay_reregistrations_total", "counter",
                       "Registers with the shared token that replaced a cluster's still valid "
                       "certificate (its agent was offline); the replaced certificates are revoked.");
@@ -882,7 +883,8 @@ class AdminService final : public v1::Admin::Service {
     if (absl::Status name = ValidateClusterName(cluster); !name.ok()) return ToGrpc(name);
     if (absl::Status status = core_->registry_->Admit(cluster); !status.ok()) return ToGrpc(status);
     LogInfo("cluster_admitted", {{"cluster", cluster}});
-    response->set_message(absl::StrCat("cluster ", cluster, " may register"));
+    response->set_message(absl::StrCat("cluster ", cluster, " may register (its next Register may replace a "
+                                                          "certificate that is still valid)"));
     return grpc::Status::OK;
   }
 

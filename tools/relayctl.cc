@@ -73,8 +73,9 @@ Commands:
                                 certificate, identity token) without starting a server
   register --cluster NAME       copy the root ca.crt and the identity token from the management
                                 store to the cluster's store (or, with --bootstrap_token_ttl,
-                                a single-use token bound to the cluster); re-admits a
-                                deregistered cluster
+                                a single-use token bound to the cluster); with a running
+                                server it admits the cluster: lifts a deregistration and
+                                lets its next Register replace a still valid certificate
   certs inspect --file F | --secret NAME
                                 subject, SANs, serial, validity, time left, rotation due
   clusters list                 registered vs connected clusters and certificate expiry
