@@ -25,6 +25,16 @@ namespace relay::agent {
 namespace {
 
 namespace v1 = ::relay::v1;
+using enrolment::ClientCredentials;
+using enrolment::ExplainRpcError;
+using enrolment::HasToken;
+using enrolment::IsCallFailure;
+using enrolment::LoadClientCredentials;
+using enrolment::LoadRootBundle;
+using enrolment::RegisterWithToken;
+using enrolment::SignLocally;
+using enrolment::WorkloadSecrets;
+using enrolment::WriteClientCredentials;
 
 constexpr char kStateSecret[] = "relay-agent-state";
 

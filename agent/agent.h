@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/client_credentials.h"
+#include "enrolment/client_credentials.h"
 #include "common/version.h"
 
 namespace relay::agent {
@@ -14,8 +14,8 @@ namespace relay::agent {
 struct AgentOptions {
   std::string cluster;
   std::string secrets_dir;
-  WorkloadSecrets secrets;
-  ServerEndpoint server;
+  enrolment::WorkloadSecrets secrets;
+  enrolment::ServerEndpoint server;
   std::string output_dir;       // where snapshots land
   std::string metrics_address;  // empty: no metrics endpoint
   std::string health_address;   // empty: no /healthz and /readyz

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
       relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
   if (!values.ok()) Fail(std::string(values.status().message()));
 
-  absl::StatusOr<relay::agent::WorkloadSettings> settings = relay::agent::ResolveWorkloadSettings(
+  absl::StatusOr<relay::enrolment::WorkloadSettings> settings = relay::enrolment::ResolveWorkloadSettings(
       *values, absl::GetFlag(FLAGS_namespace), relay::GivenFlag(FLAGS_cluster, "cluster"),
       relay::GivenFlag(FLAGS_server_address, "server_address"),
       relay::GivenFlag(FLAGS_authority, "authority"),

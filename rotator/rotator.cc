@@ -45,17 +45,17 @@ Rotator::~Rotator() { Stop(); }
 
 RotationState Rotator::ReadState() {
   RotationState state;
-  agent::ClientSecretState secret = agent::InspectClientSecret(*store_, options_.secrets, options_.cluster);
-  if (secret.kind == agent::ClientSecretState::kUsable) {
+  enrolment::ClientSecretState secret = enrolment::InspectClientSecret(*store_, options_.secrets, options_.cluster);
+  if (secret.kind == enrolment::ClientSecretState::kUsable) {
     state.have_certificate = true;
     state.certificate = secret.leaf;
     // Only a certificate the agent can use: an unusable secret's would mislead.
     metrics_->Set("relay_client_certificate_expiry_timestamp_seconds", {},
                   absl::ToUnixSeconds(secret.leaf.not_after));
-  } else if (secret.kind == agent::ClientSecretState::kUnusable) {
+  } else if (secret.kind == enrolment::ClientSecretState::kUnusable) {
     state.certificate_problem = secret.problem;
   }
-  state.token_available = agent::HasToken(*store_, options_.secrets);
+  state.token_available = enrolment::HasToken(*store_, options_.secrets);
   absl::MutexLock lock(&mu_);
   state.consecutive_failures = failures_;
   state.last_failure = last_failure_;
@@ -79,15 +79,15 @@ void Rotator::RecordFailure(const absl::Status& status) {
 
 absl::Status Rotator::Act(Action action) {
   absl::Time now = absl::Now();
-  absl::StatusOr<agent::ClientCredentials> fresh;
+  absl::StatusOr<enrolment::ClientCredentials> fresh;
   const char* how = "renew";
   if (action == Action::kRenew) {
-    absl::StatusOr<agent::ClientCredentials> current =
-        agent::LoadClientCredentials(*store_, options_.secrets, options_.cluster, now);
+    absl::StatusOr<enrolment::ClientCredentials> current =
+        enrolment::LoadClientCredentials(*store_, options_.secrets, options_.cluster, now);
     if (!current.ok()) {
       fresh = current.status();
     } else {
-      fresh = agent::Renew(*current, options_.server, now);
+      fresh = enrolment::Renew(*current, options_.server, now);
     }
     bool forced;
     {
@@ -98,7 +98,7 @@ absl::Status Rotator::Act(Action action) {
     // admitted again, or registered anew): register, as --force promises to renew
     // whatever the state. Unforced, that is the agent's to do when its stream is refused.
     if (forced && !fresh.ok() && RefusalOf(fresh.status()) == kRefusalUnknownCertificate &&
-        agent::HasToken(*store_, options_.secrets)) {
+        enrolment::HasToken(*store_, options_.secrets)) {
       LogWarning("renewal_refused_registering", {{"cluster", options_.cluster},
                                                  {"error", std::string(fresh.status().message())}});
       action = Action::kRegister;
@@ -106,10 +106,10 @@ absl::Status Rotator::Act(Action action) {
   }
   if (action == Action::kRegister) {
     how = "register";
-    fresh = agent::RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, now);
+    fresh = enrolment::RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, now);
   }
   absl::Status status = fresh.status();
-  if (status.ok()) status = agent::WriteClientCredentials(*store_, options_.secrets, *fresh);
+  if (status.ok()) status = enrolment::WriteClientCredentials(*store_, options_.secrets, *fresh);
   if (!status.ok()) {
     RecordFailure(status);
     return status;

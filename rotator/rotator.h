@@ -13,7 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "agent/client_credentials.h"
+#include "enrolment/client_credentials.h"
 #include "common/metrics.h"
 #include "rotator/schedule.h"
 #include "secrets/secret_store.h"
@@ -22,8 +22,8 @@ namespace relay::rotator {
 
 struct RotatorOptions {
   std::string cluster;
-  agent::WorkloadSecrets secrets;
-  agent::ServerEndpoint server;
+  enrolment::WorkloadSecrets secrets;
+  enrolment::ServerEndpoint server;
   double grace_period_ratio = 0.5;
   bool force = false;  // renew once right away, whatever the schedule
   RetryPolicy retry;

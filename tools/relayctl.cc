@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "agent/client_credentials.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/flags.h"
 #include "common/grpc_tls.h"

@@ -1,4 +1,4 @@
-#include "agent/client_credentials.h"
+#include "enrolment/client_credentials.h"
 
 #include <algorithm>
 
@@ -15,7 +15,7 @@
 #include "pki/pem.h"
 #include "tokens/identity_token.h"
 
-namespace relay::agent {
+namespace relay::enrolment {
 namespace {
 
 absl::Status InSecret(const std::string& ns, const std::string& name, absl::string_view key,
@@ -299,4 +299,4 @@ absl::StatusOr<ClientCredentials> Renew(const ClientCredentials& current,
   return renewed;
 }
 
-}  // namespace relay::agent
+}  // namespace relay::enrolment

@@ -1,10 +1,11 @@
-#ifndef RELAY_AGENT_CLIENT_CREDENTIALS_H_
-#define RELAY_AGENT_CLIENT_CREDENTIALS_H_
+#ifndef RELAY_ENROLMENT_CLIENT_CREDENTIALS_H_
+#define RELAY_ENROLMENT_CLIENT_CREDENTIALS_H_
 
-// The workload side's certificate material: reading and checking
+// Enrolment, the workload side's certificate material: reading and checking
 // relay-client-tls-secret, signing one locally with the root's key, and obtaining one
 // from the management server with the identity token (Register) or with the current
-// certificate (Renew). Shared by the agent and the rotator.
+// certificate (Renew). Shared by the agent and the rotator, so its own package: both
+// depend on it, and neither on the other's.
 
 #include <memory>
 #include <string>
@@ -16,7 +17,7 @@
 #include "pki/certificate.h"
 #include "secrets/secret_store.h"
 
-namespace relay::agent {
+namespace relay::enrolment {
 
 // Where the workload side's secrets live (glooAgent.relay.* names).
 struct WorkloadSecrets {
@@ -121,6 +122,6 @@ absl::Status ExplainRpcError(const grpc::Status& status, const ServerEndpoint& s
 // something is missing or broken on this side: worth trying again later.
 bool IsCallFailure(const absl::Status& status);
 
-}  // namespace relay::agent
+}  // namespace relay::enrolment
 
-#endif  // RELAY_AGENT_CLIENT_CREDENTIALS_H_
+#endif  // RELAY_ENROLMENT_CLIENT_CREDENTIALS_H_
