@@ -14,6 +14,7 @@
 #include "absl/time/civil_time.h"
 #include "common/status_macros.h"
 #include "pki/certificate.h"
+#include "pki/client_assembly.h"
 #include "pki/der.h"
 #include "pki/keys.h"
 #include "pki/pem.h"
@@ -28,13 +29,6 @@ absl::Status Internal(absl::string_view what) {
   return SslError(absl::StatusCode::kInternal, what);
 }
 
-// SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2, method 1).
-std::string KeyIdentifierOfBits(const unsigned char* bits, size_t length) {
-  unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(bits, length, digest);
-  return std::string(reinterpret_cast<char*>(digest), sizeof(digest));
-}
-
 absl::StatusOr<std::string> KeyIdentifier(const X509_PUBKEY* public_key) {
   const unsigned char* bits = nullptr;
   int length = 0;
@@ -42,20 +36,11 @@ absl::StatusOr<std::string> KeyIdentifier(const X509_PUBKEY* public_key) {
                              const_cast<X509_PUBKEY*>(public_key)) != 1) {
     return Internal("reading the public key for its identifier");
   }
-  return KeyIdentifierOfBits(bits, static_cast<size_t>(length));
-}
-
-// A random positive 128-bit serial (RFC 5280 allows up to 20 octets), as its 16 octets.
-absl::StatusOr<std::string> RandomSerial() {
-  unsigned char bytes[16];
-  if (RAND_bytes(bytes, sizeof(bytes)) != 1) return Internal("drawing a random serial");
-  bytes[0] &= 0x7f;  // positive
-  bytes[0] |= 0x40;  // full 16 octets, never zero
-  return std::string(reinterpret_cast<char*>(bytes), sizeof(bytes));
+  return internal::KeyIdentifierOfBits(bits, static_cast<size_t>(length));
 }
 
 absl::Status SetRandomSerial(X509* cert) {
-  ASSIGN_OR_RETURN(std::string bytes, RandomSerial());
+  ASSIGN_OR_RETURN(std::string bytes, internal::RandomSerialBytes());
   UniquePtr<BIGNUM> bn(BN_bin2bn(reinterpret_cast<const unsigned char*>(bytes.data()),
                                  static_cast<int>(bytes.size()), nullptr));
   if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert))) {
@@ -197,12 +182,6 @@ absl::Status CheckSpec(const CertificateSpec& spec) {
   return absl::OkStatus();
 }
 
-const EVP_MD* SigningDigest(const EVP_PKEY* signing_key) {
-  return EVP_PKEY_id(signing_key) == EVP_PKEY_EC && EVP_PKEY_bits(signing_key) > 256
-             ? EVP_sha384()
-             : EVP_sha256();
-}
-
 // The subject's public key, as an EVP_PKEY or as SubjectPublicKeyInfo DER (der.h).
 struct SubjectKey {
   const EVP_PKEY* key = nullptr;
@@ -226,17 +205,33 @@ struct SubjectKey {
   }
 };
 
+// A certificate's validity: notBefore backdated for clock skew, notAfter after its
+// lifetime but never after its issuer's (a leaf that outlives its CA would be refused
+// by every verifier from that day on, while it still looks valid to its holder).
+absl::StatusOr<std::pair<absl::Time, absl::Time>> Validity(absl::Time now, absl::Duration lifetime,
+                                                           absl::Time issuer_not_after) {
+  absl::Time not_before = now - Backdate(lifetime);
+  absl::Time not_after = std::min(now + lifetime, issuer_not_after);
+  if (not_after <= now) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the signing CA expires at ", FormatUtc(issuer_not_after),
+        ": it can issue no certificate now; renew the signing CA"));
+  }
+  return std::make_pair(not_before, not_after);
+}
+
 // Builds and signs. `issuer_cert` null means self-signed with `signing_key`.
 absl::StatusOr<UniquePtr<X509>> BuildAndSign(const SubjectKey& subject_key,
                                              const CertificateSpec& spec,
                                              const X509* issuer_cert,
                                              const EVP_PKEY* signing_key,
-                                             absl::string_view authority_key_id) {
+                                             absl::string_view authority_key_id,
+                                             absl::Time issuer_not_after) {
   RETURN_IF_ERROR(CheckSpec(spec));
   UniquePtr<X509> cert(X509_new());
   ASSIGN_OR_RETURN(UniquePtr<X509_NAME> subject, BuildName(spec));
-  absl::Time not_before = spec.now - Backdate(spec.lifetime);
-  absl::Time not_after = spec.now + spec.lifetime;
+  ASSIGN_OR_RETURN(auto validity, Validity(spec.now, spec.lifetime, issuer_not_after));
+  auto [not_before, not_after] = validity;
   if (!cert || !X509_set_version(cert.get(), kX509Version3) ||
       !X509_set_subject_name(cert.get(), subject.get()) ||
       !X509_set_issuer_name(cert.get(), issuer_cert ? X509_get_subject_name(issuer_cert)
@@ -250,7 +245,7 @@ absl::StatusOr<UniquePtr<X509>> BuildAndSign(const SubjectKey& subject_key,
   RETURN_IF_ERROR(AddUsageExtensions(cert.get(), spec, subject_key.IsRsa(cert.get())));
   RETURN_IF_ERROR(AddSubjectAltNames(cert.get(), spec));
   RETURN_IF_ERROR(AddKeyIdentifiers(cert.get(), authority_key_id));
-  if (X509_sign(cert.get(), const_cast<EVP_PKEY*>(signing_key), SigningDigest(signing_key)) <= 0) {
+  if (X509_sign(cert.get(), const_cast<EVP_PKEY*>(signing_key), internal::SigningDigest(signing_key)) <= 0) {
     return Internal("signing the certificate");
   }
   return cert;
@@ -305,7 +300,7 @@ CertificateSpec ClientSpec(absl::string_view cluster, absl::Time now, absl::Dura
 
 absl::StatusOr<UniquePtr<X509>> CreateSelfSignedCertificate(const EVP_PKEY* key,
                                                             const CertificateSpec& spec) {
-  return BuildAndSign(SubjectKey{key, {}}, spec, nullptr, key, "");
+  return BuildAndSign(SubjectKey{key, {}}, spec, nullptr, key, "", absl::InfiniteFuture());
 }
 
 absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(UniquePtr<X509> cert,
@@ -314,35 +309,30 @@ absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(UniquePtr<X509> cert,
   RETURN_IF_ERROR(CheckKeyMatchesCertificate(cert.get(), key.get()));
   ASSIGN_OR_RETURN(std::string key_id, KeyIdentifier(X509_get_X509_PUBKEY(cert.get())));
   ASSIGN_OR_RETURN(std::string pem, CertificateToPem(cert.get()));
-  std::unique_ptr<Issuer> issuer(new Issuer(std::move(cert), std::move(key), std::move(key_id), std::move(pem)));
-  // One client certificate through the slow path, for the fast path's constant parts.
-  unsigned char* spki = nullptr;
-  int spki_length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(issuer->cert_.get()), &spki);
-  if (spki_length <= 0) return Internal("encoding the CA's public key");
-  absl::StatusOr<UniquePtr<X509>> sample = issuer->IssueForPublicKeyInfo(
-      absl::string_view(reinterpret_cast<char*>(spki), static_cast<size_t>(spki_length)),
-      ClientSpec("template", now, absl::Hours(1)));
-  OPENSSL_free(spki);
-  if (!sample.ok()) return sample.status();
-  unsigned char* der = nullptr;
-  int der_length = i2d_X509(sample->get(), &der);
-  if (der_length <= 0) return Internal("encoding the template certificate");
-  absl::StatusOr<internal::ClientCertificateTemplate> parts = internal::SplitClientCertificate(
-      absl::string_view(reinterpret_cast<char*>(der), static_cast<size_t>(der_length)));
-  OPENSSL_free(der);
-  if (!parts.ok()) return parts.status();
-  issuer->client_template_ = std::make_shared<const internal::ClientCertificateTemplate>(*std::move(parts));
+  ASSIGN_OR_RETURN(CertificateInfo info, InspectCertificate(cert.get()));
+  std::unique_ptr<Issuer> issuer(
+      new Issuer(std::move(cert), std::move(key), std::move(key_id), std::move(pem), info.not_after));
+  // One client certificate through the X509 path, for the assembler's constant parts.
+  std::string own_key_info;
+  if (!EncodeDer(i2d_X509_PUBKEY, X509_get_X509_PUBKEY(issuer->cert_.get()), &own_key_info)) {
+    return Internal("encoding the CA's public key");
+  }
+  ASSIGN_OR_RETURN(UniquePtr<X509> sample,
+                   issuer->IssueForPublicKeyInfo(own_key_info, ClientSpec("template", now, absl::Minutes(1))));
+  ASSIGN_OR_RETURN(internal::ClientCertificateAssembler assembler,
+                   internal::ClientCertificateAssembler::FromSample(sample.get()));
+  issuer->assembler_ = std::make_unique<const internal::ClientCertificateAssembler>(std::move(assembler));
   return issuer;
 }
 
 absl::StatusOr<UniquePtr<X509>> Issuer::Issue(const EVP_PKEY* subject_key,
                                               const CertificateSpec& spec) const {
-  return BuildAndSign(SubjectKey{subject_key, {}}, spec, cert_.get(), key_.get(), key_id_);
+  return BuildAndSign(SubjectKey{subject_key, {}}, spec, cert_.get(), key_.get(), key_id_, not_after_);
 }
 
 absl::StatusOr<UniquePtr<X509>> Issuer::IssueForPublicKeyInfo(absl::string_view public_key_info,
                                                               const CertificateSpec& spec) const {
-  return BuildAndSign(SubjectKey{nullptr, public_key_info}, spec, cert_.get(), key_.get(), key_id_);
+  return BuildAndSign(SubjectKey{nullptr, public_key_info}, spec, cert_.get(), key_.get(), key_id_, not_after_);
 }
 
 absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_view csr_pem,
@@ -360,115 +350,15 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClientFromCsrPem(absl::string_vie
 
 absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClient(const VerifiedCsr& csr, absl::Time now,
                                                       absl::Duration lifetime) const {
-  if (client_template_) return AssembleClient(csr, now, lifetime);
-  ASSIGN_OR_RETURN(UniquePtr<X509> cert,
-                   IssueForPublicKeyInfo(csr.public_key_info, ClientSpec(csr.cluster, now, lifetime)));
-  IssuedPem issued;
-  ASSIGN_OR_RETURN(issued.certificate_pem, CertificateToPem(cert.get()));
-  issued.certificate_pem += cert_pem_;
-  issued.cluster = csr.cluster;
-  issued.serial_hex = SerialHex(cert.get());
-  issued.not_after = now + lifetime;
-  return issued;
-}
-
-namespace {
-
-// Identifier octets of the constructed universal types (tag | 0x20).
-constexpr unsigned char kDerSequence = 0x30;
-constexpr unsigned char kDerSet = 0x31;
-
-// UTCTime for 1950-2049, GeneralizedTime otherwise, as ASN1_TIME_set chooses.
-std::string DerTime(absl::Time time) {
-  absl::CivilSecond civil = absl::ToCivilSecond(time, absl::UTCTimeZone());
-  if (civil.year() >= 1950 && civil.year() < 2050) {
-    return internal::DerElement(V_ASN1_UTCTIME, absl::FormatTime("%y%m%d%H%M%SZ", time, absl::UTCTimeZone()));
-  }
-  return internal::DerElement(V_ASN1_GENERALIZEDTIME, absl::FormatTime("%Y%m%d%H%M%SZ", time, absl::UTCTimeZone()));
-}
-
-std::string DerObject(int nid) {
-  const ASN1_OBJECT* object = OBJ_nid2obj(nid);
-  return internal::DerElement(V_ASN1_OBJECT,
-                              absl::string_view(reinterpret_cast<const char*>(OBJ_get0_data(object)),
-                                                OBJ_length(object)));
-}
-
-}  // namespace
-
-absl::StatusOr<Issuer::IssuedPem> Issuer::AssembleClient(const VerifiedCsr& csr, absl::Time now,
-                                                         absl::Duration lifetime) const {
-  using internal::DerElement;
   RETURN_IF_ERROR(CheckSpec(ClientSpec(csr.cluster, now, lifetime)));
-  const internal::ClientCertificateTemplate& parts = *client_template_;
-  ASSIGN_OR_RETURN(std::string serial_bytes, RandomSerial());
-  ASSIGN_OR_RETURN(internal::PublicKeyInfoParts key, internal::SplitPublicKeyInfo(csr.public_key_info));
-  std::string key_id = KeyIdentifierOfBits(ASN1_STRING_get0_data(key.public_key.get()),
-                                           static_cast<size_t>(ASN1_STRING_length(key.public_key.get())));
-
-  std::string extensions;
-  for (const internal::ClientCertificateTemplate::Extension& extension : parts.extensions) {
-    switch (extension.per_certificate_nid) {
-      case 0:
-        extensions += extension.der;
-        break;
-      case NID_subject_alt_name:
-        extensions += DerElement(kDerSequence,
-                                 DerObject(NID_subject_alt_name) +
-                                     DerElement(V_ASN1_OCTET_STRING,
-                                                DerElement(kDerSequence,
-                                                           DerElement(0x80 | GEN_DNS, csr.cluster))));
-        break;
-      case NID_subject_key_identifier:
-        extensions += DerElement(
-            kDerSequence,
-            DerObject(NID_subject_key_identifier) +
-                DerElement(V_ASN1_OCTET_STRING,
-                           DerElement(V_ASN1_OCTET_STRING, key_id)));
-        break;
-    }
-  }
-  std::string subject = DerElement(
-      kDerSequence,
-      DerElement(kDerSet, DerElement(kDerSequence, DerObject(NID_commonName) +
-                                                              DerElement(V_ASN1_UTF8STRING, csr.cluster))));
-  std::string tbs = DerElement(
-      kDerSequence,
-      absl::StrCat(parts.version, DerElement(V_ASN1_INTEGER, serial_bytes), parts.signature_algorithm,
-                   parts.issuer,
-                   DerElement(kDerSequence, DerTime(now - Backdate(lifetime)) + DerTime(now + lifetime)),
-                   subject, csr.public_key_info,
-                   DerElement(0xa3, DerElement(kDerSequence, extensions))));
-
-  UniquePtr<EVP_MD_CTX> ctx(EVP_MD_CTX_new());
-  size_t signature_length = 0;
-  if (!ctx ||
-      EVP_DigestSignInit(ctx.get(), nullptr, SigningDigest(key_.get()), nullptr, key_.get()) != 1 ||
-      EVP_DigestSign(ctx.get(), nullptr, &signature_length, reinterpret_cast<const unsigned char*>(tbs.data()),
-                     tbs.size()) != 1) {
-    return Internal("signing the certificate");
-  }
-  std::string signature(signature_length + 1, '\0');  // a leading 0: no unused bits
-  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(signature.data()) + 1, &signature_length,
-                     reinterpret_cast<const unsigned char*>(tbs.data()), tbs.size()) != 1) {
-    return Internal("signing the certificate");
-  }
-  signature.resize(signature_length + 1);
-  std::string certificate =
-      DerElement(kDerSequence, tbs + parts.signature_algorithm + DerElement(V_ASN1_BIT_STRING, signature));
-
+  ASSIGN_OR_RETURN(auto validity, Validity(now, lifetime, not_after_));
+  ASSIGN_OR_RETURN(internal::ClientCertificateAssembler::Assembled assembled,
+                   assembler_->Assemble(csr, validity.first, validity.second, key_.get()));
   IssuedPem issued;
-  std::string base64 = absl::Base64Escape(certificate);
-  issued.certificate_pem = "-----BEGIN CERTIFICATE-----\n";
-  for (size_t at = 0; at < base64.size(); at += 64) {
-    issued.certificate_pem.append(base64, at, 64);
-    issued.certificate_pem += '\n';
-  }
-  issued.certificate_pem += "-----END CERTIFICATE-----\n";
-  issued.certificate_pem += cert_pem_;
+  issued.certificate_pem = std::move(assembled.certificate_pem) + cert_pem_;
   issued.cluster = csr.cluster;
-  issued.serial_hex = absl::AsciiStrToUpper(absl::BytesToHexString(serial_bytes));
-  issued.not_after = now + lifetime;
+  issued.serial_hex = std::move(assembled.serial_hex);
+  issued.not_after = validity.second;
   return issued;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "pki/client_assembly.h"
 #include "pki/csr.h"
 #include "pki/ssl_types.h"
 
@@ -61,6 +62,9 @@ class Issuer {
   static absl::StatusOr<std::unique_ptr<Issuer>> Create(UniquePtr<X509> cert,
                                                         UniquePtr<EVP_PKEY> key, absl::Time now);
 
+  // Every certificate it issues expires at the latest when this CA does; at or after
+  // that moment it issues none (FAILED_PRECONDITION).
+  //
   // A certificate for `subject_key` (only its public half is used) signed by this CA.
   absl::StatusOr<UniquePtr<X509>> Issue(const EVP_PKEY* subject_key,
                                         const CertificateSpec& spec) const;
@@ -93,24 +97,22 @@ class Issuer {
   const std::string& certificate_pem() const { return cert_pem_; }
 
  private:
-  Issuer(UniquePtr<X509> cert, UniquePtr<EVP_PKEY> key, std::string key_id, std::string cert_pem)
+  Issuer(UniquePtr<X509> cert, UniquePtr<EVP_PKEY> key, std::string key_id, std::string cert_pem,
+         absl::Time not_after)
       : cert_(std::move(cert)),
         key_(std::move(key)),
         key_id_(std::move(key_id)),
-        cert_pem_(std::move(cert_pem)) {}
-
-  // IssueClient's fast path: the certificate assembled from DER pieces (null template:
-  // the slow path through X509 objects).
-  absl::StatusOr<IssuedPem> AssembleClient(const VerifiedCsr& csr, absl::Time now,
-                                           absl::Duration lifetime) const;
+        cert_pem_(std::move(cert_pem)),
+        not_after_(not_after) {}
 
   UniquePtr<X509> cert_;
   UniquePtr<EVP_PKEY> key_;
   std::string key_id_;    // the CA's subject key identifier, for AKI
   std::string cert_pem_;  // appended to each leaf as its chain
-  // Constant parts of this issuer's client certificates (der.h), cut at creation from
-  // one the slow path built.
-  std::shared_ptr<const internal::ClientCertificateTemplate> client_template_;
+  absl::Time not_after_;  // no certificate it issues outlives it
+  // IssueClient's path (client_assembly.h): certificates from DER pieces, with the
+  // constant parts cut at creation from one built through X509 objects.
+  std::unique_ptr<const internal::ClientCertificateAssembler> assembler_;
 };
 
 }  // namespace relay::pki

@@ -268,21 +268,22 @@ TEST_P(CaTest, FullRegistrationPathFromCsrPem) {
 TEST_P(CaTest, AssembledClientCertificateMatchesTheOneBuiltThroughX509) {
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey(GetParam()));
   VerifiedCsr csr = ValueOrDie(ParseAndVerifyCsrPem(ValueOrDie(CreateCsrPem(key.get(), "cluster-7"))));
+  // CAs made in 2049, so that a client certificate crosses into 2051 and its notAfter
+  // is a GeneralizedTime.
+  TestPki late = TestPki::Make(absl::FromUnixSeconds(2506291200), GetParam());  // 2049-06-03
   for (absl::Time now : {ReferenceTime() + absl::Minutes(7), absl::FromUnixSeconds(2556143999)}) {
-    // The second one crosses into 2051: notAfter is a GeneralizedTime.
-    absl::Duration lifetime = now == ReferenceTime() + absl::Minutes(7) ? absl::Hours(24 * 30)
-                                                                         : absl::Hours(24 * 365 * 2);
-    Issuer::IssuedPem issued = ValueOrDie(pki_.intermediate->IssueClient(csr, now, lifetime));
+    const bool crossing = now != ReferenceTime() + absl::Minutes(7);
+    const TestPki& pki = crossing ? late : pki_;
+    absl::Duration lifetime = crossing ? absl::Hours(24 * 365 * 2) : absl::Hours(24 * 30);
+    Issuer::IssuedPem issued = ValueOrDie(pki.intermediate->IssueClient(csr, now, lifetime));
     std::vector<UniquePtr<X509>> chain = ValueOrDie(ParseCertificateChainPem(issued.certificate_pem));
     ASSERT_EQ(chain.size(), 2u);
     X509* fast = chain[0].get();
-    UniquePtr<X509> slow = ValueOrDie(pki_.intermediate->Issue(key.get(), ClientSpec("cluster-7", now, lifetime)));
+    UniquePtr<X509> slow = ValueOrDie(pki.intermediate->Issue(key.get(), ClientSpec("cluster-7", now, lifetime)));
 
     auto der = [](auto* object, auto i2d) {
-      unsigned char* bytes = nullptr;
-      int length = i2d(object, &bytes);
-      std::string out(reinterpret_cast<char*>(bytes), static_cast<size_t>(std::max(length, 0)));
-      OPENSSL_free(bytes);
+      std::string out;
+      EXPECT_TRUE(EncodeDer(i2d, object, &out));
       return out;
     };
     EXPECT_EQ(X509_get_version(fast), X509_get_version(slow.get()));
@@ -306,16 +307,41 @@ TEST_P(CaTest, AssembledClientCertificateMatchesTheOneBuiltThroughX509) {
     EXPECT_EQ(issued.serial_hex, SerialHex(fast));
     EXPECT_EQ(issued.serial_hex.size(), 32u);
     EXPECT_EQ(issued.not_after, now + lifetime);
-    EXPECT_TRUE(IsIssuedBy(pki_.intermediate->certificate(), fast));  // the signature verifies
-    if (now < ReferenceTime() + absl::Hours(24 * 365)) {  // the test CAs expire before 2051
-      EXPECT_TRUE(VerifyChain(fast, {chain[1].get()}, {pki_.root.get()}, now, Purpose::kClientAuth).ok());
-    }
+    EXPECT_TRUE(IsIssuedBy(pki.intermediate->certificate(), fast));  // the signature verifies
+    EXPECT_TRUE(VerifyChain(fast, {chain[1].get()}, {pki.root.get()}, now, Purpose::kClientAuth).ok());
     // OpenSSL re-encodes what it parsed to the same PEM: the DER is canonical.
     std::string leaf_pem = issued.certificate_pem.substr(
         0, issued.certificate_pem.find("-----END CERTIFICATE-----\n") + strlen("-----END CERTIFICATE-----\n"));
     EXPECT_EQ(ValueOrDie(CertificateToPem(fast)), leaf_pem);
   }
   EXPECT_FALSE(pki_.intermediate->IssueClient(csr, ReferenceTime(), absl::ZeroDuration()).ok());
+}
+
+// A leaf never outlives its issuer: asked for longer, it expires with the CA; once the
+// CA has expired, nothing is issued. Both paths (X509 objects and assembled DER).
+TEST_P(CaTest, LeavesNeverOutliveTheirIssuer) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey(GetParam()));
+  UniquePtr<EVP_PKEY> ca_key = ValueOrDie(GenerateKey(GetParam()));
+  UniquePtr<X509> ca_cert =
+      ValueOrDie(pki_.root_issuer->Issue(ca_key.get(), IntermediateCaSpec("short-ca", ReferenceTime(), absl::Hours(2))));
+  absl::Time ca_not_after = ValueOrDie(InspectCertificate(ca_cert.get())).not_after;
+  std::unique_ptr<Issuer> short_ca =
+      ValueOrDie(Issuer::Create(std::move(ca_cert), std::move(ca_key), ReferenceTime()));
+  absl::Time now = ReferenceTime() + absl::Hours(1);
+
+  UniquePtr<X509> slow = ValueOrDie(short_ca->Issue(key.get(), ClientSpec("c", now, absl::Hours(24 * 30))));
+  EXPECT_EQ(ValueOrDie(InspectCertificate(slow.get())).not_after, ca_not_after);
+  VerifiedCsr csr = ValueOrDie(ParseAndVerifyCsrPem(ValueOrDie(CreateCsrPem(key.get(), "c"))));
+  Issuer::IssuedPem fast = ValueOrDie(short_ca->IssueClient(csr, now, absl::Hours(24 * 30)));
+  EXPECT_EQ(fast.not_after, ca_not_after);
+  std::vector<UniquePtr<X509>> chain = ValueOrDie(ParseCertificateChainPem(fast.certificate_pem));
+  EXPECT_EQ(ValueOrDie(InspectCertificate(chain[0].get())).not_after, ca_not_after);
+
+  absl::Time after = ca_not_after + absl::Seconds(1);
+  auto refused = short_ca->IssueClient(csr, after, absl::Hours(1));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("renew the signing CA"));
+  EXPECT_FALSE(short_ca->Issue(key.get(), ClientSpec("c", after, absl::Hours(1))).ok());
 }
 
 }  // namespace

@@ -90,14 +90,12 @@ namespace {
 // Uppercase hex without leading zeros; "" when it cannot be read.
 std::string IntegerHex(const ASN1_INTEGER* integer) {
   UniquePtr<BIGNUM> bn(ASN1_INTEGER_to_BN(integer, nullptr));
-  char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;
+  OpensslPtr<char> hex(bn ? BN_bn2hex(bn.get()) : nullptr);
   if (hex == nullptr) {
     ClearSslErrors();
     return "";
   }
-  std::string result = absl::AsciiStrToUpper(hex);  // BoringSSL's BN_bn2hex writes lowercase
-  OPENSSL_free(hex);
-  return result;
+  return absl::AsciiStrToUpper(hex.get());  // BoringSSL's BN_bn2hex writes lowercase
 }
 
 }  // namespace
@@ -242,14 +240,12 @@ absl::StatusOr<LeafSummary> SummarizeLeafPem(absl::string_view pem) {
   char* header = nullptr;
   unsigned char* data = nullptr;
   long length = 0;
-  if (!bio || PEM_read_bio(bio.get(), &name, &header, &data, &length) != 1) {
-    return SslError(absl::StatusCode::kInvalidArgument, "not a PEM certificate");
-  }
+  int read = bio ? PEM_read_bio(bio.get(), &name, &header, &data, &length) : 0;
+  OpensslPtr<char> owned_name(name), owned_header(header);
+  OpensslPtr<unsigned char> owned_data(data);
+  if (read != 1) return SslError(absl::StatusCode::kInvalidArgument, "not a PEM certificate");
   std::string der(reinterpret_cast<const char*>(data), static_cast<size_t>(length));
   bool is_certificate = std::string(name) == "CERTIFICATE";
-  OPENSSL_free(name);
-  OPENSSL_free(header);
-  OPENSSL_free(data);
   if (!is_certificate) return absl::InvalidArgumentError("PEM block is not a CERTIFICATE");
   ASSIGN_OR_RETURN(internal::CertificateParts parts, internal::SplitCertificate(der));
 

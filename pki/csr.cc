@@ -214,11 +214,10 @@ absl::StatusOr<std::string> CreateCsrPem(const EVP_PKEY* key, absl::string_view 
 }
 
 absl::StatusOr<VerifiedCsr> VerifyCsr(const X509_REQ* csr) {
-  uint8_t* der = nullptr;
-  int length = i2d_X509_REQ(const_cast<X509_REQ*>(csr), &der);
-  if (length <= 0) return SslError(absl::StatusCode::kInvalidArgument, "CSR cannot be encoded");
-  std::string bytes(reinterpret_cast<char*>(der), static_cast<size_t>(length));
-  OPENSSL_free(der);
+  std::string bytes;
+  if (!EncodeDer(i2d_X509_REQ, csr, &bytes)) {
+    return SslError(absl::StatusCode::kInvalidArgument, "CSR cannot be encoded");
+  }
   return VerifyCsrDer(bytes);
 }
 

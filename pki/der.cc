@@ -242,32 +242,32 @@ absl::Status SetCertificatePublicKeyInfo(X509* cert, absl::string_view der) {
   int parameter_type = 0;
   const void* parameter = nullptr;
   X509_ALGOR_get0(&algorithm, &parameter_type, &parameter, parts.algorithm.get());
-  void* parameter_copy = nullptr;
+  UniquePtr<ASN1_OBJECT> parameter_copy;
   switch (parameter_type) {
     case V_ASN1_UNDEF:
     case V_ASN1_NULL:
       break;
     case V_ASN1_OBJECT:
-      parameter_copy = OBJ_dup(static_cast<const ASN1_OBJECT*>(parameter));
-      if (parameter_copy == nullptr) return SslError(absl::StatusCode::kInternal, "copying key parameters");
+      parameter_copy.reset(OBJ_dup(static_cast<const ASN1_OBJECT*>(parameter)));
+      if (!parameter_copy) return SslError(absl::StatusCode::kInternal, "copying key parameters");
       break;
     default:
       return absl::InvalidArgumentError(
           "public key parameters are not supported: use a named curve or an RSA key");
   }
   int length = ASN1_STRING_length(parts.public_key.get());
-  void* bits = OPENSSL_memdup(ASN1_STRING_get0_data(parts.public_key.get()),
-                              static_cast<size_t>(length));
-  ASN1_OBJECT* algorithm_copy = OBJ_dup(algorithm);
-  // set0 takes ownership of the algorithm, the parameter and the bits.
-  if (bits == nullptr || algorithm_copy == nullptr ||
-      X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), algorithm_copy, parameter_type,
-                             parameter_copy, static_cast<unsigned char*>(bits), length) != 1) {
-    OPENSSL_free(bits);
-    ASN1_OBJECT_free(algorithm_copy);
-    if (parameter_type == V_ASN1_OBJECT) ASN1_OBJECT_free(static_cast<ASN1_OBJECT*>(parameter_copy));
+  OpensslPtr<unsigned char> bits(static_cast<unsigned char*>(
+      OPENSSL_memdup(ASN1_STRING_get0_data(parts.public_key.get()), static_cast<size_t>(length))));
+  UniquePtr<ASN1_OBJECT> algorithm_copy(OBJ_dup(algorithm));
+  if (!bits || !algorithm_copy ||
+      X509_PUBKEY_set0_param(X509_get_X509_PUBKEY(cert), algorithm_copy.get(), parameter_type,
+                             parameter_copy.get(), bits.get(), length) != 1) {
     return SslError(absl::StatusCode::kInternal, "setting the certificate's public key");
   }
+  // set0 took ownership of the algorithm, the parameter and the bits.
+  algorithm_copy.release();
+  parameter_copy.release();
+  bits.release();
   return absl::OkStatus();
 }
 

@@ -4,7 +4,6 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -149,11 +148,8 @@ absl::StatusOr<std::string> PemBlockToDer(absl::string_view pem, absl::string_vi
   unsigned char* data = nullptr;
   long length = 0;
   int ok = PEM_read_bio(bio.get(), &name, &header, &data, &length);
-  absl::Cleanup free_block = [&] {
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(data);
-  };
+  OpensslPtr<char> owned_name(name), owned_header(header);
+  OpensslPtr<unsigned char> owned_data(data);
   if (ok != 1) {
     return SslError(absl::StatusCode::kInvalidArgument,
                     absl::StrCat(absl::AsciiStrToLower(label), " is not valid PEM (expected a BEGIN ",

@@ -5,10 +5,12 @@
 // BoringSSL, std::unique_ptr with a deleter specialisation under OpenSSL.
 
 #include <memory>
+#include <string>
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -79,6 +81,26 @@ template <typename T>
 using UniquePtr = std::unique_ptr<T, SslDeleter<T>>;
 
 #endif
+
+// Memory the TLS library allocated for us (i2d_* output, BN_bn2hex, PEM_read_bio's
+// blocks), freed with OPENSSL_free.
+struct OpensslFree {
+  void operator()(void* p) const { OPENSSL_free(p); }
+};
+template <typename T>
+using OpensslPtr = std::unique_ptr<T, OpensslFree>;
+
+// `object` encoded by `i2d` (i2d_X509, i2d_X509_PUBKEY, ...) into `out`; false when it
+// cannot be encoded.
+template <typename I2d, typename T>
+bool EncodeDer(I2d i2d, const T* object, std::string* out) {
+  unsigned char* der = nullptr;
+  int length = i2d(const_cast<T*>(object), &der);
+  OpensslPtr<unsigned char> owned(der);
+  if (length <= 0 || der == nullptr) return false;
+  out->assign(reinterpret_cast<const char*>(der), static_cast<size_t>(length));
+  return true;
+}
 
 }  // namespace relay::pki
 
