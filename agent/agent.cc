@@ -42,24 +42,6 @@ class AgentImpl final : public Agent {
  public:
   AgentImpl(AgentOptions options, std::unique_ptr<secrets::DirectorySecretStore> store)
       : options_(std::move(options)), store_(std::move(store)) {
-    metrics_.Describe("relay_agent_connected", "gauge", "1 while the relay stream is up.");
-    metrics_.Describe("relay_client_certificate_expiry_timestamp_seconds", "gauge",
-                      "notAfter of the client certificate in use.");
-    metrics_.Describe("relay_agent_reconnects_total", "counter", "Relay streams opened after the first.");
-    metrics_.Describe("relay_agent_snapshots_applied_total", "counter", "Snapshots written to the output directory.");
-    metrics_.Describe("relay_agent_heartbeat_rtt_seconds", "gauge", "Round trip of the latest heartbeat.");
-    metrics_.Describe("relay_agent_credential_reloads_total", "counter",
-                      "Times a replaced client secret was picked up without a restart.");
-    metrics_.Describe("relay_agent_heartbeats_sent_total", "counter", "Heartbeats sent on relay streams.");
-    metrics_.Describe("relay_agent_heartbeat_acks_total", "counter", "Heartbeats the server answered.");
-    metrics_.Set("relay_agent_reconnects_total", {}, 0);
-    metrics_.Set("relay_agent_heartbeats_sent_total", {}, 0);
-    metrics_.Set("relay_agent_heartbeat_acks_total", {}, 0);
-    metrics_.Describe("relay_agent_heartbeats_unanswered_total", "counter",
-                      "Heartbeats whose stream ended before the server answered them.");
-    metrics_.Describe("relay_agent_heartbeat_ack_max_gap_seconds", "gauge",
-                      "Longest time between two heartbeat answers, across reconnects.");
-    metrics_.Set("relay_agent_heartbeats_unanswered_total", {}, 0);
   }
 
   ~AgentImpl() override {
@@ -87,7 +69,7 @@ class AgentImpl final : public Agent {
                            [this] { ReloadCredentials(); });
     if (!options_.metrics_address.empty()) {
       ASSIGN_OR_RETURN(metrics_http_, HttpEndpoints::Start(options_.metrics_address,
-                                                           {[this] { return metrics_.Render(); }, nullptr, nullptr}));
+                                                           {[this] { return registry_.Render(); }, nullptr, nullptr}));
     }
     if (!options_.health_address.empty()) {
       ASSIGN_OR_RETURN(health_http_,
@@ -101,7 +83,7 @@ class AgentImpl final : public Agent {
       rotation.secrets = options_.secrets;
       rotation.server = options_.server;
       rotation.grace_period_ratio = options_.grace_period_ratio;
-      rotator_ = std::make_unique<rotator::Rotator>(rotation, store_.get(), &metrics_);
+      rotator_ = std::make_unique<rotator::Rotator>(rotation, store_.get(), &registry_);
       rotator_->Start();
     }
     loop_ = std::thread([this] { RelayLoop(); });
@@ -172,8 +154,7 @@ class AgentImpl final : public Agent {
   }
 
   void SetCredentials(std::shared_ptr<const ClientCredentials> credentials) {
-    metrics_.Set("relay_client_certificate_expiry_timestamp_seconds", {},
-                 absl::ToUnixSeconds(credentials->leaf.not_after));
+    metrics_.certificate_expiry.Set(absl::ToUnixSeconds(credentials->leaf.not_after));
     absl::MutexLock lock(&mu_);
     credentials_ = std::move(credentials);
   }
@@ -210,7 +191,7 @@ class AgentImpl final : public Agent {
     if (current && current->leaf.serial_hex == loaded->leaf.serial_hex) return;
     LogInfo("client_secret_reloaded", {{"serial", loaded->leaf.serial_hex},
                                        {"not_after", pki::FormatUtc(loaded->leaf.not_after)}});
-    metrics_.Add("relay_agent_credential_reloads_total", {});
+    metrics_.credential_reloads.Increment();
     SetCredentials(std::make_shared<const ClientCredentials>(*std::move(loaded)));
   }
 
@@ -282,12 +263,12 @@ class AgentImpl final : public Agent {
         continue;
       }
       expired_logged = false;
-      if (!first) metrics_.Add("relay_agent_reconnects_total", {});
+      if (!first) metrics_.reconnects.Increment();
       first = false;
       absl::Time opened = absl::Now();
       StreamOutcome outcome = RunStream(*credentials);
       connected_ = false;
-      metrics_.Set("relay_agent_connected", {}, 0);
+      metrics_.connected.Set(0);
       if (stop_.HasBeenNotified()) break;
       if (outcome.switching) {
         // Our certificate is about to expire and a renewed one is ready: reconnect with
@@ -339,7 +320,7 @@ class AgentImpl final : public Agent {
     absl::MutexLock lock(&heartbeat_mu_);
     if (last_ack_ != absl::InfinitePast()) {
       max_ack_gap_ = std::max(max_ack_gap_, now - last_ack_);
-      metrics_.Set("relay_agent_heartbeat_ack_max_gap_seconds", {}, absl::ToDoubleSeconds(max_ack_gap_));
+      metrics_.heartbeat_ack_max_gap.Set(absl::ToDoubleSeconds(max_ack_gap_));
     }
     last_ack_ = now;
   }
@@ -385,7 +366,7 @@ class AgentImpl final : public Agent {
       if (message.has_welcome()) {
         outcome.welcomed = true;
         connected_ = true;
-        metrics_.Set("relay_agent_connected", {}, 1);
+        metrics_.connected.Set(1);
         LogInfo("relay_connected", {{"cluster", options_.cluster},
                                     {"server", options_.server.address},
                                     {"serial", credentials.leaf.serial_hex}});
@@ -417,7 +398,7 @@ class AgentImpl final : public Agent {
               beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
               if (!write(beat)) break;
               sent++;
-              metrics_.Add("relay_agent_heartbeats_sent_total", {});
+              metrics_.heartbeats_sent.Increment();
             }
           });
         }
@@ -426,8 +407,8 @@ class AgentImpl final : public Agent {
       } else if (message.has_heartbeat_ack()) {
         absl::Time now = absl::Now();
         absl::Duration rtt = now - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
-        metrics_.Set("relay_agent_heartbeat_rtt_seconds", {}, absl::ToDoubleSeconds(rtt));
-        metrics_.Add("relay_agent_heartbeat_acks_total", {});
+        metrics_.heartbeat_rtt.Set(absl::ToDoubleSeconds(rtt));
+        metrics_.heartbeat_acks.Increment();
         acked++;
         RecordAck(now);
       } else if (message.has_close()) {
@@ -438,7 +419,7 @@ class AgentImpl final : public Agent {
     stream_done.Notify();
     if (heartbeats.joinable()) heartbeats.join();
     if (sent.load() > acked.load()) {
-      metrics_.Add("relay_agent_heartbeats_unanswered_total", {}, static_cast<double>(sent - acked));
+      metrics_.heartbeats_unanswered.Increment({}, static_cast<double>(sent - acked));
     }
     outcome.status = stream->Finish();
     {
@@ -480,7 +461,7 @@ class AgentImpl final : public Agent {
     absl::Status saved = store_->Put(options_.secrets.ns, kStateSecret,
                                      {{"acked_version", absl::StrCat(snapshot.version())}});
     if (!saved.ok()) LogWarning("agent_state_not_saved", {{"error", std::string(saved.message())}});
-    metrics_.Add("relay_agent_snapshots_applied_total", {});
+    metrics_.snapshots_applied.Increment();
     LogInfo("snapshot_applied", {{"version", absl::StrCat(snapshot.version())},
                                  {"resources", absl::StrCat(files.size())},
                                  {"output_dir", options_.output_dir}});
@@ -501,7 +482,38 @@ class AgentImpl final : public Agent {
 
   const AgentOptions options_;
   std::unique_ptr<secrets::DirectorySecretStore> store_;
-  Metrics metrics_;
+  Metrics registry_;
+  struct AgentMetrics {
+    explicit AgentMetrics(Metrics& registry)
+        : connected(registry.AddGauge("relay_agent_connected", "1 while the relay stream is up.")),
+          certificate_expiry(registry.AddGauge("relay_client_certificate_expiry_timestamp_seconds",
+                                               "notAfter of the client certificate in use.")),
+          reconnects(registry.AddCounter("relay_agent_reconnects_total", "Relay streams opened after the first.")),
+          snapshots_applied(registry.AddCounter("relay_agent_snapshots_applied_total",
+                                                "Snapshots written to the output directory.")),
+          heartbeat_rtt(registry.AddGauge("relay_agent_heartbeat_rtt_seconds", "Round trip of the latest heartbeat.")),
+          credential_reloads(registry.AddCounter("relay_agent_credential_reloads_total",
+                                                 "Times a replaced client secret was picked up without a restart.")),
+          heartbeats_sent(registry.AddCounter("relay_agent_heartbeats_sent_total", "Heartbeats sent on relay streams.")),
+          heartbeat_acks(registry.AddCounter("relay_agent_heartbeat_acks_total", "Heartbeats the server answered.")),
+          heartbeats_unanswered(registry.AddCounter("relay_agent_heartbeats_unanswered_total",
+                                                    "Heartbeats whose stream ended before the server answered them.")),
+          heartbeat_ack_max_gap(registry.AddGauge("relay_agent_heartbeat_ack_max_gap_seconds",
+                                                  "Longest time between two heartbeat answers, across reconnects.")) {
+      for (Counter* counter : {&reconnects, &heartbeats_sent, &heartbeat_acks, &heartbeats_unanswered}) counter->Touch();
+    }
+    Gauge& connected;
+    Gauge& certificate_expiry;
+    Counter& reconnects;
+    Counter& snapshots_applied;
+    Gauge& heartbeat_rtt;
+    Counter& credential_reloads;
+    Counter& heartbeats_sent;
+    Counter& heartbeat_acks;
+    Counter& heartbeats_unanswered;
+    Gauge& heartbeat_ack_max_gap;
+  };
+  AgentMetrics metrics_{registry_};
   std::unique_ptr<secrets::SecretWatch> watch_;
   std::unique_ptr<HttpEndpoints> metrics_http_;
   std::unique_ptr<HttpEndpoints> health_http_;

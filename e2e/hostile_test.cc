@@ -134,9 +134,9 @@ TEST_F(HostileTest, BadRegistrationRequestsGetTheRightStatus) {
   grpc::Status bad_name = Register("North_1", Csr("north"), token_);
   EXPECT_EQ(bad_name.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(bad_name.error_message(), HasSubstr("DNS label"));
-  // A CSR for another name than the request.
+  // A CSR for another name than the request: the identity policy, as for Renew.
   grpc::Status mismatch = Register("north", Csr("south"), token_);
-  EXPECT_EQ(mismatch.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(mismatch.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(mismatch.error_message(), HasSubstr("\"south\""));
   // Malformed and oversize CSRs.
   EXPECT_EQ(Register("north", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",

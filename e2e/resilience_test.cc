@@ -166,7 +166,7 @@ TEST_F(ResilienceTest, ADamagedJournalStopsStartUpUntilItIsRepaired) {
 
   CommandResult repair = server_->Relayctl({"registry", "repair"});
   ASSERT_EQ(repair.exit_code, 0) << repair.output;
-  EXPECT_THAT(repair.output, HasSubstr("cluster west"));
+  EXPECT_THAT(repair.output, HasSubstr("clusters/west"));
   EXPECT_THAT(repair.output, HasSubstr("kept the damaged journal as " + journal_path + ".damaged-"));
   ASSERT_TRUE(server_->Start(&error)) << error;
   EXPECT_THAT(server_->Relayctl({"clusters", "list"}).output, HasSubstr("east"));

@@ -17,14 +17,13 @@
 #include "common/log.h"
 #include "common/names.h"
 #include "common/refusal.h"
+#include "common/sync_wait.h"
 #include "common/status_macros.h"
 
 namespace relay::mgmt {
 namespace {
 
 constexpr char kSnapshotPrefix[] = "relay-snapshot.";
-// Compact once the journal holds this many lines beyond one per cluster.
-constexpr size_t kCompactAfter = 4096;
 
 absl::Status Deregistered(const std::string& cluster) {
   return WithRefusal(absl::PermissionDeniedError(absl::StrCat(
@@ -108,19 +107,19 @@ absl::StatusOr<ClusterRecord> Decode(const std::string& cluster, absl::string_vi
   return record;
 }
 
-// A journal record: "<cluster>\t<fields>".
-absl::StatusOr<ClusterRecord> DecodeLine(absl::string_view line) {
-  std::pair<absl::string_view, absl::string_view> entry = absl::StrSplit(line, absl::MaxSplits('\t', 1));
-  if (!IsDnsLabel(entry.first)) return absl::InvalidArgumentError("the cluster name is not a DNS label");
-  return Decode(std::string(entry.first), entry.second);
+// The record stored under `key` ("clusters/<name>").
+absl::StatusOr<ClusterRecord> DecodeRecord(absl::string_view key, absl::string_view value) {
+  absl::string_view name = key;
+  if (!absl::ConsumePrefix(&name, ClusterRegistry::kKeyPrefix) || !IsDnsLabel(name)) {
+    return absl::InvalidArgumentError("the key does not name a cluster (a DNS label)");
+  }
+  return Decode(std::string(name), value);
 }
 
-// The cluster a (possibly damaged) line names, when it can still be read.
-std::string ClusterNamed(absl::string_view line) {
-  if (line.size() > 9 && line[8] == ' ') line.remove_prefix(9);  // a checksum
-  absl::string_view name = line.substr(0, line.find('\t'));
-  return IsDnsLabel(name) ? std::string(name) : std::string();
-}
+std::string KeyOf(absl::string_view cluster) { return absl::StrCat(ClusterRegistry::kKeyPrefix, cluster); }
+
+// Attempts at a change whose compare-and-set lost to another writer (another replica).
+constexpr int kMaxAttempts = 10;
 
 absl::Status RegistrationRefused(const ClusterRecord& record, absl::Time now, const RegistrationRules& rules) {
   if (record.deregistered) return Deregistered(record.name);
@@ -147,10 +146,6 @@ absl::Status RegistrationRefused(const ClusterRecord& record, absl::Time now, co
 
 }  // namespace
 
-std::string RegistryJournalPath(const std::string& secrets_dir, const std::string& ns) {
-  return absl::StrCat(secrets_dir, "/relay-registry.", ns, ".log");
-}
-
 absl::Status ValidateResourceName(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 253 && name[0] != '.';
   for (char c : name) {
@@ -162,190 +157,198 @@ absl::Status ValidateResourceName(const std::string& name) {
       "\" is not a plain file name (letters, digits, '-', '_', '.', not starting with '.')"));
 }
 
-absl::StatusOr<std::unique_ptr<ClusterRegistry>> ClusterRegistry::Load(secrets::SecretStore* store,
-                                                                       std::string ns,
-                                                                       const std::string& journal_path,
-                                                                       const std::string& repair_command) {
-  std::string repair = repair_command.empty()
-                           ? std::string()
-                           : absl::StrCat(". The file is left as it is. Stop the server, keep a copy of the "
-                                          "file, then run: ",
-                                          repair_command,
-                                          " (it keeps the damaged file aside and every whole record; it lists "
-                                          "the records it drops, whose clusters you should check)");
-  std::unique_ptr<ClusterRegistry> registry(new ClusterRegistry(store, std::move(ns)));
-  std::vector<JournalRecord> records;
-  absl::StatusOr<std::unique_ptr<Journal>> journal = Journal::Open(journal_path, &records);
-  if (!journal.ok()) {
-    if (absl::IsDataLoss(journal.status())) {
-      return absl::DataLossError(absl::StrCat("registry ", journal.status().message(), repair));
-    }
-    return journal.status();
-  }
-  registry->journal_ = *std::move(journal);
+absl::StatusOr<std::unique_ptr<ClusterRegistry>> ClusterRegistry::Load(state::StateStore* state, std::string ns) {
+  std::unique_ptr<ClusterRegistry> registry(new ClusterRegistry(state, std::move(ns)));
+  ASSIGN_OR_RETURN(auto records, state->List(kKeyPrefix));
   {
     absl::MutexLock lock(&registry->mu_);
-    for (const JournalRecord& line : records) {  // later lines win
-      absl::StatusOr<ClusterRecord> record = DecodeLine(line.text);
+    for (const auto& [key, stored] : records) {
+      absl::StatusOr<ClusterRecord> record = DecodeRecord(key, stored.value);
       if (!record.ok()) {
-        return absl::DataLossError(absl::StrCat("registry journal ", journal_path, " is damaged at byte ",
-                                                line.offset, " (line ", line.line, "): ",
-                                                record.status().message(), repair));
+        return absl::DataLossError(absl::StrCat(state->Describe(key), " is damaged: ", record.status().message()));
       }
-      registry->clusters_[record->name] = *std::move(record);
+      Entry& entry = registry->clusters_[record->name];
+      entry.record = *std::move(record);
+      entry.revision = stored.revision;
     }
   }
-  absl::MutexLock compaction(&registry->compaction_mu_);
-  RETURN_IF_ERROR(registry->CompactLocked());
+  ClusterRegistry* self = registry.get();
+  registry->watch_ = state->Watch(kKeyPrefix, [self](const state::Change& change) { self->OnStoreChange(change); });
   return registry;
 }
 
-absl::StatusOr<JournalRepair> ClusterRegistry::RepairJournal(const std::string& journal_path, absl::Time now) {
-  ASSIGN_OR_RETURN(JournalScan scan, ScanJournal(journal_path));
-  JournalRepair repair;
-  std::vector<std::string> kept;
-  auto drop = [&](const JournalRecord& line, absl::string_view why, absl::string_view raw) {
-    std::string cluster = ClusterNamed(raw);
-    repair.dropped.push_back(absl::StrCat("byte ", line.offset, " (line ", line.line, ")",
-                                          cluster.empty() ? "" : absl::StrCat(", cluster ", cluster), ": ",
-                                          why));
-  };
-  std::vector<JournalRecord> lines = scan.records;
-  lines.insert(lines.end(), scan.damaged.begin(), scan.damaged.end());
-  std::sort(lines.begin(), lines.end(),
-            [](const JournalRecord& a, const JournalRecord& b) { return a.offset < b.offset; });
-  for (const JournalRecord& line : lines) {
-    if (!line.problem.empty()) {
-      drop(line, line.problem, line.text);
-      continue;
-    }
-    absl::StatusOr<ClusterRecord> record = DecodeLine(line.text);
-    if (!record.ok()) {
-      drop(line, record.status().message(), line.text);
-      continue;
-    }
-    kept.push_back(line.text);
-  }
-  repair.kept = kept.size();
-  if (repair.dropped.empty() && scan.torn_tail_bytes == 0 && scan.checksummed) return repair;
-  repair.damaged_copy = absl::StrCat(journal_path, ".damaged-", absl::ToUnixSeconds(now));
-  if (rename(journal_path.c_str(), repair.damaged_copy.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot keep ", journal_path, " aside as ", repair.damaged_copy, ": ",
-                                            std::strerror(errno)));
-  }
-  RETURN_IF_ERROR(WriteJournalFile(journal_path, kept));
-  return repair;
-}
-
-absl::Status ClusterRegistry::CompactLocked() {
-  std::vector<std::string> lines;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [name, record] : clusters_) lines.push_back(absl::StrCat(name, "\t", Encode(record)));
-  }
-  return journal_->Compact(lines);
-}
-
-absl::Status ClusterRegistry::Save(const ClusterRecord& record) {
-  return journal_->Append(absl::StrCat(record.name, "\t", Encode(record)));
-}
-
-absl::Mutex* ClusterRegistry::ClusterLock(const std::string& cluster) {
+ClusterRegistry::~ClusterRegistry() {
+  watch_.reset();
+  // Changes under way finish first: their callbacks still use the registry.
   absl::MutexLock lock(&mu_);
-  std::unique_ptr<absl::Mutex>& slot = cluster_locks_[cluster];
-  if (!slot) slot = std::make_unique<absl::Mutex>();
-  return slot.get();  // never erased, so it outlives the caller
+  mu_.Await(absl::Condition(
+      +[](ClusterRegistry* registry) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        for (const auto& [name, entry] : registry->clusters_) {
+          if (entry.busy) return false;
+        }
+        return true;
+      },
+      this));
 }
 
-void ClusterRegistry::MaybeCompact() {
-  bool compact = false;
-  {
-    absl::MutexLock lock(&mu_);
-    compact = journal_->appended() > kCompactAfter + clusters_.size();
-  }
-  if (!compact) return;
-  absl::MutexLock compaction(&compaction_mu_);
-  if (journal_->appended() > kCompactAfter + List().size()) {
-    if (absl::Status status = CompactLocked(); !status.ok()) {
-      // The records are still in the uncompacted journal; the next update tries again.
-      LogWarning("registry_compaction_failed", {{"error", std::string(status.message())}});
-    }
-  }
+absl::Status ClusterRegistry::ValidateRecord(absl::string_view key, absl::string_view value) {
+  if (!absl::StartsWith(key, kKeyPrefix)) return absl::OkStatus();
+  return DecodeRecord(key, value).status();
 }
 
-ClusterRecord ClusterRegistry::RecordOrNew(const std::string& cluster) const {
+void ClusterRegistry::OnStoreChange(const state::Change& change) {
+  absl::string_view name = change.key;
+  if (!absl::ConsumePrefix(&name, kKeyPrefix)) return;
   absl::MutexLock lock(&mu_);
-  auto it = clusters_.find(cluster);
-  ClusterRecord record = it != clusters_.end() ? it->second : ClusterRecord{};
-  record.name = cluster;
-  return record;
-}
-
-absl::Status ClusterRegistry::Update(
-    const std::string& cluster, const std::function<absl::Status(ClusterRecord&, bool* save)>& change) {
-  absl::Mutex* cluster_lock = ClusterLock(cluster);
-  {
-    absl::MutexLock cluster_guard(cluster_lock);
-    absl::ReaderMutexLock compaction(&compaction_mu_);
-    ClusterRecord record = RecordOrNew(cluster);
-    bool save = false;
-    RETURN_IF_ERROR(change(record, &save));
-    if (!save) return absl::OkStatus();
-    RETURN_IF_ERROR(Save(record));  // group-committed with concurrent updates
-    absl::MutexLock lock(&mu_);
-    clusters_[cluster] = std::move(record);
+  auto it = clusters_.find(std::string(name));
+  if (it != clusters_.end() && it->second.revision >= change.revision) return;  // ours, or older
+  if (!change.value) {
+    if (it != clusters_.end() && !it->second.busy) clusters_.erase(it);
+    return;
   }
-  MaybeCompact();
-  return absl::OkStatus();
+  absl::StatusOr<ClusterRecord> record = DecodeRecord(change.key, *change.value);
+  if (!record.ok()) return;  // a writer that is not us wrote something we cannot read: keep ours
+  Entry& entry = clusters_[std::string(name)];
+  entry.record = *std::move(record);
+  entry.revision = change.revision;
 }
 
-void ClusterRegistry::UpdateAsync(const std::string& cluster,
-                                  const std::function<absl::Status(ClusterRecord&, bool* save)>& change,
-                                  Journal::Done done) {
-  absl::Mutex* cluster_lock = ClusterLock(cluster);
+void ClusterRegistry::UpdateAsync(const std::string& cluster, Change change, Done done) {
   {
-    absl::MutexLock cluster_guard(cluster_lock);
-    absl::ReaderMutexLock compaction(&compaction_mu_);
-    ClusterRecord record = RecordOrNew(cluster);
-    bool save = false;
-    absl::Status changed = change(record, &save);
-    if (!changed.ok() || !save) {
-      std::move(done)(changed);
+    absl::MutexLock lock(&mu_);
+    Entry& entry = clusters_[cluster];
+    entry.record.name = cluster;
+    if (entry.busy) {
+      entry.waiting.emplace_back(std::move(change), std::move(done));
       return;
     }
-    // Queued under the cluster's lock, so this cluster's lines reach the file in order;
-    // published at once, so the next update of the cluster builds on it.
-    journal_->AppendAsync(absl::StrCat(record.name, "\t", Encode(record)), std::move(done));
-    absl::MutexLock lock(&mu_);
-    clusters_[cluster] = std::move(record);
+    entry.busy = true;
   }
-  MaybeCompact();
+  Run(cluster, std::move(change), std::move(done), 0);
+}
+
+void ClusterRegistry::Run(const std::string& cluster, Change change, Done done, int attempt) {
+  ClusterRecord record;
+  int64_t revision = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    const Entry& entry = clusters_[cluster];
+    record = entry.record;
+    revision = entry.revision;
+  }
+  bool save = false;
+  absl::Status changed = change(record, &save);
+  if (!changed.ok() || !save) {
+    std::optional<Waiting> next = TakeNext(cluster);
+    std::move(done)(changed);
+    if (next) Run(cluster, std::move(next->first), std::move(next->second), 0);
+    return;
+  }
+  std::string value = Encode(record);
+  state_->CompareAndSet(
+      KeyOf(cluster), std::move(value), revision,
+      [this, cluster, record = std::move(record), change = std::move(change), done = std::move(done),
+       attempt](absl::StatusOr<int64_t> written) mutable {
+        if (written.ok()) {
+          {
+            absl::MutexLock lock(&mu_);
+            Entry& entry = clusters_[cluster];
+            entry.record = std::move(record);
+            entry.revision = *written;
+          }
+          // Not busy any more before `done` runs (unless another change waits), so a
+          // caller told "done" finds the cluster free; nothing here touches the registry
+          // after `done` unless a change waits (and then it cannot be going away).
+          std::optional<Waiting> next = TakeNext(cluster);
+          std::move(done)(absl::OkStatus());
+          if (next) Run(cluster, std::move(next->first), std::move(next->second), 0);
+          return;
+        }
+        bool lost_race = absl::IsAborted(written.status()) || absl::IsAlreadyExists(written.status());
+        if (lost_race && attempt + 1 < kMaxAttempts) {
+          // Another writer came first: take its record and apply the change to it.
+          absl::StatusOr<state::Record> current = state_->Get(KeyOf(cluster));
+          absl::StatusOr<ClusterRecord> decoded =
+              current.ok() ? DecodeRecord(KeyOf(cluster), current->value) : absl::StatusOr<ClusterRecord>(current.status());
+          if (decoded.ok() || absl::IsNotFound(current.status())) {
+            absl::MutexLock lock(&mu_);
+            Entry& entry = clusters_[cluster];
+            entry.record = decoded.ok() ? *std::move(decoded) : ClusterRecord{};
+            entry.record.name = cluster;
+            entry.revision = current.ok() ? current->revision : 0;
+          }
+          Run(cluster, std::move(change), std::move(done), attempt + 1);
+          return;
+        }
+        std::optional<Waiting> next = TakeNext(cluster);
+        std::move(done)(written.status());
+        if (next) Run(cluster, std::move(next->first), std::move(next->second), 0);
+      });
+}
+
+std::optional<ClusterRegistry::Waiting> ClusterRegistry::TakeNext(const std::string& cluster) {
+  absl::MutexLock lock(&mu_);
+  Entry& entry = clusters_[cluster];
+  if (entry.waiting.empty()) {
+    entry.busy = false;
+    return std::nullopt;
+  }
+  Waiting next = std::move(entry.waiting.front());
+  entry.waiting.pop_front();
+  return next;
+}
+
+absl::Status ClusterRegistry::Update(const std::string& cluster, Change change) {
+  return SyncWait<absl::Status>([&](auto callback) { UpdateAsync(cluster, std::move(change), std::move(callback)); });
 }
 
 absl::Status ClusterRegistry::CheckNotDeregistered(const std::string& cluster) const {
   absl::MutexLock lock(&mu_);
   auto it = clusters_.find(cluster);
-  if (it != clusters_.end() && it->second.deregistered) return Deregistered(cluster);
+  if (it != clusters_.end() && it->second.record.deregistered) return Deregistered(cluster);
   return absl::OkStatus();
 }
 
-absl::Status ClusterRegistry::RecordIssued(const std::string& cluster, const std::string& serial,
-                                           absl::Time not_after, absl::Time now) {
-  absl::Notification durable;
-  absl::Status result;
-  RecordIssuedAsync(cluster, serial, not_after, now, [&](absl::Status status) {
-    result = std::move(status);
-    durable.Notify();
-  });
-  durable.WaitForNotification();
-  return result;
+absl::StatusOr<RegistrationKind> ClusterRegistry::CheckRegistration(const std::string& cluster, absl::Time now,
+                                                                     const RegistrationRules& rules) const {
+  std::optional<ClusterRecord> record = Find(cluster);
+  if (!record) return RegistrationKind::kFirst;
+  RETURN_IF_ERROR(RegistrationRefused(*record, now, rules));
+  return record->HasValidCertificate(now) ? RegistrationKind::kReplacesValid : RegistrationKind::kFirst;
 }
 
-void ClusterRegistry::RecordIssuedAsync(const std::string& cluster, const std::string& serial,
-                                        absl::Time not_after, absl::Time now, Journal::Done done) {
+void ClusterRegistry::RecordRegisteredAsync(const std::string& cluster, const std::string& serial,
+                                            absl::Time not_after, absl::Time now, const RegistrationRules& rules,
+                                            Done done) {
   UpdateAsync(
       cluster,
-      [&](ClusterRecord& record, bool* save) {
+      [serial, not_after, now, rules](ClusterRecord& record, bool* save) {
+        RETURN_IF_ERROR(RegistrationRefused(record, now, rules));
+        // Everything issued before is refused from now on: a re-registration means the
+        // previous holder lost its key (or never had a right to the name).
+        record.current_serial = serial;
+        record.pending_serials.clear();
+        record.not_after = not_after;
+        record.issued_at = now;
+        record.registered_at = now;
+        record.admitted = false;
+        *save = true;
+        return absl::OkStatus();
+      },
+      std::move(done));
+}
+
+absl::Status ClusterRegistry::RecordRegistered(const std::string& cluster, const std::string& serial,
+                                               absl::Time not_after, absl::Time now, const RegistrationRules& rules) {
+  return SyncWait<absl::Status>(
+      [&](auto callback) { RecordRegisteredAsync(cluster, serial, not_after, now, rules, std::move(callback)); });
+}
+
+void ClusterRegistry::RecordIssuedAsync(const std::string& cluster, const std::string& serial, absl::Time not_after,
+                                        absl::Time now, Done done) {
+  UpdateAsync(
+      cluster,
+      [cluster, serial, not_after, now](ClusterRecord& record, bool* save) {
         if (record.deregistered) return Deregistered(cluster);
         if (record.current_serial.empty()) {
           record.current_serial = serial;
@@ -366,80 +369,53 @@ void ClusterRegistry::RecordIssuedAsync(const std::string& cluster, const std::s
       std::move(done));
 }
 
-absl::StatusOr<RegistrationKind> ClusterRegistry::CheckRegistration(const std::string& cluster, absl::Time now,
-                                                                     const RegistrationRules& rules) const {
-  std::optional<ClusterRecord> record = Find(cluster);
-  if (!record) return RegistrationKind::kFirst;
-  RETURN_IF_ERROR(RegistrationRefused(*record, now, rules));
-  return record->HasValidCertificate(now) ? RegistrationKind::kReplacesValid : RegistrationKind::kFirst;
+absl::Status ClusterRegistry::RecordIssued(const std::string& cluster, const std::string& serial,
+                                           absl::Time not_after, absl::Time now) {
+  return SyncWait<absl::Status>(
+      [&](auto callback) { RecordIssuedAsync(cluster, serial, not_after, now, std::move(callback)); });
 }
 
-void ClusterRegistry::RecordRegisteredAsync(const std::string& cluster, const std::string& serial,
-                                            absl::Time not_after, absl::Time now, const RegistrationRules& rules,
-                                            Journal::Done done) {
+void ClusterRegistry::CheckIssuedSerialAsync(const std::string& cluster, const std::string& serial, Done done) {
+  bool current = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = clusters_.find(cluster);
+    current = it != clusters_.end() && !it->second.busy && !it->second.record.deregistered && !serial.empty() &&
+              serial == it->second.record.current_serial;
+  }
+  if (current) {
+    // The common case, the current certificate, needs no write: answered at once.
+    std::move(done)(absl::OkStatus());
+    return;
+  }
   UpdateAsync(
       cluster,
-      [&](ClusterRecord& record, bool* save) {
-        RETURN_IF_ERROR(RegistrationRefused(record, now, rules));
-        // Everything issued before is refused from now on: a re-registration means the
-        // previous holder lost its key (or never had a right to the name).
+      [cluster, serial](ClusterRecord& record, bool* save) {
+        if (record.deregistered) return Deregistered(cluster);
+        if (record.current_serial.empty() && record.pending_serials.empty()) {
+          return WithRefusal(absl::PermissionDeniedError(absl::StrCat(
+                                 "cluster \"", cluster, "\" is not registered with this server: register it "
+                                 "again with the identity token")),
+                             kRefusalUnknownCertificate);
+        }
+        if (!serial.empty() && serial == record.current_serial) return absl::OkStatus();
+        auto pending = std::find(record.pending_serials.begin(), record.pending_serials.end(), serial);
+        if (serial.empty() || pending == record.pending_serials.end()) {
+          return WithRefusal(absl::PermissionDeniedError(absl::StrCat(
+                                 "certificate ", serial, " of cluster \"", cluster,
+                                 "\" is not one this server issued or it was replaced: register the agent again")),
+                             kRefusalUnknownCertificate);
+        }
         record.current_serial = serial;
-        record.pending_serials.clear();
-        record.not_after = not_after;
-        record.issued_at = now;
-        record.registered_at = now;
-        record.admitted = false;
+        record.pending_serials.erase(record.pending_serials.begin(), pending + 1);
         *save = true;
         return absl::OkStatus();
       },
       std::move(done));
 }
 
-absl::Status ClusterRegistry::RecordRegistered(const std::string& cluster, const std::string& serial,
-                                               absl::Time not_after, absl::Time now,
-                                               const RegistrationRules& rules) {
-  absl::Notification durable;
-  absl::Status result;
-  RecordRegisteredAsync(cluster, serial, not_after, now, rules, [&](absl::Status status) {
-    result = std::move(status);
-    durable.Notify();
-  });
-  durable.WaitForNotification();
-  return result;
-}
-
-absl::Status ClusterRegistry::CheckIssuedSerial(const std::string& cluster,
-                                                const std::string& serial) {
-  {
-    // The common case, the current certificate, needs no write.
-    absl::MutexLock lock(&mu_);
-    auto it = clusters_.find(cluster);
-    if (it != clusters_.end() && !it->second.deregistered && !serial.empty() &&
-        serial == it->second.current_serial) {
-      return absl::OkStatus();
-    }
-  }
-  return Update(cluster, [&](ClusterRecord& record, bool* save) {
-    if (record.deregistered) return Deregistered(cluster);
-    if (record.current_serial.empty() && record.pending_serials.empty()) {
-      return WithRefusal(absl::PermissionDeniedError(absl::StrCat(
-                             "cluster \"", cluster, "\" is not registered with this server: register it "
-                             "again with the identity token")),
-                         kRefusalUnknownCertificate);
-    }
-    if (!serial.empty() && serial == record.current_serial) return absl::OkStatus();
-    auto pending = std::find(record.pending_serials.begin(), record.pending_serials.end(), serial);
-    if (serial.empty() || pending == record.pending_serials.end()) {
-      return WithRefusal(absl::PermissionDeniedError(absl::StrCat(
-                             "certificate ", serial, " of cluster \"", cluster,
-                             "\" is not one this server issued or it was replaced: register the agent again")),
-                         kRefusalUnknownCertificate);
-    }
-    record.current_serial = serial;
-    record.pending_serials.erase(record.pending_serials.begin(), pending + 1);
-    *save = true;
-    return absl::OkStatus();
-  });
+absl::Status ClusterRegistry::CheckIssuedSerial(const std::string& cluster, const std::string& serial) {
+  return SyncWait<absl::Status>([&](auto callback) { CheckIssuedSerialAsync(cluster, serial, std::move(callback)); });
 }
 
 absl::Status ClusterRegistry::Deregister(const std::string& cluster) {
@@ -457,7 +433,10 @@ absl::Status ClusterRegistry::Admit(const std::string& cluster) {
   {
     absl::MutexLock lock(&mu_);
     auto it = clusters_.find(cluster);
-    if (it == clusters_.end() || (!it->second.deregistered && it->second.admitted)) return absl::OkStatus();
+    if (it == clusters_.end() || it->second.revision == 0 ||
+        (!it->second.record.deregistered && it->second.record.admitted)) {
+      return absl::OkStatus();
+    }
   }
   return Update(cluster, [](ClusterRecord& record, bool* save) {
     *save = record.deregistered || !record.admitted;
@@ -478,15 +457,17 @@ absl::StatusOr<int64_t> ClusterRegistry::PushSnapshot(const std::string& cluster
   }
   RETURN_IF_ERROR(secrets::ValidateSecretData(data));
   int64_t version = 0;
+  secrets::SecretStore& secrets = state_->secrets();
+  const std::string ns = ns_;
   RETURN_IF_ERROR(Update(cluster, [&](ClusterRecord& record, bool* save) -> absl::Status {
     if (record.deregistered) return Deregistered(cluster);
     record.snapshot_version++;
     version = record.snapshot_version;
     if (data.empty()) {
-      absl::Status deleted = store_->Delete(ns_, kSnapshotPrefix + cluster);
+      absl::Status deleted = secrets.Delete(ns, kSnapshotPrefix + cluster);
       if (!deleted.ok() && !absl::IsNotFound(deleted)) return deleted;
     } else {
-      RETURN_IF_ERROR(store_->Put(ns_, kSnapshotPrefix + cluster, data));
+      RETURN_IF_ERROR(secrets.Put(ns, kSnapshotPrefix + cluster, data));
     }
     *save = true;
     return absl::OkStatus();
@@ -494,9 +475,8 @@ absl::StatusOr<int64_t> ClusterRegistry::PushSnapshot(const std::string& cluster
   return version;
 }
 
-absl::StatusOr<std::vector<SnapshotResource>> ClusterRegistry::LatestSnapshot(
-    const std::string& cluster) const {
-  absl::StatusOr<secrets::SecretData> data = store_->Get(ns_, kSnapshotPrefix + cluster);
+absl::StatusOr<std::vector<SnapshotResource>> ClusterRegistry::LatestSnapshot(const std::string& cluster) const {
+  absl::StatusOr<secrets::SecretData> data = state_->secrets().Get(ns_, kSnapshotPrefix + cluster);
   if (absl::IsNotFound(data.status())) return std::vector<SnapshotResource>{};
   if (!data.ok()) return data.status();
   std::vector<SnapshotResource> resources;
@@ -504,31 +484,41 @@ absl::StatusOr<std::vector<SnapshotResource>> ClusterRegistry::LatestSnapshot(
   return resources;
 }
 
+void ClusterRegistry::RecordAckAsync(const std::string& cluster, int64_t version, Done done) {
+  UpdateAsync(
+      cluster,
+      [cluster, version](ClusterRecord& record, bool* save) {
+        if (version < 0 || version > record.snapshot_version) {
+          return absl::InvalidArgumentError(absl::StrCat("snapshot version ", version,
+                                                         " was never pushed to cluster \"", cluster,
+                                                         "\" (the latest is ", record.snapshot_version, ")"));
+        }
+        if (version > record.acked_version) {
+          record.acked_version = version;
+          *save = true;
+        }
+        return absl::OkStatus();
+      },
+      std::move(done));
+}
+
 absl::Status ClusterRegistry::RecordAck(const std::string& cluster, int64_t version) {
-  return Update(cluster, [&](ClusterRecord& record, bool* save) {
-    if (version < 0 || version > record.snapshot_version) {
-      return absl::InvalidArgumentError(absl::StrCat("snapshot version ", version, " was never pushed to cluster \"",
-                                                     cluster, "\" (the latest is ", record.snapshot_version, ")"));
-    }
-    if (version > record.acked_version) {
-      record.acked_version = version;
-      *save = true;
-    }
-    return absl::OkStatus();
-  });
+  return SyncWait<absl::Status>([&](auto callback) { RecordAckAsync(cluster, version, std::move(callback)); });
 }
 
 std::optional<ClusterRecord> ClusterRegistry::Find(const std::string& cluster) const {
   absl::MutexLock lock(&mu_);
   auto it = clusters_.find(cluster);
-  if (it == clusters_.end()) return std::nullopt;
-  return it->second;
+  if (it == clusters_.end() || it->second.revision == 0) return std::nullopt;
+  return it->second.record;
 }
 
 std::vector<ClusterRecord> ClusterRegistry::List() const {
   absl::MutexLock lock(&mu_);
   std::vector<ClusterRecord> records;
-  for (const auto& [name, record] : clusters_) records.push_back(record);
+  for (const auto& [name, entry] : clusters_) {
+    if (entry.revision != 0) records.push_back(entry.record);
+  }
   return records;
 }
 

@@ -1,15 +1,18 @@
 #ifndef RELAY_MGMT_CLUSTER_REGISTRY_H_
 #define RELAY_MGMT_CLUSTER_REGISTRY_H_
 
-// What the server knows about each cluster, persisted so that it survives a restart:
-// the records in a journal file (one checksummed line per change, group-committed,
-// compacted to one line per cluster at start-up and when it grows), and each cluster's
-// latest snapshot in the secret store as `relay-snapshot.<name>`. Updates of different
-// clusters run in parallel; each cluster's are serialised by a lock of its own.
+// What the server knows about each cluster: a record per cluster ("clusters/<name>"
+// in the state store, state/state_store.h) with its serial pins and revocation, and
+// each cluster's latest snapshot as the secret `relay-snapshot.<name>`. The registry
+// keeps the records in memory for reads; every change is a compare-and-set against the
+// revision it read, acknowledged once durable. Changes of one cluster run one after
+// another, in the order they were asked for; different clusters' run in parallel.
 //
-// A damaged journal (a record whose checksum or fields do not hold) stops Load with the
-// file, byte offset and the repair command; it is never compacted away.
+// The *Async methods never block: their `done` runs on a store thread. The blocking
+// forms are for threads that may wait (the admin service's, tests); never call them
+// from a gRPC callback or from a `done`.
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -17,11 +20,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "mgmt/journal.h"
-#include "secrets/secret_store.h"
+#include "state/state_store.h"
 
 namespace relay::mgmt {
 
@@ -58,12 +61,6 @@ enum class RegistrationKind {
   kReplacesValid,    // a re-registration: the valid certificates it replaces are revoked
 };
 
-// The result of repairing a damaged journal.
-struct JournalRepair {
-  std::string damaged_copy;          // where the damaged file was kept
-  std::vector<std::string> dropped;  // one line each: offset, cluster if readable, why
-  size_t kept = 0;                   // records kept
-};
 
 struct SnapshotResource {
   std::string name;
@@ -73,17 +70,17 @@ struct SnapshotResource {
 class ClusterRegistry {
  public:
   static constexpr size_t kMaxPendingSerials = 4;
+  static constexpr char kKeyPrefix[] = "clusters/";
 
-  // `journal_path` holds the records (created when missing). DATA_LOSS, naming the file,
-  // the byte offset and `repair_command`, when a record is damaged.
-  static absl::StatusOr<std::unique_ptr<ClusterRegistry>> Load(secrets::SecretStore* store,
-                                                               std::string ns,
-                                                               const std::string& journal_path,
-                                                               const std::string& repair_command = "");
+  using Done = absl::AnyInvocable<void(absl::Status) &&>;
 
-  // Keeps the damaged journal aside (<path>.damaged-<unix seconds>) and writes one with
-  // every record that is whole. The server must not run meanwhile.
-  static absl::StatusOr<JournalRepair> RepairJournal(const std::string& journal_path, absl::Time now);
+  // Reads every cluster record. DATA_LOSS, saying where it lives, for a record that does
+  // not decode (it is left as it is).
+  static absl::StatusOr<std::unique_ptr<ClusterRegistry>> Load(state::StateStore* state, std::string ns);
+  ~ClusterRegistry();
+
+  // OK when `value` is a cluster record this registry can read (for the journal repair).
+  static absl::Status ValidateRecord(absl::string_view key, absl::string_view value);
 
   // PERMISSION_DENIED for a deregistered cluster.
   absl::Status CheckNotDeregistered(const std::string& cluster) const;
@@ -94,30 +91,27 @@ class ClusterRegistry {
   absl::StatusOr<RegistrationKind> CheckRegistration(const std::string& cluster, absl::Time now,
                                                      const RegistrationRules& rules) const;
 
-  // A certificate issued by Register: checked again against `rules` under the cluster's
-  // lock, it replaces every serial issued before (they are refused from now on) and
-  // uses up an operator's admit. `done` runs once it is durable (journal callback
-  // thread), or at once when refused.
+  // A certificate issued by Register: checked again against `rules` when it is
+  // recorded, it replaces every serial issued before (they are refused from then on)
+  // and uses up an operator's admit.
   void RecordRegisteredAsync(const std::string& cluster, const std::string& serial, absl::Time not_after,
-                             absl::Time now, const RegistrationRules& rules, Journal::Done done);
+                             absl::Time now, const RegistrationRules& rules, Done done);
   absl::Status RecordRegistered(const std::string& cluster, const std::string& serial, absl::Time not_after,
                                 absl::Time now, const RegistrationRules& rules);
 
-  // A certificate issued by Renew. It is accepted beside the current one
-  // until it, or one issued after it, is first used; so a lost answer never strands an
-  // agent, and two writers racing (agent and rotator) cannot lock each other out. At
+  // A certificate issued by Renew. It is accepted beside the current one until it, or
+  // one issued after it, is first used; so a lost answer never strands an agent. At
   // most kMaxPendingSerials unused ones are kept.
-  absl::Status RecordIssued(const std::string& cluster, const std::string& serial,
-                            absl::Time not_after, absl::Time now);
-  // The same without blocking: `done` runs once the record is durable (on the journal's
-  // callback thread), or at once when the change is refused. The record is visible to
-  // readers as soon as it is queued; nobody holds the certificate before `done`.
   void RecordIssuedAsync(const std::string& cluster, const std::string& serial, absl::Time not_after,
-                         absl::Time now, Journal::Done done);
+                         absl::Time now, Done done);
+  absl::Status RecordIssued(const std::string& cluster, const std::string& serial, absl::Time not_after,
+                            absl::Time now);
 
   // For certificates this server's CA issued: OK when `serial` is the current one or a
-  // pending one (which then becomes current, retiring those issued before it).
-  // PERMISSION_DENIED otherwise.
+  // pending one (which then becomes current, retiring those issued before it, and
+  // `done` runs once that is durable). PERMISSION_DENIED otherwise. The common case,
+  // the current serial, needs no write: `done` then runs at once, on the caller's thread.
+  void CheckIssuedSerialAsync(const std::string& cluster, const std::string& serial, Done done);
   absl::Status CheckIssuedSerial(const std::string& cluster, const std::string& serial);
 
   absl::Status Deregister(const std::string& cluster);
@@ -126,46 +120,46 @@ class ClusterRegistry {
   absl::Status Admit(const std::string& cluster);
 
   // Stores the snapshot and returns its version.
-  absl::StatusOr<int64_t> PushSnapshot(const std::string& cluster,
-                                       const std::vector<SnapshotResource>& resources);
+  absl::StatusOr<int64_t> PushSnapshot(const std::string& cluster, const std::vector<SnapshotResource>& resources);
   absl::StatusOr<std::vector<SnapshotResource>> LatestSnapshot(const std::string& cluster) const;
+
   // Records that the agent holds snapshot `version`. INVALID_ARGUMENT for a version that
   // was never pushed; an older one than the last ack is ignored (OK).
+  void RecordAckAsync(const std::string& cluster, int64_t version, Done done);
   absl::Status RecordAck(const std::string& cluster, int64_t version);
 
   std::optional<ClusterRecord> Find(const std::string& cluster) const;
   std::vector<ClusterRecord> List() const;
 
  private:
-  ClusterRegistry(secrets::SecretStore* store, std::string ns) : store_(store), ns_(std::move(ns)) {}
-  absl::Status CompactLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(compaction_mu_);
+  // A change of one record: edits `record`, sets *save when it is to be written.
+  using Change = std::function<absl::Status(ClusterRecord& record, bool* save)>;
 
-  // Applies `change` to a copy of the cluster's record under the cluster's own lock,
-  // persists it when `change` says so (sets *save), then publishes it.
-  absl::Status Update(const std::string& cluster,
-                      const std::function<absl::Status(ClusterRecord&, bool* save)>& change);
-  absl::Status Save(const ClusterRecord& record);
-  // Update's form for RecordIssuedAsync: queues the line instead of waiting for it.
-  void UpdateAsync(const std::string& cluster,
-                   const std::function<absl::Status(ClusterRecord&, bool* save)>& change, Journal::Done done);
-  absl::Mutex* ClusterLock(const std::string& cluster);
-  // A copy of the cluster's record, or a new one named `cluster`.
-  ClusterRecord RecordOrNew(const std::string& cluster) const;
-  void MaybeCompact();
+  using Waiting = std::pair<Change, Done>;
+  struct Entry {
+    ClusterRecord record;
+    int64_t revision = 0;  // 0: not in the store yet
+    bool busy = false;     // a change is being written
+    std::deque<Waiting> waiting;
+  };
 
-  secrets::SecretStore* const store_;
+  ClusterRegistry(state::StateStore* state, std::string ns) : state_(state), ns_(std::move(ns)) {}
+
+  // Runs `change` after the cluster's earlier ones, writes the result, and calls `done`.
+  void UpdateAsync(const std::string& cluster, Change change, Done done);
+  absl::Status Update(const std::string& cluster, Change change);
+  void Run(const std::string& cluster, Change change, Done done, int attempt);
+  // The cluster's next waiting change; with none, the cluster is no longer busy.
+  std::optional<Waiting> TakeNext(const std::string& cluster);
+  // A change written by someone else (another replica): taken when newer.
+  void OnStoreChange(const state::Change& change);
+
+  state::StateStore* const state_;
   const std::string ns_;
-  std::unique_ptr<Journal> journal_;
-  // Held shared by each update (append + publish), exclusively by compaction, so a
-  // compaction never drops a line whose record it did not see.
-  absl::Mutex compaction_mu_;
   mutable absl::Mutex mu_;
-  std::map<std::string, ClusterRecord> clusters_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::unique_ptr<absl::Mutex>> cluster_locks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Entry> clusters_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<state::StateWatch> watch_;
 };
-
-// Where the registry journal of namespace `ns` lives in a server's state directory.
-std::string RegistryJournalPath(const std::string& secrets_dir, const std::string& ns);
 
 // Resource names are file names an agent writes: letters, digits, '-', '_', '.'.
 absl::Status ValidateResourceName(const std::string& name);

@@ -64,7 +64,8 @@ struct PlannedWrite {
   std::string ns;
   std::string name;
   SecretData data;
-  bool created;  // a new secret (else an update of one that exists)
+  bool created;                 // made by this call (reported in ManagementPki::created)
+  bool only_if_absent = false;  // a new secret: written only if still absent
 };
 
 absl::Status MissingSecret(const std::string& ns, const std::string& name, absl::string_view why,
@@ -126,11 +127,12 @@ absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore
   return issued.info;
 }
 
+namespace {
+
 // Every secret is read and checked, and what is missing is made in memory, before
 // anything is written: a check that fails leaves the store as it was.
-absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
-                                                  const ManagementPkiOptions& options,
-                                                  absl::Time now) {
+absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                         absl::Time now) {
   const config::MgmtServerValues& values = options.values;
   const std::string& ns = options.ns;
   const bool may_generate = !values.disable_ca_cert_generation;
@@ -172,7 +174,7 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
     ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(root_key.get()));
     writes.push_back({ns, root_name,
                       {{"ca.crt", result.root_bundle_pem}, {"tls.crt", result.root_bundle_pem}, {"tls.key", key_pem}},
-                      true});
+                      true, true});
     roots.push_back(std::move(root));
   }
 
@@ -220,7 +222,7 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
     ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
     writes.push_back({ns, signing_name,
                       {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", result.root_bundle_pem}},
-                      true});
+                      true, true});
     ASSIGN_OR_RETURN(result.signer, pki::Issuer::Create(std::move(cert), std::move(key), now));
   }
 
@@ -260,7 +262,8 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
     ASSIGN_OR_RETURN(IssuedServerCertificate issued,
                      IssueServerCertificate(options, *result.signer, result.root_bundle_pem, now));
     result.server_certificate = issued.info;
-    writes.push_back({ns, server_name, std::move(issued.data), true});
+    // A new secret, or the replacement of an expired one.
+    writes.push_back({ns, server_name, std::move(issued.data), true, !server_secret});
   }
 
   // 4. Identity token (not needed when the server signs nothing).
@@ -277,13 +280,16 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
                            absl::StrCat(token_key, " (the shared identity token)"));
     } else {
       ASSIGN_OR_RETURN(result.token, tokens::GenerateToken());
-      writes.push_back({token_ns, token_name, {{token_key, result.token}}, true});
+      writes.push_back({token_ns, token_name, {{token_key, result.token}}, true, true});
     }
   }
 
-  // Every check passed: write what was made.
+  // Every check passed: write what was made. A new secret is created only if it is
+  // still absent: another server starting at the same moment may have made it first.
   for (PlannedWrite& write : writes) {
-    absl::Status status = store.Put(write.ns, write.name, write.data);
+    absl::Status status = write.only_if_absent ? store.Create(write.ns, write.name, write.data)
+                                               : store.Put(write.ns, write.name, write.data);
+    if (absl::IsAlreadyExists(status)) return status;  // EnsureManagementPki reads again
     if (!status.ok()) return InSecret(write.ns, write.name, "", status);
     std::string full_name = absl::StrCat(write.ns, "/", write.name);
     if (write.created) {
@@ -294,6 +300,18 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
     }
   }
   return result;
+}
+
+}  // namespace
+
+absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                                  absl::Time now) {
+  // A secret another server created between our read and our write: read everything
+  // again, and take what it made.
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<ManagementPki> pki = EnsureOnce(store, options, now);
+    if (!absl::IsAlreadyExists(pki.status()) || attempt == 3) return pki;
+  }
 }
 
 }  // namespace relay::mgmt

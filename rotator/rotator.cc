@@ -28,17 +28,21 @@ double Uniform01() {
 
 }  // namespace
 
+Rotator::RotatorMetrics::RotatorMetrics(Metrics& registry)
+    : certificate_expiry(registry.AddGauge("relay_client_certificate_expiry_timestamp_seconds",
+                                           "notAfter of the client certificate in use.")),
+      next_renewal(registry.AddGauge("relay_rotator_next_renewal_timestamp_seconds",
+                                     "When the rotator will next renew (or retry).")),
+      renewals(registry.AddCounter("relay_rotator_renewals_total", "Successful renewals, by how (renew, register).",
+                                   {"how"})),
+      errors(registry.AddCounter("relay_rotator_renewal_errors_total", "Failed renewals, by reason.", {"reason"})) {
+  renewals.Touch({"renew"});
+  renewals.Touch({"register"});
+}
+
 Rotator::Rotator(RotatorOptions options, secrets::SecretStore* store, Metrics* metrics)
-    : options_(std::move(options)), store_(store), metrics_(metrics) {
+    : options_(std::move(options)), store_(store), metrics_(*metrics) {
   force_ = options_.force;
-  metrics_->Describe("relay_client_certificate_expiry_timestamp_seconds", "gauge",
-                     "notAfter of the client certificate in use.");
-  metrics_->Describe("relay_rotator_next_renewal_timestamp_seconds", "gauge",
-                     "When the rotator will next renew (or retry).");
-  metrics_->Describe("relay_rotator_renewals_total", "counter", "Successful renewals, by how (renew, register).");
-  metrics_->Describe("relay_rotator_renewal_errors_total", "counter", "Failed renewals, by reason.");
-  metrics_->Set("relay_rotator_renewals_total", {{"how", "renew"}}, 0);
-  metrics_->Set("relay_rotator_renewals_total", {{"how", "register"}}, 0);
 }
 
 Rotator::~Rotator() { Stop(); }
@@ -50,8 +54,7 @@ RotationState Rotator::ReadState() {
     state.have_certificate = true;
     state.certificate = secret.leaf;
     // Only a certificate the agent can use: an unusable secret's would mislead.
-    metrics_->Set("relay_client_certificate_expiry_timestamp_seconds", {},
-                  absl::ToUnixSeconds(secret.leaf.not_after));
+    metrics_.certificate_expiry.Set(absl::ToUnixSeconds(secret.leaf.not_after));
   } else if (secret.kind == enrolment::ClientSecretState::kUnusable) {
     state.certificate_problem = secret.problem;
   }
@@ -66,7 +69,7 @@ RotationState Rotator::ReadState() {
 
 void Rotator::RecordFailure(const absl::Status& status) {
   std::string reason = Reason(status);
-  metrics_->Add("relay_rotator_renewal_errors_total", {{"reason", reason}});
+  metrics_.errors.Increment({reason});
   absl::MutexLock lock(&mu_);
   failures_++;
   last_failure_ = absl::Now();
@@ -114,9 +117,8 @@ absl::Status Rotator::Act(Action action) {
     RecordFailure(status);
     return status;
   }
-  metrics_->Add("relay_rotator_renewals_total", {{"how", how}});
-  metrics_->Set("relay_client_certificate_expiry_timestamp_seconds", {},
-                absl::ToUnixSeconds(fresh->leaf.not_after));
+  metrics_.renewals.Increment({how});
+  metrics_.certificate_expiry.Set(absl::ToUnixSeconds(fresh->leaf.not_after));
   LogInfo("certificate_rotated", {{"cluster", options_.cluster},
                                   {"how", how},
                                   {"serial", fresh->leaf.serial_hex},
@@ -166,7 +168,7 @@ void Rotator::Loop() {
     absl::Time now = absl::Now();
     Decision decision = Decide(state, now, options_.grace_period_ratio, pki::SerialJitter,
                                options_.retry, Uniform01());
-    metrics_->Set("relay_rotator_next_renewal_timestamp_seconds", {}, absl::ToUnixSeconds(decision.at));
+    metrics_.next_renewal.Set(absl::ToUnixSeconds(decision.at));
     if (decision.action == Action::kRenew || decision.action == Action::kRegister) {
       LogInfo("renewal_started", {{"cluster", options_.cluster}, {"why", decision.why}});
       (void)Act(decision.action);

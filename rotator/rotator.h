@@ -55,7 +55,15 @@ class Rotator {
 
   const RotatorOptions options_;
   secrets::SecretStore* const store_;
-  Metrics* const metrics_;
+  // Declared once (common/metrics.h); in --rotation=builtin they join the agent's.
+  struct RotatorMetrics {
+    explicit RotatorMetrics(Metrics& registry);
+    Gauge& certificate_expiry;
+    Gauge& next_renewal;
+    Counter& renewals;  // {how}
+    Counter& errors;    // {reason}
+  };
+  RotatorMetrics metrics_;
   std::unique_ptr<secrets::SecretWatch> watch_;
   std::thread thread_;
   absl::Notification stop_;

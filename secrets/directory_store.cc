@@ -279,10 +279,18 @@ absl::StatusOr<SecretData> ReadSecretDirectory(const std::string& dir, const std
       absl::StrCat(where, " changed on every one of ", kReadAttempts, " reads; try again"));
 }
 
-absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data) {
+absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data, bool only_if_absent) {
   RETURN_IF_ERROR(ValidateSecretData(data));
   RETURN_IF_ERROR(MakeDirs(dir));
   ASSIGN_OR_RETURN(WriterLock lock, WriterLock::Acquire(dir));
+  if (only_if_absent) {
+    // Under the writers' lock: no other writer can create it between this look and the write.
+    absl::StatusOr<SecretData> existing = ReadSecretDirectory(dir, dir);
+    if (!absl::IsNotFound(existing.status())) {
+      if (!existing.ok()) return existing.status();
+      return absl::AlreadyExistsError(absl::StrCat(dir, " already holds a secret"));
+    }
+  }
 
   // 1. The new version, complete and on disk before anything points at it.
   std::string version;
@@ -346,6 +354,16 @@ absl::Status DirectorySecretStore::Put(absl::string_view ns, absl::string_view n
                                        const SecretData& data) {
   ASSIGN_OR_RETURN(std::string dir, SecretDir(ns, name));
   return WriteSecretDirectory(dir, data);
+}
+
+absl::Status DirectorySecretStore::Create(absl::string_view ns, absl::string_view name,
+                                          const SecretData& data) {
+  ASSIGN_OR_RETURN(std::string dir, SecretDir(ns, name));
+  absl::Status status = WriteSecretDirectory(dir, data, /*only_if_absent=*/true);
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError(absl::StrCat("secret ", ns, "/", name, " already exists"));
+  }
+  return status;
 }
 
 absl::Status DirectorySecretStore::Delete(absl::string_view ns, absl::string_view name) {

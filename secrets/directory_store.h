@@ -31,6 +31,7 @@ class DirectorySecretStore : public SecretStore {
 
   absl::StatusOr<SecretData> Get(absl::string_view ns, absl::string_view name) override;
   absl::Status Put(absl::string_view ns, absl::string_view name, const SecretData& data) override;
+  absl::Status Create(absl::string_view ns, absl::string_view name, const SecretData& data) override;
   absl::Status Delete(absl::string_view ns, absl::string_view name) override;
   absl::StatusOr<std::vector<std::string>> List(absl::string_view ns) override;
   std::unique_ptr<SecretWatch> Watch(absl::string_view ns, absl::string_view name,
@@ -54,7 +55,9 @@ class DirectorySecretStore : public SecretStore {
 // The same layout for any directory (the agent writes snapshots this way): read every
 // key of the current version (`where` labels errors), or write a new version.
 absl::StatusOr<SecretData> ReadSecretDirectory(const std::string& dir, const std::string& where);
-absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data);
+// With `only_if_absent`, ALREADY_EXISTS (writing nothing) when the directory already
+// holds a secret.
+absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data, bool only_if_absent = false);
 
 }  // namespace relay::secrets
 

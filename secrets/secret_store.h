@@ -40,6 +40,12 @@ class SecretStore {
   virtual absl::Status Put(absl::string_view ns, absl::string_view name,
                            const SecretData& data) = 0;
 
+  // Writes the secret only when it does not exist yet: ALREADY_EXISTS otherwise, and
+  // nothing is written (the create-if-absent of CA bootstrap, when several servers may
+  // start at once).
+  virtual absl::Status Create(absl::string_view ns, absl::string_view name,
+                              const SecretData& data) = 0;
+
   // NOT_FOUND when there is nothing to delete.
   virtual absl::Status Delete(absl::string_view ns, absl::string_view name) = 0;
 

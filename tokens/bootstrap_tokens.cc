@@ -1,5 +1,7 @@
 #include "tokens/bootstrap_tokens.h"
 
+#include <cstring>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -47,22 +49,34 @@ absl::Status InvalidToken() {
       "relayctl register --bootstrap_token_ttl");
 }
 
-// Keeps only live records.
-secrets::SecretData Pruned(const secrets::SecretData& data, absl::Time now) {
-  secrets::SecretData live;
-  for (const auto& [hash, value] : data) {
-    absl::StatusOr<BootstrapTokenRecord> record = Decode(hash, value);
-    if (record.ok() && record->expires > now && record->uses_left > 0) live.emplace(hash, value);
-  }
-  return live;
-}
+// Tries a change of one token's record a few times: another server may be changing
+// it at the same moment (its write wins; we read again).
+constexpr int kAttempts = 20;
+
+std::string KeyOf(absl::string_view hash) { return absl::StrCat(kBootstrapTokenKeyPrefix, hash); }
+
+bool Live(const BootstrapTokenRecord& record, absl::Time now) { return record.expires > now && record.uses_left > 0; }
 
 }  // namespace
 
-absl::StatusOr<secrets::SecretData> BootstrapTokens::Load() {
-  absl::StatusOr<secrets::SecretData> data = store_->Get(ns_, kBootstrapTokenSecret);
-  if (absl::IsNotFound(data.status())) return secrets::SecretData{};
-  return data;
+absl::Status BootstrapTokens::MigrateOnce() {
+  absl::MutexLock lock(&migrate_mu_);
+  if (migrated_) return absl::OkStatus();
+  absl::StatusOr<secrets::SecretData> old = state_->secrets().Get(ns_, kBootstrapTokenSecret);
+  if (absl::IsNotFound(old.status())) {
+    migrated_ = true;
+    return absl::OkStatus();
+  }
+  if (!old.ok()) return old.status();
+  for (const auto& [hash, value] : *old) {
+    if (!Decode(hash, value).ok()) continue;  // nothing that could be redeemed
+    absl::StatusOr<int64_t> moved = state_->CompareAndSetAndWait(KeyOf(hash), value, 0);
+    if (!moved.ok() && !absl::IsAlreadyExists(moved.status())) return moved.status();
+  }
+  absl::Status deleted = state_->secrets().Delete(ns_, kBootstrapTokenSecret);
+  if (!deleted.ok() && !absl::IsNotFound(deleted)) return deleted;
+  migrated_ = true;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> BootstrapTokens::Create(absl::string_view cluster, absl::Duration ttl,
@@ -72,18 +86,26 @@ absl::StatusOr<std::string> BootstrapTokens::Create(absl::string_view cluster, a
     return absl::InvalidArgumentError("bootstrap token TTL must be positive, e.g. 1h");
   }
   if (uses < 1) return absl::InvalidArgumentError("bootstrap token must allow at least one use");
+  RETURN_IF_ERROR(MigrateOnce());
+  // Drop what can no longer be redeemed, then bound what is left.
+  ASSIGN_OR_RETURN(auto records, state_->List(kBootstrapTokenKeyPrefix));
+  size_t live = 0;
+  for (const auto& [key, stored] : records) {
+    absl::StatusOr<BootstrapTokenRecord> record = Decode(key.substr(strlen(kBootstrapTokenKeyPrefix)), stored.value);
+    if (record.ok() && Live(*record, now)) {
+      live++;
+    } else {
+      (void)state_->CompareAndSetAndWait(key, std::nullopt, stored.revision);  // a racing server may have done it
+    }
+  }
+  if (live >= secrets::kMaxSecretKeys) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "there are already ", live, " live bootstrap tokens: let some expire or use them"));
+  }
   ASSIGN_OR_RETURN(std::string random, GenerateToken());
   std::string token = absl::StrCat(kBootstrapTokenPrefix, random);
   BootstrapTokenRecord record{TokenHash(token), std::string(cluster), now + ttl, uses};
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(secrets::SecretData data, Load());
-  data = Pruned(data, now);
-  if (data.size() >= secrets::kMaxSecretKeys) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "there are already ", data.size(), " live bootstrap tokens: let some expire or use them"));
-  }
-  data[record.hash] = Encode(record);
-  RETURN_IF_ERROR(store_->Put(ns_, kBootstrapTokenSecret, data));
+  RETURN_IF_ERROR(state_->CompareAndSetAndWait(KeyOf(record.hash), Encode(record), 0).status());
   return token;
 }
 
@@ -92,50 +114,67 @@ absl::Status BootstrapTokens::Redeem(absl::string_view token, absl::string_view 
   if (!absl::StartsWith(token, kBootstrapTokenPrefix) || token.size() > kMaxTokenBytes) {
     return InvalidToken();
   }
-  std::string hash = TokenHash(token);
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(secrets::SecretData data, Load());
-  auto it = data.find(hash);
-  if (it == data.end()) return InvalidToken();
-  ASSIGN_OR_RETURN(BootstrapTokenRecord record, Decode(hash, it->second));
-  if (record.expires <= now || record.uses_left <= 0) return InvalidToken();
-  if (record.cluster != cluster) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "this bootstrap token was made for cluster \"", record.cluster, "\", not \"", cluster,
-        "\": use the agent's own token"));
-  }
+  RETURN_IF_ERROR(MigrateOnce());
+  const std::string key = KeyOf(TokenHash(token));
   // Consume first, then issue, and give the use back if issuance fails: a crash in
   // between burns the token rather than letting it be used twice.
-  secrets::SecretData consumed = Pruned(data, now);
-  record.uses_left--;
-  if (record.uses_left > 0) {
-    consumed[hash] = Encode(record);
-  } else {
-    consumed.erase(hash);
-  }
-  RETURN_IF_ERROR(store_->Put(ns_, kBootstrapTokenSecret, consumed));
-  absl::Status issued = issue();
-  if (!issued.ok()) {
-    absl::Status restored = store_->Put(ns_, kBootstrapTokenSecret, data);
-    if (!restored.ok()) {
-      return absl::Status(issued.code(), absl::StrCat(issued.message(),
-                                                      "; the bootstrap token could not be "
-                                                      "restored and is used up: ",
-                                                      restored.message()));
+  BootstrapTokenRecord record;
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<state::Record> stored = state_->Get(key);
+    if (absl::IsNotFound(stored.status())) return InvalidToken();
+    if (!stored.ok()) return stored.status();
+    ASSIGN_OR_RETURN(record, Decode(TokenHash(token), stored->value));
+    if (!Live(record, now)) return InvalidToken();
+    if (record.cluster != cluster) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "this bootstrap token was made for cluster \"", record.cluster, "\", not \"", cluster,
+          "\": use the agent's own token"));
     }
+    BootstrapTokenRecord consumed = record;
+    consumed.uses_left--;
+    absl::StatusOr<int64_t> written = state_->CompareAndSetAndWait(
+        key, consumed.uses_left > 0 ? std::optional<std::string>(Encode(consumed)) : std::nullopt, stored->revision);
+    if (written.ok()) break;
+    if (!absl::IsAborted(written.status()) && !absl::IsNotFound(written.status())) return written.status();
+    if (attempt + 1 == kAttempts) return absl::UnavailableError("the bootstrap token is being used elsewhere: try again");
+  }
+  absl::Status issued = issue();
+  if (issued.ok()) return issued;
+  // Give the use back.
+  absl::Status restored;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    absl::StatusOr<state::Record> stored = state_->Get(key);
+    BootstrapTokenRecord back = record;
+    int64_t revision = 0;
+    if (stored.ok()) {
+      absl::StatusOr<BootstrapTokenRecord> now_stored = Decode(TokenHash(token), stored->value);
+      if (now_stored.ok()) back.uses_left = now_stored->uses_left + 1;
+      revision = stored->revision;
+    } else if (!absl::IsNotFound(stored.status())) {
+      restored = stored.status();
+      break;
+    }
+    absl::StatusOr<int64_t> written = state_->CompareAndSetAndWait(key, Encode(back), revision);
+    restored = written.status();
+    if (written.ok() || (!absl::IsAborted(written.status()) && !absl::IsAlreadyExists(written.status()))) break;
+  }
+  if (!restored.ok()) {
+    return absl::Status(issued.code(), absl::StrCat(issued.message(),
+                                                    "; the bootstrap token could not be restored and is used up: ",
+                                                    restored.message()));
   }
   return issued;
 }
 
 absl::StatusOr<std::vector<BootstrapTokenRecord>> BootstrapTokens::List(absl::Time now) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(secrets::SecretData data, Load());
-  std::vector<BootstrapTokenRecord> records;
-  for (const auto& [hash, value] : Pruned(data, now)) {
-    ASSIGN_OR_RETURN(BootstrapTokenRecord record, Decode(hash, value));
-    records.push_back(std::move(record));
+  RETURN_IF_ERROR(MigrateOnce());
+  ASSIGN_OR_RETURN(auto records, state_->List(kBootstrapTokenKeyPrefix));
+  std::vector<BootstrapTokenRecord> live;
+  for (const auto& [key, stored] : records) {
+    absl::StatusOr<BootstrapTokenRecord> record = Decode(key.substr(strlen(kBootstrapTokenKeyPrefix)), stored.value);
+    if (record.ok() && Live(*record, now)) live.push_back(*std::move(record));
   }
-  return records;
+  return live;
 }
 
 }  // namespace relay::tokens

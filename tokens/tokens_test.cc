@@ -1,10 +1,14 @@
+#include <atomic>
 #include <cstdlib>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "secrets/directory_store.h"
+#include "state/state_store.h"
 #include "tokens/bootstrap_tokens.h"
 #include "tokens/identity_token.h"
 
@@ -75,9 +79,8 @@ TEST(IdentityTokenTest, SharedTokensShorterThan32RandomBytesAreRefused) {
 
 class BootstrapTokensTest : public ::testing::Test {
  protected:
-  std::unique_ptr<secrets::DirectorySecretStore> store_ = TempStore();
-  BootstrapTokens tokens_{store_.get(), kNs};
-  absl::Status Ok() { return absl::OkStatus(); }
+  std::unique_ptr<state::StateStore> state_ = state::NewMemoryStateStore();
+  BootstrapTokens tokens_{state_.get(), kNs};
 };
 
 TEST_F(BootstrapTokensTest, SingleUseTokenWorksOnceForItsCluster) {
@@ -92,14 +95,45 @@ TEST_F(BootstrapTokensTest, SingleUseTokenWorksOnceForItsCluster) {
 
 TEST_F(BootstrapTokensTest, OnlyTheHashIsStored) {
   std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
-  secrets::SecretData data = *store_->Get(kNs, kBootstrapTokenSecret);
-  ASSERT_EQ(data.size(), 1u);
-  EXPECT_EQ(data.begin()->first, TokenHash(token));
+  auto records = *state_->List(kBootstrapTokenKeyPrefix);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records.begin()->first, absl::StrCat(kBootstrapTokenKeyPrefix, TokenHash(token)));
   std::string random_part = token.substr(strlen(kBootstrapTokenPrefix));
-  for (const auto& [k, v] : data) {
+  for (const auto& [k, v] : records) {
     EXPECT_THAT(k, Not(HasSubstr(random_part)));
-    EXPECT_THAT(v, Not(HasSubstr(random_part)));
+    EXPECT_THAT(v.value, Not(HasSubstr(random_part)));
   }
+}
+
+// Earlier versions kept the hashes in one secret: they are moved, and still redeem.
+TEST_F(BootstrapTokensTest, TokensKeptByEarlierVersionsStillWork) {
+  std::string token = absl::StrCat(kBootstrapTokenPrefix, *GenerateToken());
+  ASSERT_TRUE(state_->secrets()
+                  .Put(kNs, kBootstrapTokenSecret,
+                       {{TokenHash(token), absl::StrCat("cluster=east;expires=", absl::ToUnixSeconds(kNow) + 3600,
+                                                        ";uses=1")}})
+                  .ok());
+  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_TRUE(absl::IsNotFound(state_->secrets().Get(kNs, kBootstrapTokenSecret).status()));
+  EXPECT_EQ(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
+// Servers racing for one use: exactly one issues.
+TEST_F(BootstrapTokensTest, AUseIsConsumedExactlyOnceByRacingRedeemers) {
+  std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
+  std::atomic<int> issued{0};
+  std::vector<std::thread> redeemers;
+  for (int i = 0; i < 8; ++i) {
+    redeemers.emplace_back([&] {
+      (void)tokens_.Redeem(token, "east", kNow, [&] {
+        issued++;
+        return absl::OkStatus();
+      });
+    });
+  }
+  for (std::thread& redeemer : redeemers) redeemer.join();
+  EXPECT_EQ(issued.load(), 1);
 }
 
 TEST_F(BootstrapTokensTest, OtherClusterIsDeniedAndDoesNotBurnTheToken) {

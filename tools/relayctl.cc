@@ -23,6 +23,7 @@
 #include "common/state_lock.h"
 #include "mgmt/cluster_registry.h"
 #include "mgmt/management_pki.h"
+#include "state/local_state_store.h"
 #include "pki/certificate.h"
 #include "pki/pem.h"
 #include "pki/rotation.h"
@@ -340,7 +341,7 @@ int ClustersDeregister(const std::string& cluster) {
 
 int RegistryRepair() {
   std::string dir = MgmtDir();
-  std::string path = relay::mgmt::RegistryJournalPath(dir, absl::GetFlag(FLAGS_namespace));
+  std::string path = relay::state::LocalStateStore::JournalPath(dir, absl::GetFlag(FLAGS_namespace));
   struct stat info;
   if (stat(path.c_str(), &info) != 0) {
     return Fail(absl::StrCat("there is no registry journal at ", path,
@@ -350,8 +351,8 @@ int RegistryRepair() {
   absl::StatusOr<std::unique_ptr<relay::StateLock>> lock =
       relay::StateLock::Acquire(dir, "relayctl registry repair", "Stop the server before repairing its journal.");
   if (!lock.ok()) return Fail(std::string(lock.status().message()));
-  absl::StatusOr<relay::mgmt::JournalRepair> repair =
-      relay::mgmt::ClusterRegistry::RepairJournal(path, absl::Now());
+  absl::StatusOr<relay::state::LocalStateStore::Repair> repair =
+      relay::state::LocalStateStore::RepairJournal(path, absl::Now(), relay::mgmt::ClusterRegistry::ValidateRecord);
   if (!repair.ok()) return Fail(std::string(repair.status().message()));
   if (repair->damaged_copy.empty()) {
     std::cout << path << " is whole (" << repair->kept << " records): nothing to repair\n";
@@ -360,7 +361,7 @@ int RegistryRepair() {
   std::cout << "kept the damaged journal as " << repair->damaged_copy << "\n"
             << "wrote " << path << " with the " << repair->kept << " whole records\n";
   if (!repair->dropped.empty()) {
-    std::cout << "dropped " << repair->dropped.size() << " damaged record(s); for each cluster named, the "
+    std::cout << "dropped " << repair->dropped.size() << " damaged record(s); for each one named, the "
               << "record before it applies now (check it with relayctl clusters list, and deregister it "
               << "again if it was being deregistered):\n";
     for (const std::string& line : repair->dropped) std::cout << "  " << line << "\n";

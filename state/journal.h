@@ -1,5 +1,5 @@
-#ifndef RELAY_MGMT_JOURNAL_H_
-#define RELAY_MGMT_JOURNAL_H_
+#ifndef RELAY_STATE_JOURNAL_H_
+#define RELAY_STATE_JOURNAL_H_
 
 // An append-only file of lines with group commit: lines appended while a batch is being
 // written share the next write() and fdatasync(), so persisting a record per issued
@@ -30,7 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 
-namespace relay::mgmt {
+namespace relay::state {
 
 inline constexpr char kJournalHeader[] = "# relay journal v2: <crc32> <record> per line";
 
@@ -60,10 +60,12 @@ absl::Status WriteJournalFile(const std::string& path, const std::vector<std::st
 class Journal {
  public:
   // Opens (creating, mode 0600) `path`; `records` receives the records it holds, in
-  // order. DATA_LOSS, naming the file and the byte offset, when a record is damaged;
+  // order, and `checksummed` whether the file has the header (else it is the older
+  // format). DATA_LOSS, naming the file and the byte offset, when a record is damaged;
   // the file is then left untouched.
   static absl::StatusOr<std::unique_ptr<Journal>> Open(const std::string& path,
-                                                       std::vector<JournalRecord>* records);
+                                                       std::vector<JournalRecord>* records,
+                                                       bool* checksummed = nullptr);
   ~Journal();
 
   // Runs once a line is on disk, or its write failed, on the journal's callback thread.
@@ -73,8 +75,21 @@ class Journal {
   // written in the order they were queued.
   void AppendAsync(std::string line, Done done);
 
+  // What a caller that waits for its line is told, by the writer itself (so the wait
+  // never depends on the callback thread's progress).
+  struct Durable {
+    absl::Status status;
+    absl::Notification done;
+  };
+  // The same as AppendAsync, and the writer also fills `durable` (shared, so the waiter
+  // may return while the writer is still notifying).
+  void AppendAsync(std::string line, Done done, std::shared_ptr<Durable> durable);
+
   // Returns once `line` (no '\n' inside) is on disk.
   absl::Status Append(const std::string& line);
+
+  // Runs `task` on the callback thread (where AppendAsync's callbacks run).
+  void Post(absl::AnyInvocable<void() &&> task);
 
   // Replaces the whole file with `lines`, atomically. Appends wait meanwhile. A file
   // opened in the older format must be compacted before anything is appended.
@@ -84,13 +99,12 @@ class Journal {
   size_t appended() const;
 
  private:
-  // A queued line and whom to tell: `done` on the callback thread, or, for Append,
-  // `result` and `durable` set by the writer itself.
+  // A queued line and whom to tell: `done` on the callback thread, and/or `durable`
+  // filled by the writer itself.
   struct Pending {
     std::string line;
     Done done;
-    absl::Status* result = nullptr;
-    absl::Notification* durable = nullptr;
+    std::shared_ptr<Durable> durable;
   };
 
   Journal(std::string path, int fd, bool empty, bool checksummed);
@@ -120,6 +134,6 @@ class Journal {
   std::thread writer_;
 };
 
-}  // namespace relay::mgmt
+}  // namespace relay::state
 
-#endif  // RELAY_MGMT_JOURNAL_H_
+#endif  // RELAY_STATE_JOURNAL_H_

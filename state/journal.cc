@@ -1,4 +1,4 @@
-#include "mgmt/journal.h"
+#include "state/journal.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,7 +15,7 @@
 #include "common/status_macros.h"
 #include "zlib.h"
 
-namespace relay::mgmt {
+namespace relay::state {
 namespace {
 
 absl::Status Errno(absl::string_view what, const std::string& path) {
@@ -129,7 +129,8 @@ absl::Status WriteJournalFile(const std::string& path, const std::vector<std::st
 }
 
 absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
-                                                       std::vector<JournalRecord>* records) {
+                                                       std::vector<JournalRecord>* records,
+                                                       bool* checksummed) {
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("cannot open journal", path);
   absl::StatusOr<std::string> content = ReadAll(fd, path);
@@ -151,6 +152,7 @@ absl::StatusOr<std::unique_ptr<Journal>> Journal::Open(const std::string& path,
     return Errno("cannot repair journal", path);
   }
   for (JournalRecord& record : scan.records) records->push_back(std::move(record));
+  if (checksummed != nullptr) *checksummed = scan.checksummed || content->size() == scan.torn_tail_bytes;
   bool empty = content->size() == scan.torn_tail_bytes;
   return std::unique_ptr<Journal>(new Journal(path, fd, empty, scan.checksummed));
 }
@@ -199,12 +201,20 @@ void Journal::Enqueue(Pending pending) {
 
 void Journal::AppendAsync(std::string line, Done done) { Enqueue(Pending{std::move(line), std::move(done)}); }
 
+void Journal::AppendAsync(std::string line, Done done, std::shared_ptr<Durable> durable) {
+  Enqueue(Pending{std::move(line), std::move(done), std::move(durable)});
+}
+
 absl::Status Journal::Append(const std::string& line) {
-  absl::Notification durable;
-  absl::Status result;
-  Enqueue(Pending{line, nullptr, &result, &durable});
-  durable.WaitForNotification();
-  return result;
+  auto durable = std::make_shared<Durable>();
+  Enqueue(Pending{line, nullptr, durable});
+  durable->done.WaitForNotification();
+  return durable->status;
+}
+
+void Journal::Post(absl::AnyInvocable<void() &&> task) {
+  absl::MutexLock lock(&callbacks_mu_);
+  callbacks_.emplace_back([task = std::move(task)](absl::Status) mutable { std::move(task)(); }, absl::OkStatus());
 }
 
 void Journal::WriteBatches() {
@@ -238,8 +248,8 @@ void Journal::WriteBatches() {
     }
     for (Pending& pending : batch) {
       if (pending.durable == nullptr) continue;
-      *pending.result = status;
-      pending.durable->Notify();
+      pending.durable->status = status;
+      pending.durable->done.Notify();
     }
     mu_.Lock();
   }
@@ -274,4 +284,4 @@ absl::Status Journal::Compact(const std::vector<std::string>& lines) {
   return absl::OkStatus();
 }
 
-}  // namespace relay::mgmt
+}  // namespace relay::state

@@ -1,0 +1,87 @@
+#include "mgmt/admin_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/names.h"
+
+namespace relay::mgmt {
+
+namespace v1 = ::relay::v1;
+
+grpc::Status AdminService::ListClusters(grpc::ServerContext*, const v1::ListClustersRequest*,
+                                        v1::ListClustersResponse* response) {
+  for (const ClusterRecord& record : core_->registry().List()) {
+    v1::ClusterInfo* info = response->add_clusters();
+    info->set_name(record.name);
+    info->set_registered(!record.current_serial.empty());
+    info->set_deregistered(record.deregistered);
+    info->set_serial(record.current_serial);
+    info->set_cert_not_after_unix(absl::ToUnixSeconds(record.not_after));
+    info->set_cert_issued_unix(absl::ToUnixSeconds(record.issued_at));
+    info->set_snapshot_version(record.snapshot_version);
+    info->set_acked_version(record.acked_version);
+    std::string serial;
+    info->set_connected(hub_->Connected(record.name, &serial));
+    info->set_connected_serial(serial);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::DeregisterCluster(grpc::ServerContext*, const v1::ClusterRequest* request,
+                                             v1::AdminResponse* response) {
+  const std::string& cluster = request->cluster();
+  if (absl::Status name = ValidateClusterName(cluster); !name.ok()) return ToGrpc(name);
+  if (absl::Status status = core_->registry().Deregister(cluster); !status.ok()) return ToGrpc(status);
+  hub_->CloseCluster(cluster, "cluster deregistered by an operator",
+                     grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "cluster deregistered"));
+  core_->metrics().ForgetCluster(cluster);
+  LogInfo("cluster_deregistered", {{"cluster", cluster}});
+  response->set_message(absl::StrCat("cluster ", cluster, " deregistered; its streams are closed"));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::AdmitCluster(grpc::ServerContext*, const v1::ClusterRequest* request,
+                                        v1::AdminResponse* response) {
+  const std::string& cluster = request->cluster();
+  if (absl::Status name = ValidateClusterName(cluster); !name.ok()) return ToGrpc(name);
+  if (absl::Status status = core_->registry().Admit(cluster); !status.ok()) return ToGrpc(status);
+  LogInfo("cluster_admitted", {{"cluster", cluster}});
+  response->set_message(
+      absl::StrCat("cluster ", cluster, " may register (its next Register may replace a certificate that is still valid)"));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CreateBootstrapToken(grpc::ServerContext*, const v1::CreateBootstrapTokenRequest* request,
+                                                v1::CreateBootstrapTokenResponse* response) {
+  absl::Time now = absl::Now();
+  int uses = request->uses() > 0 ? request->uses() : 1;
+  absl::StatusOr<std::string> token =
+      core_->bootstrap_tokens().Create(request->cluster(), absl::Seconds(request->ttl_seconds()), uses, now);
+  if (!token.ok()) return ToGrpc(token.status());
+  if (absl::Status admitted = core_->registry().Admit(request->cluster()); !admitted.ok()) return ToGrpc(admitted);
+  LogInfo("bootstrap_token_created",
+          {{"cluster", request->cluster()}, {"ttl_seconds", absl::StrCat(request->ttl_seconds())}});
+  response->set_token(*token);
+  response->set_expires_unix(absl::ToUnixSeconds(now + absl::Seconds(request->ttl_seconds())));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::PushSnapshot(grpc::ServerContext*, const v1::PushSnapshotRequest* request,
+                                        v1::PushSnapshotResponse* response) {
+  const std::string& cluster = request->cluster();
+  if (absl::Status name = ValidateClusterName(cluster); !name.ok()) return ToGrpc(name);
+  std::vector<SnapshotResource> resources;
+  for (const v1::Resource& resource : request->resources()) resources.push_back({resource.name(), resource.content()});
+  absl::StatusOr<int64_t> version = core_->registry().PushSnapshot(cluster, resources);
+  if (!version.ok()) return ToGrpc(version.status());
+  core_->metrics().snapshot_version.Set({cluster}, *version);
+  LogInfo("snapshot_pushed",
+          {{"cluster", cluster}, {"version", absl::StrCat(*version)}, {"resources", absl::StrCat(resources.size())}});
+  // Built here (this thread may read the store), then handed to the stream.
+  absl::StatusOr<v1::ServerMessage> snapshot = RelayHub::SnapshotMessage(core_->registry(), cluster);
+  if (snapshot.ok()) hub_->Send(cluster, *std::move(snapshot));
+  response->set_version(*version);
+  return grpc::Status::OK;
+}
+
+}  // namespace relay::mgmt

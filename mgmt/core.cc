@@ -1,0 +1,120 @@
+#include "mgmt/core.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/log.h"
+#include "common/version.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
+#include "pki/rotation.h"
+#include "tokens/identity_token.h"
+
+namespace relay::mgmt {
+
+Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, ManagementPki pki,
+           std::unique_ptr<ClusterRegistry> registry)
+    : options_(std::move(options)),
+      state_(std::move(state)),
+      pki_(std::move(pki)),
+      registry_(std::move(registry)),
+      bootstrap_tokens_(state_.get(), options_.ns) {
+  {
+    absl::MutexLock lock(&server_cert_mu_);
+    server_certificate_ = pki_.server_certificate;
+  }
+  for (const ClusterRecord& record : registry_->List()) {
+    if (record.deregistered) continue;
+    metrics_.SetConnected(record.name, false);
+    metrics_.client_certificate_expiry.Set({record.name}, absl::ToUnixSeconds(record.not_after));
+  }
+  SetCaMetrics();
+}
+
+Core::~Core() = default;
+
+bool Core::IsSharedToken(absl::string_view token) const { return tokens::TokensEqual(token, pki_.token); }
+
+void Core::SetCaMetrics() {
+  if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) {
+    if (auto info = pki::InspectCertificate((*roots)[0].get()); info.ok()) {
+      metrics_.certificate_expiry.Set({"root"}, absl::ToUnixSeconds(info->not_after));
+    }
+  }
+  if (pki_.signer) {
+    if (auto info = pki::InspectCertificate(pki_.signer->certificate()); info.ok()) {
+      metrics_.certificate_expiry.Set({"intermediate"}, absl::ToUnixSeconds(info->not_after));
+    }
+  }
+  absl::MutexLock lock(&server_cert_mu_);
+  metrics_.certificate_expiry.Set({"server"}, absl::ToUnixSeconds(server_certificate_.not_after));
+}
+
+relay::v1::CertificateResponse Core::Response(const pki::Issuer::IssuedPem& issued) const {
+  relay::v1::CertificateResponse response;
+  response.set_certificate_chain_pem(issued.certificate_pem);
+  response.set_root_ca_pem(pki_.root_bundle_pem);
+  response.set_serial(issued.serial_hex);
+  response.set_not_after_unix(absl::ToUnixSeconds(issued.not_after));
+  return response;
+}
+
+absl::Status Core::CheckAgentVersion(const std::string& version) {
+  int major = -1, minor = -1, patch = -1;
+  absl::string_view text = version;
+  bool readable = absl::ConsumePrefix(&text, "relay-agent/");
+  std::vector<absl::string_view> parts = absl::StrSplit(text, '.');
+  readable = readable && parts.size() == 3 && absl::SimpleAtoi(parts[0], &major) &&
+             absl::SimpleAtoi(parts[1], &minor) && absl::SimpleAtoi(parts[2], &patch);
+  if (!readable) {
+    metrics_.agent_version_skew.Increment({"unknown"});
+    return absl::OkStatus();
+  }
+  if (major != kVersionMajor) {
+    metrics_.agent_version_skew.Increment({"major"});
+    return absl::FailedPreconditionError(absl::StrCat(
+        "agent version ", text, " is not compatible with this management server (version ", kVersion,
+        "): agents and server must share the major version; upgrade the agent to ", kVersionMajor, ".x"));
+  }
+  if (minor != kVersionMinor) {
+    metrics_.agent_version_skew.Increment({"minor"});
+  } else if (patch != kVersionPatch) {
+    metrics_.agent_version_skew.Increment({"patch"});
+  }
+  return absl::OkStatus();
+}
+
+void Core::MaybeRenewServerCertificate(absl::Time now) {
+  if (!pki_.signer) return;
+  pki::CertificateInfo current;
+  {
+    absl::MutexLock lock(&server_cert_mu_);
+    current = server_certificate_;
+  }
+  absl::StatusOr<absl::Time> due = pki::RenewAt(current, options_.server_cert_grace_ratio);
+  if (!due.ok() || now < *due) return;
+  absl::StatusOr<pki::CertificateInfo> renewed =
+      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *pki_.signer, pki_.root_bundle_pem, now);
+  if (!renewed.ok()) {
+    LogError("server_certificate_renewal_failed", {{"error", std::string(renewed.status().message())}});
+    return;
+  }
+  LogInfo("server_certificate_renewed", {{"old_serial", current.serial_hex}, {"serial", renewed->serial_hex}});
+  absl::MutexLock lock(&server_cert_mu_);
+  server_certificate_ = *renewed;
+  metrics_.certificate_expiry.Set({"server"}, absl::ToUnixSeconds(renewed->not_after));
+}
+
+ManagementPkiOptions Core::PkiOptions(const ServerOptions& options) {
+  ManagementPkiOptions pki_options;
+  pki_options.ns = options.ns;
+  pki_options.values = options.values;
+  pki_options.authority = options.authority;
+  pki_options.extra_dns_names = options.server_dns_names;
+  pki_options.extra_ip_addresses = options.server_ip_addresses;
+  pki_options.server_lifetime = options.server_cert_lifetime;
+  return pki_options;
+}
+
+}  // namespace relay::mgmt

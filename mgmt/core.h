@@ -1,0 +1,75 @@
+#ifndef RELAY_MGMT_CORE_H_
+#define RELAY_MGMT_CORE_H_
+
+// What the management server's services share: its options, its state (state store,
+// cluster registry, bootstrap tokens), its CA, its metrics and a queue for blocking
+// work. The services reach all of it through these methods.
+
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "api/relay/v1/relay.pb.h"
+#include "common/metrics.h"
+#include "mgmt/cluster_registry.h"
+#include "mgmt/management_pki.h"
+#include "mgmt/server.h"
+#include "mgmt/server_metrics.h"
+#include "mgmt/work_queue.h"
+#include "state/state_store.h"
+#include "tokens/bootstrap_tokens.h"
+
+namespace relay::mgmt {
+
+class Core {
+ public:
+  Core(ServerOptions options, std::unique_ptr<state::StateStore> state, ManagementPki pki,
+       std::unique_ptr<ClusterRegistry> registry);
+  ~Core();
+
+  const ServerOptions& options() const { return options_; }
+  // The signing CA; null with disableCa (the server then signs nothing).
+  const pki::Issuer* signer() const { return pki_.signer.get(); }
+  const std::string& root_bundle_pem() const { return pki_.root_bundle_pem; }
+  // Constant-time comparison with the shared identity token.
+  bool IsSharedToken(absl::string_view token) const;
+
+  state::StateStore& state() { return *state_; }
+  ClusterRegistry& registry() { return *registry_; }
+  tokens::BootstrapTokens& bootstrap_tokens() { return bootstrap_tokens_; }
+  ServerMetrics& metrics() { return metrics_; }
+  std::string RenderMetrics() const { return metrics_registry_.Render(); }
+  WorkQueue& work() { return work_; }
+
+  // The answer to Register and Renew: the chain, the root bundle, serial and expiry.
+  relay::v1::CertificateResponse Response(const pki::Issuer::IssuedPem& issued) const;
+
+  // Agents send "relay-agent/<major>.<minor>.<patch>": another major version speaks
+  // another protocol (FAILED_PRECONDITION, saying which to run); any skew is counted.
+  absl::Status CheckAgentVersion(const std::string& version);
+
+  // Renews the server certificate once its grace ratio has passed (when we own a CA).
+  // The relay port re-reads the secret's files, so no restart is needed.
+  void MaybeRenewServerCertificate(absl::Time now);
+
+  static ManagementPkiOptions PkiOptions(const ServerOptions& options);
+
+ private:
+  void SetCaMetrics();
+
+  const ServerOptions options_;
+  std::unique_ptr<state::StateStore> state_;
+  ManagementPki pki_;
+  std::unique_ptr<ClusterRegistry> registry_;
+  tokens::BootstrapTokens bootstrap_tokens_;
+  Metrics metrics_registry_;
+  ServerMetrics metrics_{metrics_registry_};
+  absl::Mutex server_cert_mu_;
+  pki::CertificateInfo server_certificate_ ABSL_GUARDED_BY(server_cert_mu_);
+  WorkQueue work_{2};  // last: its threads stop first, finishing what they run
+};
+
+}  // namespace relay::mgmt
+
+#endif  // RELAY_MGMT_CORE_H_

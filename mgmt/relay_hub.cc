@@ -1,0 +1,287 @@
+#include "mgmt/relay_hub.h"
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/refusal.h"
+
+namespace relay::mgmt {
+namespace {
+
+namespace v1 = ::relay::v1;
+
+std::atomic<uint64_t> next_stream_id{1};
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& status, grpc::ServerContextBase* context) {
+  if (status.ok()) return grpc::Status::OK;
+  std::string refusal = RefusalOf(status);
+  if (context != nullptr && !refusal.empty()) context->AddTrailingMetadata(kRefusalMetadataKey, refusal);
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+// ---------------------------------------------------------------------------
+// RelayStream
+
+RelayStream::RelayStream(Core* core, RelayHub* hub, CallerIdentifier* identifier,
+                         grpc::CallbackServerContext* context)
+    : core_(core), hub_(hub), identifier_(identifier), context_(context), id_(next_stream_id++) {}
+
+void RelayStream::Begin() {
+  // The answer comes at once for the current serial, or from a store thread once a
+  // pending serial became current; either way this callback thread does not wait.
+  identifier_->Identify(grpc_tls::PeerOf(*context_), absl::Now(), [this](absl::StatusOr<CallerIdentity> identity) {
+    if (!identity.ok()) {
+      LogWarning("relay_refused", {{"reason", std::string(identity.status().message())}, {"peer", context_->peer()}});
+      absl::MutexLock lock(&mu_);
+      FinishLocked(ToGrpc(identity.status(), context_));
+      return;
+    }
+    identity_ = *std::move(identity);
+    StartRead(&incoming_);
+  });
+}
+
+void RelayStream::FinishLocked(grpc::Status status) {
+  if (finished_) return;
+  finished_ = true;
+  Finish(std::move(status));
+}
+
+void RelayStream::StartNextWriteLocked() {
+  if (writing_ || finished_) return;
+  if (outgoing_.empty()) {
+    if (closing_) FinishLocked(close_status_);
+    return;
+  }
+  writing_ = true;
+  StartWrite(&outgoing_.front());
+}
+
+void RelayStream::Send(v1::ServerMessage message) {
+  absl::MutexLock lock(&mu_);
+  if (finished_ || closing_) return;
+  outgoing_.push_back(std::move(message));
+  StartNextWriteLocked();
+}
+
+void RelayStream::Close(const std::string& reason, grpc::Status status) {
+  absl::MutexLock lock(&mu_);
+  if (finished_ || closing_) return;
+  closing_ = true;
+  close_status_ = std::move(status);
+  v1::ServerMessage message;
+  message.mutable_close()->set_reason(reason);
+  outgoing_.push_back(std::move(message));
+  StartNextWriteLocked();
+}
+
+void RelayStream::OnWriteDone(bool ok) {
+  absl::MutexLock lock(&mu_);
+  writing_ = false;
+  if (!outgoing_.empty()) outgoing_.pop_front();
+  if (!ok) {
+    FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
+    return;
+  }
+  StartNextWriteLocked();
+}
+
+void RelayStream::HandleHello(const v1::Hello& hello) {
+  if (hello.cluster() != identity_.cluster) {
+    LogWarning("relay_refused", {{"reason", "hello_identity_mismatch"},
+                                 {"certificate_cluster", identity_.cluster},
+                                 {"claimed_cluster", hello.cluster().substr(0, 64)}});
+    Close(absl::StrCat("Hello names cluster \"", hello.cluster().substr(0, 64),
+                       "\" but the client certificate is for \"", identity_.cluster, "\""),
+          grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "Hello names another cluster than the client certificate"));
+    return;
+  }
+  if (absl::Status compatible = core_->CheckAgentVersion(hello.version()); !compatible.ok()) {
+    LogWarning("relay_refused", {{"reason", "incompatible_version"},
+                                 {"cluster", identity_.cluster},
+                                 {"agent_version", hello.version().substr(0, 64)}});
+    Close(std::string(compatible.message()), ToGrpc(compatible));
+    return;
+  }
+  hello_done_ = true;
+  hub_->Add(this);
+  v1::ServerMessage welcome;
+  welcome.mutable_welcome()->set_cluster(identity_.cluster);
+  welcome.mutable_welcome()->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(core_->options().heartbeat_interval));
+  Send(std::move(welcome));
+  std::optional<ClusterRecord> record = core_->registry().Find(identity_.cluster);
+  if (record && record->snapshot_version > hello.acked_version()) {
+    // Reading the snapshot waits on the store: not on this callback thread.
+    core_->work().Post([core = core_, hub = hub_, cluster = identity_.cluster, stream = id_] {
+      absl::StatusOr<v1::ServerMessage> snapshot = RelayHub::SnapshotMessage(core->registry(), cluster);
+      if (!snapshot.ok()) {
+        LogError("snapshot_read_failed", {{"cluster", cluster}, {"error", std::string(snapshot.status().message())}});
+        return;
+      }
+      hub->Send(cluster, *std::move(snapshot), stream);
+    });
+  }
+}
+
+void RelayStream::OnReadDone(bool ok) {
+  if (!ok) {
+    // The agent closed its side (or the call is over): finish once pending writes are
+    // out, keeping the status of a Close already under way.
+    absl::MutexLock lock(&mu_);
+    if (!closing_) {
+      closing_ = true;
+      close_status_ = grpc::Status::OK;
+    }
+    StartNextWriteLocked();
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    last_seen_ = absl::Now();
+    if (finished_ || closing_) return;
+  }
+  if (!hello_done_) {
+    if (!incoming_.has_hello()) {
+      Close("the first message must be Hello",
+            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be Hello"));
+      return;
+    }
+    HandleHello(incoming_.hello());
+  } else if (incoming_.has_heartbeat()) {
+    v1::ServerMessage ack;
+    ack.mutable_heartbeat_ack()->set_sequence(incoming_.heartbeat().sequence());
+    ack.mutable_heartbeat_ack()->set_sent_unix_nanos(incoming_.heartbeat().sent_unix_nanos());
+    Send(std::move(ack));
+  } else if (incoming_.has_ack()) {
+    // Recorded without waiting: the stream reads on at once.
+    int64_t version = incoming_.ack().snapshot_version();
+    core_->registry().RecordAckAsync(
+        identity_.cluster, version, [core = core_, cluster = identity_.cluster, version](absl::Status recorded) {
+          if (absl::IsInvalidArgument(recorded)) {
+            LogWarning("ack_ignored", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
+          } else if (!recorded.ok()) {
+            LogError("ack_not_recorded", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
+          } else {
+            std::optional<ClusterRecord> record = core->registry().Find(cluster);
+            core->metrics().snapshot_acked_version.Set({cluster}, record ? record->acked_version : version);
+            LogInfo("snapshot_acked", {{"cluster", cluster}, {"version", absl::StrCat(version)}});
+          }
+        });
+  } else if (incoming_.has_status()) {
+    LogInfo("agent_status", {{"cluster", identity_.cluster}, {"message", incoming_.status().message().substr(0, 256)}});
+  }
+  incoming_.Clear();
+  absl::MutexLock lock(&mu_);
+  if (!finished_ && !closing_) StartRead(&incoming_);
+}
+
+void RelayStream::OnDone() {
+  if (!identity_.cluster.empty()) hub_->Remove(this);
+  delete this;
+}
+
+// ---------------------------------------------------------------------------
+// RelayHub
+
+void RelayHub::Add(RelayStream* stream) {
+  {
+    absl::MutexLock lock(&mu_);
+    RelayStream*& slot = streams_[stream->cluster()];
+    if (slot != nullptr) {
+      slot->Close("replaced by a newer connection from the same cluster",
+                  grpc::Status(grpc::StatusCode::ABORTED, "replaced by a newer connection"));
+    }
+    slot = stream;
+  }
+  core_->metrics().SetConnected(stream->cluster(), true);
+  // The certificate in use, which is what the expiry gauge shows (a renewal issued but
+  // not yet used does not move it).
+  core_->metrics().client_certificate_expiry.Set({stream->cluster()}, absl::ToUnixSeconds(stream->cert_not_after()));
+  LogInfo("agent_connected", {{"cluster", stream->cluster()}, {"serial", stream->serial()}});
+}
+
+void RelayHub::Remove(RelayStream* stream) {
+  bool was_current = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = streams_.find(stream->cluster());
+    if (it != streams_.end() && it->second == stream) {
+      streams_.erase(it);
+      was_current = true;
+    }
+  }
+  if (was_current) {
+    core_->metrics().SetConnected(stream->cluster(), false);
+    LogInfo("agent_disconnected", {{"cluster", stream->cluster()}});
+  }
+}
+
+void RelayHub::CloseCluster(const std::string& cluster, const std::string& reason, grpc::Status status) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(cluster);
+  if (it != streams_.end()) it->second->Close(reason, status);
+}
+
+void RelayHub::CloseClusterUnlessSerial(const std::string& cluster, const std::string& serial,
+                                        const std::string& reason, grpc::Status status) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(cluster);
+  if (it != streams_.end() && it->second->serial() != serial) it->second->Close(reason, status);
+}
+
+void RelayHub::Send(const std::string& cluster, v1::ServerMessage message, uint64_t stream_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(cluster);
+  if (it == streams_.end() || (stream_id != 0 && it->second->id() != stream_id)) return;
+  it->second->Send(std::move(message));
+}
+
+bool RelayHub::Connected(const std::string& cluster, std::string* serial) const {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(cluster);
+  if (it == streams_.end()) return false;
+  if (serial) *serial = it->second->serial();
+  return true;
+}
+
+void RelayHub::Sweep(absl::Time now, absl::Duration silence_limit) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [cluster, stream] : streams_) {
+    if (now > stream->cert_not_after()) {
+      stream->Close("the client certificate this stream was opened with expired; reconnect with the renewed one",
+                    grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "client certificate expired"));
+    } else if (now - stream->last_seen() > silence_limit) {
+      stream->Close("no heartbeat from the agent", grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no heartbeat"));
+    }
+  }
+}
+
+absl::StatusOr<v1::ServerMessage> RelayHub::SnapshotMessage(ClusterRegistry& registry, const std::string& cluster) {
+  std::optional<ClusterRecord> record = registry.Find(cluster);
+  if (!record) return absl::NotFoundError(absl::StrCat("cluster \"", cluster, "\" has no record"));
+  absl::StatusOr<std::vector<SnapshotResource>> resources = registry.LatestSnapshot(cluster);
+  if (!resources.ok()) return resources.status();
+  v1::ServerMessage message;
+  v1::Snapshot* snapshot = message.mutable_snapshot();
+  snapshot->set_version(record->snapshot_version);
+  for (const SnapshotResource& resource : *resources) {
+    v1::Resource* out = snapshot->add_resources();
+    out->set_name(resource.name);
+    out->set_content(resource.content);
+  }
+  return message;
+}
+
+// ---------------------------------------------------------------------------
+
+grpc::ServerBidiReactor<v1::AgentMessage, v1::ServerMessage>* RelayService::Connect(
+    grpc::CallbackServerContext* context) {
+  auto* stream = new RelayStream(core_, hub_, identifier_, context);  // deletes itself in OnDone
+  stream->Begin();
+  return stream;
+}
+
+}  // namespace relay::mgmt

@@ -1,0 +1,53 @@
+#include "mgmt/server_metrics.h"
+
+namespace relay::mgmt {
+
+ServerMetrics::ServerMetrics(Metrics& registry)
+    : push_clients_connected(registry.AddGauge(
+          "relay_push_clients_connected", "1 while the cluster's agent holds a relay stream (agent to server).",
+          {"cluster"})),
+      pull_clients_connected(registry.AddGauge(
+          "relay_pull_clients_connected", "1 while the cluster's agent holds a relay stream (server to agent).",
+          {"cluster"})),
+      certificates_issued(registry.AddCounter("relay_certificates_issued_total",
+                                              "Client certificates issued, by kind (register, renew).", {"kind"})),
+      certificates_refused(registry.AddCounter("relay_certificates_refused_total",
+                                               "Certificate requests refused, by reason.", {"reason"})),
+      certificate_expiry(registry.AddGauge("relay_certificate_expiry_timestamp_seconds",
+                                           "notAfter of the root, intermediate and server certificates.",
+                                           {"certificate"})),
+      client_certificate_expiry(registry.AddGauge(
+          "relay_client_certificate_expiry_timestamp_seconds",
+          "notAfter of the client certificate each cluster's agent connects with.", {"cluster"})),
+      snapshot_version(registry.AddGauge("relay_snapshot_version", "Latest snapshot version pushed, by cluster.",
+                                         {"cluster"})),
+      snapshot_acked_version(registry.AddGauge("relay_snapshot_acked_version",
+                                               "Latest snapshot version the agent acknowledged, by cluster.",
+                                               {"cluster"})),
+      connections_shed(registry.AddCounter(
+          "relay_connections_shed_total",
+          "Relay connections closed unserved because too few file descriptors were free.")),
+      reregistrations(registry.AddCounter(
+          "relay_reregistrations_total",
+          "Registers with the shared token that replaced a cluster's still valid certificate (its agent was "
+          "offline); the replaced certificates are revoked.")),
+      agent_version_skew(registry.AddCounter(
+          "relay_agent_version_skew_total",
+          "Agent connections whose version differs from the server's, by how (major: refused; minor, patch; "
+          "unknown: no readable version).",
+          {"how"})) {
+  connections_shed.Touch();
+  reregistrations.Touch();
+}
+
+void ServerMetrics::SetConnected(const std::string& cluster, bool connected) {
+  push_clients_connected.Set({cluster}, connected ? 1 : 0);
+  pull_clients_connected.Set({cluster}, connected ? 1 : 0);
+}
+
+void ServerMetrics::ForgetCluster(const std::string& cluster) {
+  push_clients_connected.Remove({cluster});
+  pull_clients_connected.Remove({cluster});
+}
+
+}  // namespace relay::mgmt

@@ -1,0 +1,117 @@
+#include "state/state_store.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "secrets/memory_store.h"
+#include "state/callback_thread.h"
+#include "state/watch_list.h"
+
+namespace relay::state {
+
+absl::Status ValidateKey(absl::string_view key) {
+  bool ok = !key.empty() && key.size() <= 256 && key[0] != '/';
+  for (char c : key) ok = ok && c > ' ' && c < 0x7f;
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("state key \"", key.substr(0, 64),
+                                                 "\" is not valid: printable ASCII without spaces, "
+                                                 "at most 256 bytes, not starting with '/'"));
+}
+
+namespace {
+
+class MemoryStateStore : public StateStore {
+ public:
+  explicit MemoryStateStore(std::unique_ptr<secrets::SecretStore> secrets) : secrets_(std::move(secrets)) {}
+
+  absl::StatusOr<Record> Get(absl::string_view key) override {
+    absl::MutexLock lock(&mu_);
+    auto it = records_.find(std::string(key));
+    if (it == records_.end()) return absl::NotFoundError(absl::StrCat("no record ", key));
+    return it->second;
+  }
+
+  absl::StatusOr<std::map<std::string, Record>> List(absl::string_view prefix) override {
+    absl::MutexLock lock(&mu_);
+    std::map<std::string, Record> found;
+    for (auto it = records_.lower_bound(std::string(prefix)); it != records_.end() && absl::StartsWith(it->first, prefix);
+         ++it) {
+      found.insert(*it);
+    }
+    return found;
+  }
+
+  void CompareAndSet(std::string key, std::optional<std::string> value, int64_t expected_revision,
+                     Done done) override {
+    absl::MutexLock lock(&mu_);  // applied and posted together: callbacks in revision order
+    absl::StatusOr<int64_t> outcome = ApplyAndNotifyLocked(key, value, expected_revision);
+    callbacks_.Post([done = std::move(done), outcome = std::move(outcome)]() mutable {
+      std::move(done)(std::move(outcome));
+    });
+  }
+
+  absl::StatusOr<int64_t> CompareAndSetAndWait(std::string key, std::optional<std::string> value,
+                                               int64_t expected_revision) override {
+    absl::MutexLock lock(&mu_);
+    return ApplyAndNotifyLocked(key, value, expected_revision);  // in memory: durable at once
+  }
+
+  std::unique_ptr<StateWatch> Watch(absl::string_view prefix, std::function<void(const Change&)> on_change) override {
+    return watchers_.Add(prefix, std::move(on_change));
+  }
+
+  std::string Describe(absl::string_view key) override { return absl::StrCat("record ", key, " (in memory)"); }
+
+  secrets::SecretStore& secrets() override { return *secrets_; }
+
+ private:
+  absl::StatusOr<int64_t> ApplyAndNotifyLocked(const std::string& key, const std::optional<std::string>& value,
+                                               int64_t expected_revision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    absl::StatusOr<int64_t> outcome = ApplyLocked(key, value, expected_revision);
+    if (outcome.ok()) {
+      Change change{key, value, *outcome};
+      callbacks_.Post([this, change = std::move(change)] { watchers_.Notify(change); });
+    }
+    return outcome;
+  }
+
+  absl::StatusOr<int64_t> ApplyLocked(const std::string& key, const std::optional<std::string>& value,
+                                      int64_t expected_revision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (absl::Status valid = ValidateKey(key); !valid.ok()) return valid;
+    if (value && value->size() > kMaxRecordBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("record ", key, " is larger than ", kMaxRecordBytes, " bytes"));
+    }
+    auto it = records_.find(key);
+    int64_t current = it == records_.end() ? 0 : it->second.revision;
+    if (!value && it == records_.end()) return absl::NotFoundError(absl::StrCat("no record ", key, " to delete"));
+    if (expected_revision == 0 && current != 0) return absl::AlreadyExistsError(absl::StrCat("record ", key, " exists"));
+    if (current != expected_revision) {
+      return absl::AbortedError(absl::StrCat("record ", key, " changed (revision ", current, ", expected ",
+                                             expected_revision, "): read it again"));
+    }
+    int64_t revision = ++revision_;
+    if (value) {
+      records_[key] = Record{*value, revision};
+    } else {
+      records_.erase(it);
+    }
+    return revision;
+  }
+
+  std::unique_ptr<secrets::SecretStore> secrets_;
+  absl::Mutex mu_;
+  std::map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
+  int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
+  WatchList watchers_;
+  CallbackThread callbacks_;  // last: stops (running what is queued) before the rest goes
+};
+
+}  // namespace
+
+std::unique_ptr<StateStore> NewMemoryStateStore(std::unique_ptr<secrets::SecretStore> secrets) {
+  if (!secrets) secrets = std::make_unique<secrets::MemorySecretStore>();
+  return std::make_unique<MemoryStateStore>(std::move(secrets));
+}
+
+}  // namespace relay::state
