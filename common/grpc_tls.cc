@@ -51,6 +51,18 @@ std::shared_ptr<grpc::ServerCredentials> RelayServerCredentials(const std::strin
   return grpc::experimental::TlsServerCredentials(options);
 }
 
+std::shared_ptr<grpc::ServerCredentials> RelayServerCredentialsFromPem(const std::string& key_pem,
+                                                                       const std::string& chain_pem,
+                                                                       const std::string& root_pem) {
+  std::vector<IdentityKeyCertPair> identity = {{key_pem, chain_pem}};
+  auto provider = std::make_shared<StaticDataCertificateProvider>(root_pem, identity);
+  TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  return grpc::experimental::TlsServerCredentials(options);
+}
+
 std::shared_ptr<grpc::ChannelCredentials> ServerAuthCredentials(const std::string& root_pem) {
   return ClientCredentials(std::make_shared<StaticDataCertificateProvider>(root_pem), false);
 }

@@ -27,6 +27,12 @@ std::shared_ptr<grpc::ServerCredentials> RelayServerCredentials(const std::strin
                                                                 const std::string& root_path,
                                                                 unsigned refresh_seconds = 1);
 
+// The same relay port credentials from PEM held in memory (no reload): for servers in
+// tests, whose state lives in memory.
+std::shared_ptr<grpc::ServerCredentials> RelayServerCredentialsFromPem(const std::string& key_pem,
+                                                                       const std::string& chain_pem,
+                                                                       const std::string& root_pem);
+
 // Makes every TLS server context this process creates afterwards issue no TLS 1.3
 // session tickets. Agents never resume a session (a restarted server would not know
 // its tickets anyway), and each of OpenSSL's two default tickets costs both ends a copy

@@ -1,0 +1,182 @@
+// The relay hub and its streams in this process (service_testing.h): real TLS, time
+// moved by calling Sweep with a later `now`.
+#include "mgmt/relay_hub.h"
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "common/version.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "mgmt/service_testing.h"
+
+namespace relay::mgmt {
+namespace {
+
+namespace v1 = ::relay::v1;
+using ::testing::HasSubstr;
+using testing::ServicesUnderTest;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+
+// One relay stream, driven by hand.
+class Stream {
+ public:
+  Stream(ServicesUnderTest& services, const ServicesUnderTest::Credentials& credentials)
+      : stub_(v1::Relay::NewStub(services.MutualTlsChannel(credentials.key_pem, credentials.chain_pem))) {
+    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    stream_ = stub_->Connect(&context_);
+  }
+  bool Hello(const std::string& cluster, int64_t acked_version = 0) {
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_cluster(cluster);
+    hello.mutable_hello()->set_version(std::string("relay-agent/") + kVersion);
+    hello.mutable_hello()->set_acked_version(acked_version);
+    return stream_->Write(hello);
+  }
+  bool Write(const v1::AgentMessage& message) { return stream_->Write(message); }
+  // The next message, or nullopt when the stream ended.
+  std::optional<v1::ServerMessage> Read() {
+    v1::ServerMessage message;
+    if (!stream_->Read(&message)) return std::nullopt;
+    return message;
+  }
+  grpc::Status Finish() {
+    stream_->WritesDone();
+    while (Read()) {
+    }
+    return stream_->Finish();
+  }
+
+ private:
+  std::unique_ptr<v1::Relay::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>> stream_;
+};
+
+bool WaitFor(const std::function<bool()>& condition) {
+  absl::Time deadline = absl::Now() + kWait;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return condition();
+}
+
+class RelayHubTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    services_ = ServicesUnderTest::Start();
+    ASSERT_NE(services_, nullptr);
+    ServicesUnderTest::Registered east = services_->Register("east");
+    ASSERT_TRUE(east.status.ok()) << east.status.error_message();
+    east_ = east.credentials;
+  }
+  std::unique_ptr<ServicesUnderTest> services_;
+  ServicesUnderTest::Credentials east_;
+};
+
+TEST_F(RelayHubTest, AStreamIsWelcomedItsHeartbeatsAnsweredAndItCounts) {
+  Stream stream(*services_, east_);
+  ASSERT_TRUE(stream.Hello("east"));
+  std::optional<v1::ServerMessage> welcome = stream.Read();
+  ASSERT_TRUE(welcome && welcome->has_welcome());
+  EXPECT_EQ(welcome->welcome().cluster(), "east");
+  std::string serial;
+  EXPECT_TRUE(services_->hub().Connected("east", &serial));
+  EXPECT_EQ(serial, east_.serial);
+  EXPECT_EQ(services_->core().metrics().push_clients_connected.Value({"east"}), 1);
+
+  v1::AgentMessage beat;
+  beat.mutable_heartbeat()->set_sequence(7);
+  ASSERT_TRUE(stream.Write(beat));
+  std::optional<v1::ServerMessage> ack = stream.Read();
+  ASSERT_TRUE(ack && ack->has_heartbeat_ack());
+  EXPECT_EQ(ack->heartbeat_ack().sequence(), 7);
+  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_TRUE(WaitFor([&] { return !services_->hub().Connected("east", nullptr); }));
+  EXPECT_EQ(services_->core().metrics().push_clients_connected.Value({"east"}), 0);
+}
+
+TEST_F(RelayHubTest, ANewerStreamReplacesTheOlder) {
+  Stream older(*services_, east_);
+  ASSERT_TRUE(older.Hello("east"));
+  ASSERT_TRUE(older.Read());  // welcome
+  Stream newer(*services_, east_);
+  ASSERT_TRUE(newer.Hello("east"));
+  ASSERT_TRUE(newer.Read());
+  std::optional<v1::ServerMessage> close = older.Read();
+  ASSERT_TRUE(close && close->has_close());
+  EXPECT_THAT(close->close().reason(), HasSubstr("replaced"));
+  EXPECT_EQ(older.Finish().error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_TRUE(services_->hub().Connected("east", nullptr));
+}
+
+// Time moves through Sweep's `now`: a silent stream and one whose certificate expired
+// are closed, saying why.
+TEST_F(RelayHubTest, SweepClosesSilentAndExpiredStreams) {
+  Stream stream(*services_, east_);
+  ASSERT_TRUE(stream.Hello("east"));
+  ASSERT_TRUE(stream.Read());
+  services_->hub().Sweep(absl::Now(), absl::Hours(1));  // nothing due
+  EXPECT_TRUE(services_->hub().Connected("east", nullptr));
+  services_->hub().Sweep(absl::Now() + absl::Minutes(5), absl::Minutes(1));
+  std::optional<v1::ServerMessage> close = stream.Read();
+  ASSERT_TRUE(close && close->has_close());
+  EXPECT_EQ(close->close().reason(), "no heartbeat from the agent");
+  EXPECT_EQ(stream.Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+
+  Stream again(*services_, east_);
+  ASSERT_TRUE(again.Hello("east"));
+  ASSERT_TRUE(again.Read());
+  services_->hub().Sweep(absl::Now() + absl::Hours(24 * 365), absl::Hours(24 * 366));
+  close = again.Read();
+  ASSERT_TRUE(close && close->has_close());
+  EXPECT_THAT(close->close().reason(), HasSubstr("expired"));
+  EXPECT_EQ(again.Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A stream that is behind gets the latest snapshot (read off the gRPC thread); its ack
+// is recorded, and an ack for a version never pushed is not.
+TEST_F(RelayHubTest, ASnapshotReachesAStreamThatIsBehindAndItsAckIsRecorded) {
+  ASSERT_TRUE(services_->core().registry().PushSnapshot("east", {{"policy.yaml", "p1"}}).ok());
+  Stream stream(*services_, east_);
+  ASSERT_TRUE(stream.Hello("east", /*acked_version=*/0));
+  ASSERT_TRUE(stream.Read());  // welcome
+  std::optional<v1::ServerMessage> snapshot = stream.Read();
+  ASSERT_TRUE(snapshot && snapshot->has_snapshot());
+  EXPECT_EQ(snapshot->snapshot().version(), 1);
+  ASSERT_EQ(snapshot->snapshot().resources_size(), 1);
+  EXPECT_EQ(snapshot->snapshot().resources(0).content(), "p1");
+
+  v1::AgentMessage bogus;
+  bogus.mutable_ack()->set_snapshot_version(99);
+  ASSERT_TRUE(stream.Write(bogus));
+  v1::AgentMessage ack;
+  ack.mutable_ack()->set_snapshot_version(1);
+  ASSERT_TRUE(stream.Write(ack));
+  EXPECT_TRUE(WaitFor([&] { return services_->core().registry().Find("east")->acked_version == 1; }));
+  EXPECT_EQ(services_->core().metrics().snapshot_acked_version.Value({"east"}), 1);
+  EXPECT_TRUE(stream.Finish().ok());
+}
+
+TEST_F(RelayHubTest, HelloForAnotherClusterOrAnotherMajorVersionIsClosed) {
+  Stream other(*services_, east_);
+  ASSERT_TRUE(other.Hello("west"));
+  std::optional<v1::ServerMessage> close = other.Read();
+  ASSERT_TRUE(close && close->has_close());
+  EXPECT_EQ(other.Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  Stream old(*services_, east_);
+  v1::AgentMessage hello;
+  hello.mutable_hello()->set_cluster("east");
+  hello.mutable_hello()->set_version("relay-agent/99.0.0");
+  ASSERT_TRUE(old.Write(hello));
+  close = old.Read();
+  ASSERT_TRUE(close && close->has_close());
+  EXPECT_THAT(close->close().reason(), HasSubstr("not compatible"));
+  EXPECT_EQ(old.Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(services_->core().metrics().agent_version_skew.Value({"major"}), 1);
+}
+
+}  // namespace
+}  // namespace relay::mgmt
