@@ -10,11 +10,13 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "api/relay/v1/relay.grpc.pb.h"
+#include "common/backoff.h"
 #include "common/grpc_tls.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/names.h"
+#include "common/ready_file.h"
 #include "common/refusal.h"
 #include "common/status_macros.h"
 #include "rotator/rotator.h"
@@ -217,7 +219,8 @@ class AgentImpl final : public Agent {
   }
 
   absl::Duration Backoff(int attempt) {
-    return grpc_tls::ReconnectBackoff(attempt, options_.initial_backoff, options_.max_backoff, rng_);
+    return FullJitterBackoff(attempt, options_.initial_backoff, options_.max_backoff,
+                             std::uniform_real_distribution<double>(0, 1)(rng_));
   }
 
   void RelayLoop() {
@@ -370,7 +373,7 @@ class AgentImpl final : public Agent {
         LogInfo("relay_connected", {{"cluster", options_.cluster},
                                     {"server", options_.server.address},
                                     {"serial", credentials.leaf.serial_hex}});
-        WriteReadyFile();
+        WriteReadyFileOnce();
         absl::Duration interval =
             absl::Milliseconds(std::max<int64_t>(message.welcome().heartbeat_interval_ms(), 100));
         if (!heartbeats.joinable()) {
@@ -470,14 +473,16 @@ class AgentImpl final : public Agent {
     write(ack);
   }
 
-  void WriteReadyFile() {
+  // Written once, when the stream is first up.
+  void WriteReadyFileOnce() {
     if (options_.ready_file.empty() || ready_written_) return;
     ready_written_ = true;
-    std::string temp = options_.ready_file + ".tmp";
-    std::ofstream(temp) << "cluster=" << options_.cluster << "\nconnected=1\nmetrics_port="
-                        << (metrics_http_ ? metrics_http_->port() : 0)
-                        << "\nhealth_port=" << (health_http_ ? health_http_->port() : 0) << "\n";
-    std::rename(temp.c_str(), options_.ready_file.c_str());
+    absl::Status written = WriteReadyFile(
+        options_.ready_file, {{"cluster", options_.cluster},
+                              {"connected", "1"},
+                              {"metrics_port", absl::StrCat(metrics_http_ ? metrics_http_->port() : 0)},
+                              {"health_port", absl::StrCat(health_http_ ? health_http_->port() : 0)}});
+    if (!written.ok()) LogError("ready_file_not_written", {{"error", std::string(written.message())}});
   }
 
   const AgentOptions options_;

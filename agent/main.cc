@@ -27,7 +27,7 @@ ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets."
 ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
           "host:port of the management server's relay. Overrides glooAgent.relay.serverAddress "
           "when given.");
-ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+ABSL_FLAG(std::string, authority, relay::config::kDefaultAuthority,
           "Name the management server's certificate must carry, sent as SNI. Overrides "
           "glooAgent.relay.authority when given.");
 ABSL_FLAG(std::string, output_dir, "",
@@ -40,9 +40,9 @@ ABSL_FLAG(std::string, health_address, "",
           "host:port for /healthz and /readyz (ready while the relay stream is up), e.g. "
           "0.0.0.0:8092; empty: no health endpoint.");
 ABSL_FLAG(std::string, ready_file, "", "File written once the relay stream is up.");
-ABSL_FLAG(std::string, local_cert_lifetime, "720h",
+ABSL_FLAG(absl::Duration, local_cert_lifetime, absl::Hours(720),
           "Lifetime of a client certificate the agent signs itself with the root's tls.key.");
-ABSL_FLAG(std::string, max_backoff, "30s",
+ABSL_FLAG(absl::Duration, max_backoff, absl::Seconds(30),
           "Longest wait between attempts to reach the server (reconnects, and registration "
           "while the server is not there yet).");
 ABSL_FLAG(std::string, rotation, "sidecar",
@@ -59,8 +59,8 @@ constexpr char kProgram[] = "relay-agent";
 
 [[noreturn]] void Fail(const std::string& message) { relay::ExitWithError(kProgram, message); }
 
-absl::Duration DurationFlag(const std::string& name, const std::string& text) {
-  return relay::PositiveDurationOrExit(kProgram, name, text);
+absl::Duration DurationFlag(const std::string& name, absl::Duration value) {
+  return relay::PositiveDurationOrExit(kProgram, name, value);
 }
 
 }  // namespace

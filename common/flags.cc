@@ -102,11 +102,9 @@ void ExitWithError(const std::string& program, const std::string& message) {
   std::exit(2);
 }
 
-absl::Duration PositiveDurationOrExit(const std::string& program, const std::string& name,
-                                      const std::string& text) {
-  absl::Duration value;
-  if (!absl::ParseDuration(text, &value) || value <= absl::ZeroDuration()) {
-    ExitWithError(program, absl::StrCat("--", name, "=", text,
+absl::Duration PositiveDurationOrExit(const std::string& program, const std::string& name, absl::Duration value) {
+  if (value <= absl::ZeroDuration()) {
+    ExitWithError(program, absl::StrCat("--", name, "=", absl::FormatDuration(value),
                                         " is not a positive duration (e.g. 720h, 30m, 45s)"));
   }
   return value;

@@ -53,9 +53,8 @@ std::string DefaultStateDir(const std::string& flag_value, const std::string& co
 // For main(): print "<program>: <message>" on stderr and exit with status 2.
 [[noreturn]] void ExitWithError(const std::string& program, const std::string& message);
 
-// The duration in flag --<name>=<text>, which must be positive; exits otherwise.
-absl::Duration PositiveDurationOrExit(const std::string& program, const std::string& name,
-                                      const std::string& text);
+// `value` of duration flag --<name>, which must be positive; exits otherwise.
+absl::Duration PositiveDurationOrExit(const std::string& program, const std::string& name, absl::Duration value);
 
 // Applies --log_level=<text>; exits when it is not debug, info, warning or error.
 void SetLogLevelOrExit(const std::string& program, const std::string& text);

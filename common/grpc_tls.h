@@ -53,18 +53,9 @@ std::shared_ptr<grpc::ChannelCredentials> MutualTlsCredentials(const std::string
 
 // The channel arguments of every agent-side channel: SNI and checked host `authority`,
 // and short gRPC reconnect backoff (200 ms to 2 s) because reconnecting with jitter is
-// the agent's business (ReconnectBackoff). Shared with the fleet benchmark so it
+// the agent's business (common/backoff.h). Shared with the fleet benchmark so it
 // reconnects as agents do.
 grpc::ChannelArguments AgentChannelArguments(const std::string& authority);
-
-// Full-jitter exponential backoff: the wait before reconnect attempt `attempt` (0-based)
-// is uniform in [0, min(initial * 2^attempt, max)).
-template <typename RandomEngine>
-absl::Duration ReconnectBackoff(int attempt, absl::Duration initial, absl::Duration max,
-                                RandomEngine& rng) {
-  absl::Duration ceiling = std::min(initial * (1 << std::min(attempt, 16)), max);
-  return ceiling * std::uniform_real_distribution<double>(0, 1)(rng);
-}
 
 // A channel to `address` that expects the server certificate to name `authority` (the
 // SNI and the host that is checked), as the mesh's agents do.

@@ -23,6 +23,9 @@ struct TokenSecretValues {
   std::string key = "token";
   std::string name = "relay-identity-token-secret";
   std::string ns;  // empty: the release namespace (--namespace)
+
+  // The namespace the token secret is in: tokenSecret.namespace, or `release_ns`.
+  std::string Namespace(const std::string& release_ns) const { return ns.empty() ? release_ns : ns; }
 };
 
 // glooMgmtServer.relay

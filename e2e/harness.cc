@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "secrets/directory_store.h"
 #include "httplib.h"
 
 extern char** environ;
@@ -349,7 +350,7 @@ CommandResult ForceRotation(const std::string& cluster, const std::string& secre
 }
 
 std::string SecretFile(const std::string& secrets_dir, const std::string& secret, const std::string& key) {
-  return ReadFileOrEmpty(absl::StrCat(secrets_dir, "/gloo-mesh/", secret, "/", key));
+  return ReadFileOrEmpty(secrets::DirectorySecretStore::KeyPath(secrets_dir, "gloo-mesh", secret, key));
 }
 
 void WritePlainSecret(const std::string& secrets_dir, const std::string& secret,

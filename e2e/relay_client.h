@@ -9,11 +9,12 @@
 
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/grpc_tls.h"
+#include "config/values.h"
 #include "grpcpp/grpcpp.h"
 
 namespace relay::e2e {
 
-inline constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
+inline constexpr const char* kAuthority = config::kDefaultAuthority;
 
 inline std::shared_ptr<grpc::Channel> ServerAuthChannel(const std::string& address,
                                                         const std::string& root_pem) {

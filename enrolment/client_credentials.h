@@ -24,9 +24,7 @@ struct WorkloadSecrets {
   std::string ns = config::kDefaultNamespace;
   config::AgentValues values;
 
-  std::string TokenNamespace() const {
-    return values.token_secret.ns.empty() ? ns : values.token_secret.ns;
-  }
+  std::string TokenNamespace() const { return values.token_secret.Namespace(ns); }
 };
 
 struct ClientCredentials {

@@ -33,23 +33,23 @@ ABSL_FLAG(std::string, health_address, "0.0.0.0:8090",
           "host:port for /healthz and /readyz; empty: no health endpoint.");
 ABSL_FLAG(std::string, admin_socket, "",
           "Admin API Unix socket (mode 0600) used by relayctl. Empty: <secrets_dir>/admin.sock.");
-ABSL_FLAG(std::string, client_cert_ttl, "720h",
+ABSL_FLAG(absl::Duration, client_cert_ttl, absl::Hours(720),
           "Lifetime of issued client certificates, e.g. 720h or 30s. Overrides "
           "glooMgmtServer.relay.clientCertTtl when given.");
 ABSL_FLAG(std::vector<std::string>, server_san, {},
           "Extra DNS name or IP address for the server certificate; repeat the flag or separate "
           "with commas. The authority is always included.");
-ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+ABSL_FLAG(std::string, authority, relay::config::kDefaultAuthority,
           "Name the server certificate carries and agents verify (glooAgent.relay.authority).");
 ABSL_FLAG(std::string, ready_file, "",
           "File written once the server serves, with grpc_port=, metrics_port=, health_port=.");
-ABSL_FLAG(std::string, heartbeat_interval, "5s",
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(5),
           "How often agents send heartbeats; a stream silent for three intervals is closed.");
 ABSL_FLAG(double, server_cert_grace_ratio, 0.5,
           "The server renews its own certificate when this share of its lifetime remains, in "
           "(0, 1).");
-ABSL_FLAG(std::string, server_cert_lifetime, "8760h", "Lifetime of the server certificates it issues.");
-ABSL_FLAG(std::string, handshake_timeout, "10s",
+ABSL_FLAG(absl::Duration, server_cert_lifetime, absl::Hours(8760), "Lifetime of the server certificates it issues.");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A relay connection that has not finished its TLS handshake by then is closed, so idle "
           "connections cannot pile up.");
 ABSL_FLAG(bool, strict_reregistration, false,
@@ -66,8 +66,8 @@ constexpr char kProgram[] = "relay-mgmt-server";
 
 [[noreturn]] void Fail(const std::string& message) { relay::ExitWithError(kProgram, message); }
 
-absl::Duration DurationFlag(const std::string& name, const std::string& text) {
-  return relay::PositiveDurationOrExit(kProgram, name, text);
+absl::Duration DurationFlag(const std::string& name, absl::Duration value) {
+  return relay::PositiveDurationOrExit(kProgram, name, value);
 }
 
 }  // namespace

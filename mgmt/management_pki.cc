@@ -77,7 +77,7 @@ absl::Status MissingSecret(const std::string& ns, const std::string& name, absl:
 }  // namespace
 
 std::string TokenNamespace(const config::MgmtServerValues& values, const std::string& ns) {
-  return values.token_secret.ns.empty() ? ns : values.token_secret.ns;
+  return values.token_secret.Namespace(ns);
 }
 
 namespace {

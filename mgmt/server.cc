@@ -20,6 +20,7 @@
 #include "common/grpc_tls.h"
 #include "common/http_server.h"
 #include "common/log.h"
+#include "common/ready_file.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -41,6 +42,9 @@ namespace {
 
 constexpr size_t kMaxMessageBytes = 4 * 1024 * 1024;
 
+using secrets::DirectorySecretStore;
+constexpr auto KeyPath = &DirectorySecretStore::KeyPath;
+
 class ServerImpl final : public ManagementServer {
  public:
   explicit ServerImpl(std::unique_ptr<Core> core)
@@ -53,9 +57,6 @@ class ServerImpl final : public ManagementServer {
 
   absl::Status Serve() {
     const ServerOptions& options = core_->options();
-    const std::string secret_root = absl::StrCat(options.secrets_dir, "/", options.ns, "/");
-    const std::string server_dir = secret_root + options.values.tls_secret;
-    const std::string root_dir = secret_root + options.values.root_tls_secret;
 
     RETURN_IF_ERROR(grpc_tls::IssueNoSessionTickets());
     grpc::EnableDefaultHealthCheckService(true);
@@ -64,9 +65,10 @@ class ServerImpl final : public ManagementServer {
     registration_service_ = std::make_unique<RegistrationService>(core_.get(), &hub_, &identifier_);
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options.grpc_address,
-                             grpc_tls::RelayServerCredentials(server_dir + "/tls.key",
-                                                              server_dir + "/tls.crt",
-                                                              root_dir + "/ca.crt"),
+                             grpc_tls::RelayServerCredentials(
+                                 KeyPath(options.secrets_dir, options.ns, options.values.tls_secret, "tls.key"),
+                                 KeyPath(options.secrets_dir, options.ns, options.values.tls_secret, "tls.crt"),
+                                 KeyPath(options.secrets_dir, options.ns, options.values.root_tls_secret, "ca.crt")),
                              &grpc_port_);
     builder.RegisterService(relay_service_.get());
     builder.RegisterService(registration_service_.get());
@@ -134,13 +136,9 @@ class ServerImpl final : public ManagementServer {
                         {"health_port", absl::StrCat(health_port)},
                         {"admin_socket", socket},
                         {"secrets_dir", options.secrets_dir}});
-    if (!options.ready_file.empty()) {
-      std::string temp = options.ready_file + ".tmp";
-      std::ofstream(temp) << "grpc_port=" << grpc_port_ << "\nmetrics_port=" << metrics_port
-                          << "\nhealth_port=" << health_port << "\n";
-      std::rename(temp.c_str(), options.ready_file.c_str());
-    }
-    return absl::OkStatus();
+    return WriteReadyFile(options.ready_file, {{"grpc_port", absl::StrCat(grpc_port_)},
+                                               {"metrics_port", absl::StrCat(metrics_port)},
+                                               {"health_port", absl::StrCat(health_port)}});
   }
 
   int grpc_port() const override { return grpc_port_; }

@@ -10,7 +10,7 @@
 namespace relay::mgmt::testing {
 namespace {
 
-constexpr char kAuthority[] = "gloo-mesh-mgmt-server.gloo-mesh";
+constexpr const char* kAuthority = config::kDefaultAuthority;
 
 void SetDeadline(grpc::ClientContext* context) {
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));

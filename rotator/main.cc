@@ -12,6 +12,7 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "common/ready_file.h"
 #include "config/values.h"
 #include "rotator/rotator.h"
 #include "secrets/directory_store.h"
@@ -29,7 +30,7 @@ ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets."
 ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
           "host:port of the management server's relay. Overrides glooAgent.relay.serverAddress "
           "when given.");
-ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+ABSL_FLAG(std::string, authority, relay::config::kDefaultAuthority,
           "Name the management server's certificate must carry, sent as SNI. Overrides "
           "glooAgent.relay.authority when given.");
 ABSL_FLAG(double, grace_period_ratio, 0.5,
@@ -49,7 +50,7 @@ ABSL_FLAG(std::string, health_address, "",
           "rotation point after a failed renewal) and /readyz, e.g. 0.0.0.0:8093; empty: no "
           "health endpoint.");
 ABSL_FLAG(std::string, ready_file, "", "File written once running, with metrics_port= and health_port=.");
-ABSL_FLAG(std::string, retry_max, "2m",
+ABSL_FLAG(absl::Duration, retry_max, absl::Minutes(2),
           "Longest wait between renewal retries; also how often a refused (deregistered) cluster "
           "asks again.");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error.");
@@ -60,8 +61,8 @@ constexpr char kProgram[] = "relay-rotator";
 
 [[noreturn]] void Fail(const std::string& message) { relay::ExitWithError(kProgram, message); }
 
-absl::Duration DurationFlag(const std::string& name, const std::string& text) {
-  return relay::PositiveDurationOrExit(kProgram, name, text);
+absl::Duration DurationFlag(const std::string& name, absl::Duration value) {
+  return relay::PositiveDurationOrExit(kProgram, name, value);
 }
 
 }  // namespace
@@ -128,11 +129,11 @@ int main(int argc, char** argv) {
                               {"server", options.server.address},
                               {"grace_period_ratio", absl::StrCat(options.grace_period_ratio)}});
   rotator.Start();
-  if (!absl::GetFlag(FLAGS_ready_file).empty()) {
-    std::string temp = absl::GetFlag(FLAGS_ready_file) + ".tmp";
-    std::ofstream(temp) << "metrics_port=" << (metrics_http ? metrics_http->port() : 0)
-                        << "\nhealth_port=" << (health_http ? health_http->port() : 0) << "\n";
-    std::rename(temp.c_str(), absl::GetFlag(FLAGS_ready_file).c_str());
+  if (absl::Status written = relay::WriteReadyFile(
+          absl::GetFlag(FLAGS_ready_file), {{"metrics_port", absl::StrCat(metrics_http ? metrics_http->port() : 0)},
+                                            {"health_port", absl::StrCat(health_http ? health_http->port() : 0)}});
+      !written.ok()) {
+    Fail(std::string(written.message()));
   }
   relay::WaitForTerminationSignal();
   relay::LogInfo("stopping");

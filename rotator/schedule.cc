@@ -3,15 +3,13 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/backoff.h"
 
 namespace relay::rotator {
 
 absl::Duration RetryDelay(int failures, const RetryPolicy& policy, double jitter01) {
   if (failures <= 0) return absl::ZeroDuration();
-  absl::Duration ceiling = policy.initial * (int64_t{1} << std::min(failures - 1, 30));
-  ceiling = std::min(ceiling, policy.max);
-  jitter01 = std::clamp(jitter01, 0.0, 1.0);
-  return ceiling / 2 + (ceiling / 2) * jitter01;
+  return EqualJitterBackoff(failures - 1, policy.initial, policy.max, jitter01);
 }
 
 namespace {

@@ -229,6 +229,11 @@ absl::StatusOr<std::unique_ptr<DirectorySecretStore>> DirectorySecretStore::Crea
   return std::unique_ptr<DirectorySecretStore>(new DirectorySecretStore(root, watch_interval));
 }
 
+std::string DirectorySecretStore::KeyPath(const std::string& root, absl::string_view ns, absl::string_view name,
+                                          absl::string_view key) {
+  return absl::StrCat(root, "/", ns, "/", name, "/", key);
+}
+
 absl::StatusOr<std::string> DirectorySecretStore::SecretDir(absl::string_view ns,
                                                             absl::string_view name) const {
   // Names become path components: only DNS names, so nothing escapes the root.

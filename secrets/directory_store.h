@@ -39,6 +39,11 @@ class DirectorySecretStore : public SecretStore {
 
   const std::string& root() const { return root_; }
 
+  // Where key `key` of secret `ns/name` is read from in a store rooted at `root` (a link
+  // into the current version): what a file watcher, such as gRPC's, is pointed at.
+  static std::string KeyPath(const std::string& root, absl::string_view ns, absl::string_view name,
+                             absl::string_view key);
+
   // A string that changes whenever the secret changes ("" when it does not exist).
   std::string VersionOf(absl::string_view ns, absl::string_view name);
 

@@ -43,9 +43,10 @@ ABSL_FLAG(std::string, values, "",
 ABSL_FLAG(std::string, admin_socket, "",
           "The server's admin socket. Default: <mgmt_secrets_dir>/admin.sock.");
 ABSL_FLAG(std::string, cluster, "", "Workload cluster name (register, push).");
-ABSL_FLAG(std::string, bootstrap_token_ttl, "",
+ABSL_FLAG(absl::Duration, bootstrap_token_ttl, absl::ZeroDuration(),
           "register: instead of copying the shared token, create a single-use token bound to the "
-          "cluster that expires after this long (e.g. 1h); needs the running server.");
+          "cluster that expires after this long (e.g. 1h); needs the running server. 0: copy the "
+          "shared token.");
 ABSL_FLAG(std::string, file, "", "certs inspect: a PEM file (certificate or chain).");
 ABSL_FLAG(std::string, secret, "",
           "certs inspect: a secret name instead of a file (its tls.crt, else ca.crt), in "
@@ -55,7 +56,7 @@ ABSL_FLAG(double, grace_period_ratio, 0.5,
           "Share of a certificate's lifetime left when rotation is due "
           "(clientTlsSecretRotationGracePeriodRatio), for certs inspect and check.");
 ABSL_FLAG(std::vector<std::string>, server_san, {}, "install: extra server certificate DNS names / IPs.");
-ABSL_FLAG(std::string, authority, "gloo-mesh-mgmt-server.gloo-mesh",
+ABSL_FLAG(std::string, authority, relay::config::kDefaultAuthority,
           "Name the server certificate carries (install) and agents verify (check).");
 ABSL_FLAG(std::string, server_address, "",
           "check: relay address to test a TLS handshake against, e.g. 127.0.0.1:9900.");
@@ -200,12 +201,11 @@ int Register() {
 
   std::string token;
   std::string token_note;
-  std::string ttl_text = absl::GetFlag(FLAGS_bootstrap_token_ttl);
-  if (!ttl_text.empty()) {
-    absl::Duration ttl;
-    if (!absl::ParseDuration(ttl_text, &ttl) || ttl <= absl::ZeroDuration()) {
-      return Fail(absl::StrCat("--bootstrap_token_ttl=", ttl_text, " is not a positive duration (e.g. 1h)"));
-    }
+  absl::Duration ttl = absl::GetFlag(FLAGS_bootstrap_token_ttl);
+  if (ttl < absl::ZeroDuration()) {
+    return Fail(absl::StrCat("--bootstrap_token_ttl=", absl::FormatDuration(ttl), " is not a positive duration (e.g. 1h)"));
+  }
+  if (ttl > absl::ZeroDuration()) {
     v1::CreateBootstrapTokenRequest request;
     request.set_cluster(cluster);
     request.set_ttl_seconds(absl::ToInt64Seconds(ttl));
@@ -232,7 +232,7 @@ int Register() {
       return AdminFailure(admitted);
     }
   }
-  std::string token_ns = agent_values->token_secret.ns.empty() ? ns : agent_values->token_secret.ns;
+  std::string token_ns = agent_values->token_secret.Namespace(ns);
   absl::Status wrote_root = (*workload)->Put(ns, agent_values->root_tls_secret, {{"ca.crt", *ca}});
   if (!wrote_root.ok()) return Fail(std::string(wrote_root.message()));
   absl::Status wrote_token = (*workload)->Put(token_ns, agent_values->token_secret.name,

@@ -43,6 +43,7 @@
 #include "agent/agent.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/flags.h"
+#include "common/backoff.h"
 #include "common/grpc_tls.h"
 #include "config/values.h"
 #include "pki/csr.h"
@@ -395,9 +396,10 @@ int main(int argc, char** argv) {
         if (retry_at[i] == absl::InfinitePast()) {
           if (stream->welcomed()) attempts[i] = 0;
           absl::Duration wait = attempts[i] == 0 ? absl::ZeroDuration()
-                                                 : relay::grpc_tls::ReconnectBackoff(
+                                                 : relay::FullJitterBackoff(
                                                        attempts[i], agent_defaults.initial_backoff,
-                                                       agent_defaults.max_backoff, rng);
+                                                       agent_defaults.max_backoff,
+                                                       std::uniform_real_distribution<double>(0, 1)(rng));
           attempts[i]++;
           retry_at[i] = now + wait;
         }
