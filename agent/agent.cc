@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "agent/heartbeat.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/backoff.h"
 #include "common/grpc_tls.h"
@@ -43,8 +44,7 @@ constexpr char kStateSecret[] = "relay-agent-state";
 class AgentImpl final : public Agent {
  public:
   AgentImpl(AgentOptions options, std::unique_ptr<secrets::DirectorySecretStore> store)
-      : options_(std::move(options)), store_(std::move(store)) {
-  }
+      : options_(std::move(options)), clock_(*options_.clock), store_(std::move(store)) {}
 
   ~AgentImpl() override {
     Shutdown();
@@ -53,7 +53,7 @@ class AgentImpl final : public Agent {
   }
 
   absl::Status Init() {
-    absl::StatusOr<ClientCredentials> credentials = ObtainCredentials(absl::Now());
+    absl::StatusOr<ClientCredentials> credentials = ObtainCredentials(clock_.Now());
     if (credentials.ok()) {
       SetCredentials(std::make_shared<const ClientCredentials>(*std::move(credentials)));
     } else if (IsCallFailure(credentials.status())) {
@@ -67,8 +67,10 @@ class AgentImpl final : public Agent {
         state.ok() && state->count("acked_version")) {
       acked_version_ = std::atoll(state->at("acked_version").c_str());
     }
-    watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret,
-                           [this] { ReloadCredentials(); });
+    watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret, [this] {
+      ReloadCredentials();
+      wakeup_.Notify();  // a loop waiting for a certificate looks again
+    });
     if (!options_.metrics_address.empty()) {
       ASSIGN_OR_RETURN(metrics_http_, HttpEndpoints::Start(options_.metrics_address,
                                                            {[this] { return registry_.Render(); }, nullptr, nullptr}));
@@ -79,12 +81,13 @@ class AgentImpl final : public Agent {
                                             {nullptr, [] { return std::string(); },
                                              [this] { return connected_ ? "" : "relay stream is not up"; }}));
     }
-    if (options_.rotation == "builtin") {
+    if (options_.rotation == Rotation::kBuiltin) {
       rotator::RotatorOptions rotation;
       rotation.cluster = options_.cluster;
       rotation.secrets = options_.secrets;
       rotation.server = options_.server;
       rotation.grace_period_ratio = options_.grace_period_ratio;
+      rotation.clock = &clock_;
       rotator_ = std::make_unique<rotator::Rotator>(rotation, store_.get(), &registry_);
       rotator_->Start();
     }
@@ -93,9 +96,12 @@ class AgentImpl final : public Agent {
   }
 
   void Shutdown() override {
-    absl::MutexLock lock(&mu_);
-    if (!stop_.HasBeenNotified()) stop_.Notify();
-    if (context_) context_->TryCancel();
+    {
+      absl::MutexLock lock(&mu_);
+      if (!stop_.HasBeenNotified()) stop_.Notify();
+      if (context_) context_->TryCancel();
+    }
+    wakeup_.Notify();
   }
 
   void Wait() override { stop_.WaitForNotification(); }
@@ -173,11 +179,11 @@ class AgentImpl final : public Agent {
   // refuses while this agent is connected).
   void ReloadCredentials() {
     absl::StatusOr<ClientCredentials> loaded =
-        LoadClientCredentials(*store_, options_.secrets, options_.cluster, absl::Now());
+        LoadClientCredentials(*store_, options_.secrets, options_.cluster, clock_.Now());
     std::shared_ptr<const ClientCredentials> current = Credentials();
     if (!loaded.ok()) {
       bool repairable = !absl::IsUnavailable(loaded.status());  // not just a writer in the way
-      if (repairable && current && absl::Now() < current->leaf.not_after) {
+      if (repairable && current && clock_.Now() < current->leaf.not_after) {
         absl::Status written = WriteClientCredentials(*store_, options_.secrets, *current);
         if (written.ok()) {
           LogWarning("client_secret_repaired", {{"problem", std::string(loaded.status().message())},
@@ -211,7 +217,7 @@ class AgentImpl final : public Agent {
           options_.cluster));
     }
     ASSIGN_OR_RETURN(ClientCredentials registered,
-                     RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, absl::Now()));
+                     RegisterWithToken(*store_, options_.secrets, options_.cluster, options_.server, clock_.Now()));
     RETURN_IF_ERROR(WriteClientCredentials(*store_, options_.secrets, registered));
     LogInfo("credentials_registered", {{"serial", registered.leaf.serial_hex}, {"why", std::string(why)}});
     SetCredentials(std::make_shared<const ClientCredentials>(std::move(registered)));
@@ -223,6 +229,13 @@ class AgentImpl final : public Agent {
                              std::uniform_real_distribution<double>(0, 1)(rng_));
   }
 
+  // Sleeps for `wait` on the injected clock, or less when Shutdown() or a changed client
+  // secret wakes it. False once shutting down.
+  bool Pause(absl::Duration wait) {
+    if (wait > absl::ZeroDuration()) clock_.SleepUntil(clock_.Now() + wait, wakeup_);
+    return !stop_.HasBeenNotified();
+  }
+
   void RelayLoop() {
     int attempt = 0;
     bool first = true;
@@ -231,7 +244,7 @@ class AgentImpl final : public Agent {
       std::shared_ptr<const ClientCredentials> credentials = Credentials();
       if (!credentials) {
         // No certificate yet (the server was not there, or refused): try again.
-        absl::StatusOr<ClientCredentials> obtained = ObtainCredentials(absl::Now());
+        absl::StatusOr<ClientCredentials> obtained = ObtainCredentials(clock_.Now());
         if (obtained.ok()) {
           SetCredentials(std::make_shared<const ClientCredentials>(*std::move(obtained)));
           attempt = 0;
@@ -240,35 +253,42 @@ class AgentImpl final : public Agent {
         absl::Duration wait = Backoff(attempt++);
         LogWarning("registration_failed", {{"error", std::string(obtained.status().message())},
                                            {"retry_in", absl::FormatDuration(wait)}});
-        if (stop_.WaitForNotificationWithTimeout(wait)) break;
+        if (!Pause(wait)) break;
         continue;
       }
-      absl::Time now = absl::Now();
+      absl::Time now = clock_.Now();
       if (now > credentials->leaf.not_after) {
-        if (absl::IsNotFound(LoadClientCredentials(*store_, options_.secrets, options_.cluster, now).status())) {
+        absl::StatusOr<ClientCredentials> stored =
+            LoadClientCredentials(*store_, options_.secrets, options_.cluster, now);
+        if (absl::IsNotFound(stored.status())) {
           // No client secret at all any more: first contact is the agent's again.
           ClearCredentials();
           continue;
         }
+        if (stored.ok() && stored->leaf.serial_hex != credentials->leaf.serial_hex) {
+          SetCredentials(std::make_shared<const ClientCredentials>(*std::move(stored)));
+          continue;
+        }
         // Renewing, and registering again once expired, is the rotator's job (the sidecar
         // or --rotation=builtin); one writer of the secret avoids two racing. Wait for
-        // the watch to bring a new certificate.
+        // the watch to bring a new certificate (or, when a writer was in the way, look
+        // again in a second).
         if (!expired_logged) {
           LogError("client_certificate_expired",
                    {{"not_after", pki::FormatUtc(credentials->leaf.not_after)},
-                    {"help", options_.rotation == "builtin"
+                    {"help", options_.rotation == Rotation::kBuiltin
                                  ? "the built-in rotation could not renew it: see its renewal_failed events"
                                  : "nothing renewed it: run the rotator sidecar, or the agent with "
                                    "--rotation=builtin"}});
           expired_logged = true;
         }
-        if (stop_.WaitForNotificationWithTimeout(absl::Milliseconds(200))) break;
+        if (!Pause(absl::IsUnavailable(stored.status()) ? absl::Seconds(1) : absl::InfiniteDuration())) break;
         continue;
       }
       expired_logged = false;
       if (!first) metrics_.reconnects.Increment();
       first = false;
-      absl::Time opened = absl::Now();
+      absl::Time opened = clock_.Now();
       StreamOutcome outcome = RunStream(*credentials);
       connected_ = false;
       metrics_.connected.Set(0);
@@ -293,11 +313,11 @@ class AgentImpl final : public Agent {
         }
         LogWarning("registration_failed", {{"error", std::string(registered.message())}});
       }
-      if (outcome.welcomed && absl::Now() - opened > absl::Seconds(10)) attempt = 0;
+      if (outcome.welcomed && clock_.Now() - opened > absl::Seconds(10)) attempt = 0;
       if (outcome.welcomed && outcome.status.error_code() == grpc::StatusCode::UNAUTHENTICATED) attempt = 0;
       absl::Duration wait = outcome.welcomed && attempt == 0 ? absl::ZeroDuration() : Backoff(attempt);
       attempt++;
-      if (stop_.WaitForNotificationWithTimeout(wait)) break;
+      if (!Pause(wait)) break;
     }
   }
 
@@ -312,7 +332,7 @@ class AgentImpl final : public Agent {
   // been loaded. The renewed one is newer because it was issued later, whatever its
   // expiry (a lowered clientCertTtl makes it expire sooner).
   bool ShouldSwitch(const ClientCredentials& stream_credentials, absl::Duration margin) {
-    absl::Time now = absl::Now();
+    absl::Time now = clock_.Now();
     if (now + margin < stream_credentials.leaf.not_after) return false;
     std::shared_ptr<const ClientCredentials> current = Credentials();
     return current && current->leaf.serial_hex != stream_credentials.leaf.serial_hex &&
@@ -359,10 +379,7 @@ class AgentImpl final : public Agent {
     hello.mutable_hello()->set_acked_version(acked_version_);
     write(hello);
 
-    absl::Notification stream_done;
-    std::atomic<int64_t> sent{0}, acked{0};
-    std::atomic<bool> switching{false};
-    std::thread heartbeats;
+    std::unique_ptr<Heartbeat> heartbeat;
     v1::ServerMessage message;
     std::string close_reason;
     while (stream->Read(&message)) {
@@ -376,60 +393,45 @@ class AgentImpl final : public Agent {
         WriteReadyFileOnce();
         absl::Duration interval =
             absl::Milliseconds(std::max<int64_t>(message.welcome().heartbeat_interval_ms(), 100));
-        if (!heartbeats.joinable()) {
-          heartbeats = std::thread([&, interval] {
-            int64_t sequence = 0;
-            // The first heartbeat goes out at once: after a reconnect the server hears
-            // from us again without waiting a whole interval.
-            for (bool first_beat = true;
-                 first_beat || !stream_done.WaitForNotificationWithTimeout(interval); first_beat = false) {
-              if (ShouldSwitch(credentials, interval * 3)) {
-                // Hand over without losing a heartbeat: let the last one be answered,
-                // then half-close; the server ends the stream and we reconnect at once.
-                absl::Time deadline = absl::Now() + interval;
-                while (acked.load() < sent.load() && absl::Now() < deadline &&
-                       !stream_done.WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
-                }
-                switching = true;
-                absl::MutexLock lock(&write_mu);
-                writes_done = true;
-                stream->WritesDone();
-                break;
-              }
-              v1::AgentMessage beat;
-              beat.mutable_heartbeat()->set_sequence(++sequence);
-              beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
-              if (!write(beat)) break;
-              sent++;
-              metrics_.heartbeats_sent.Increment();
-            }
-          });
+        if (!heartbeat) {
+          heartbeat = std::make_unique<Heartbeat>(
+              clock_, interval,
+              Heartbeat::Stream{write,
+                                [&] {
+                                  absl::MutexLock lock(&write_mu);
+                                  writes_done = true;
+                                  stream->WritesDone();
+                                }},
+              [&, interval] { return ShouldSwitch(credentials, interval * 3); }, metrics_.heartbeats_sent);
+          heartbeat->Start();
         }
       } else if (message.has_snapshot()) {
         ApplySnapshot(message.snapshot(), write);
       } else if (message.has_heartbeat_ack()) {
-        absl::Time now = absl::Now();
-        absl::Duration rtt = now - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
+        // The round trip is the network's: real time, as the heartbeat was stamped.
+        absl::Duration rtt = absl::Now() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
         metrics_.heartbeat_rtt.Set(absl::ToDoubleSeconds(rtt));
         metrics_.heartbeat_acks.Increment();
-        acked++;
-        RecordAck(now);
+        if (heartbeat) heartbeat->OnAck();
+        RecordAck(clock_.Now());
       } else if (message.has_close()) {
         close_reason = message.close().reason();
         LogWarning("relay_closed_by_server", {{"reason", close_reason}});
       }
     }
-    stream_done.Notify();
-    if (heartbeats.joinable()) heartbeats.join();
-    if (sent.load() > acked.load()) {
-      metrics_.heartbeats_unanswered.Increment({}, static_cast<double>(sent - acked));
+    if (heartbeat) {
+      heartbeat->Stop();
+      if (heartbeat->unanswered() > 0) {
+        metrics_.heartbeats_unanswered.Increment({}, static_cast<double>(heartbeat->unanswered()));
+      }
+      outcome.switching = heartbeat->switching();
     }
     outcome.status = stream->Finish();
     {
       absl::MutexLock lock(&mu_);
       context_.reset();
     }
-    outcome.switching = switching.load() && outcome.status.ok();
+    outcome.switching = outcome.switching && outcome.status.ok();
     if (!close_reason.empty() && outcome.status.ok()) {
       outcome.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, close_reason);
     }
@@ -486,6 +488,9 @@ class AgentImpl final : public Agent {
   }
 
   const AgentOptions options_;
+  Clock& clock_;
+  // Shutdown(), or a changed client secret: ends the loop's waits early.
+  Wakeup wakeup_;
   std::unique_ptr<secrets::DirectorySecretStore> store_;
   Metrics registry_;
   struct AgentMetrics {
@@ -540,12 +545,22 @@ class AgentImpl final : public Agent {
 
 }  // namespace
 
+bool AbslParseFlag(absl::string_view text, Rotation* rotation, std::string* error) {
+  if (text == "sidecar") {
+    *rotation = Rotation::kSidecar;
+  } else if (text == "builtin") {
+    *rotation = Rotation::kBuiltin;
+  } else {
+    *error = "use sidecar (the rotator sidecar renews the certificate) or builtin (the agent does)";
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(Rotation rotation) { return rotation == Rotation::kBuiltin ? "builtin" : "sidecar"; }
+
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
   RETURN_IF_ERROR(ValidateClusterName(options.cluster));
-  if (options.rotation != "sidecar" && options.rotation != "builtin") {
-    return absl::InvalidArgumentError(absl::StrCat("--rotation=", options.rotation,
-                                                   " is not valid: use sidecar or builtin"));
-  }
   if (options.server.address.empty()) {
     return absl::InvalidArgumentError(
         "no management server address: set --server_address or glooAgent.relay.serverAddress");

@@ -6,10 +6,20 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "enrolment/client_credentials.h"
+#include "common/clock.h"
 #include "common/version.h"
+#include "enrolment/client_credentials.h"
 
 namespace relay::agent {
+
+// Who renews the client certificate.
+enum class Rotation {
+  kSidecar,  // the rotator sidecar (default)
+  kBuiltin,  // the same rotation inside the agent, for set-ups without a sidecar
+};
+// As a flag: --rotation=sidecar|builtin.
+bool AbslParseFlag(absl::string_view text, Rotation* rotation, std::string* error);
+std::string AbslUnparseFlag(Rotation rotation);
 
 struct AgentOptions {
   std::string cluster;
@@ -25,10 +35,9 @@ struct AgentOptions {
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(30);
   std::string version = std::string("relay-agent/") + kVersion;
-  // "sidecar" (default): the rotator sidecar renews the certificate. "builtin": the
-  // same rotation runs inside the agent, for set-ups without a sidecar.
-  std::string rotation = "sidecar";
+  Rotation rotation = Rotation::kSidecar;
   double grace_period_ratio = 0.5;
+  Clock* clock = &Clock::Real();  // tests move time instead of sleeping
 };
 
 class Agent {

@@ -45,7 +45,7 @@ ABSL_FLAG(absl::Duration, local_cert_lifetime, absl::Hours(720),
 ABSL_FLAG(absl::Duration, max_backoff, absl::Seconds(30),
           "Longest wait between attempts to reach the server (reconnects, and registration "
           "while the server is not there yet).");
-ABSL_FLAG(std::string, rotation, "sidecar",
+ABSL_FLAG(relay::agent::Rotation, rotation, relay::agent::Rotation::kSidecar,
           "Who renews the client certificate: sidecar (the rotator container) or builtin (the "
           "same rotation inside the agent).");
 ABSL_FLAG(double, grace_period_ratio, 0.5,

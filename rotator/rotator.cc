@@ -21,6 +21,10 @@ std::string Reason(const absl::Status& status) {
   }
 }
 
+std::string When(const Decision& decision) {
+  return decision.at == absl::InfiniteFuture() ? decision.why : pki::FormatUtc(decision.at);
+}
+
 double Uniform01() {
   thread_local std::mt19937_64 rng(std::random_device{}());
   return std::uniform_real_distribution<double>(0, 1)(rng);
@@ -41,7 +45,7 @@ Rotator::RotatorMetrics::RotatorMetrics(Metrics& registry)
 }
 
 Rotator::Rotator(RotatorOptions options, secrets::SecretStore* store, Metrics* metrics)
-    : options_(std::move(options)), store_(store), metrics_(*metrics) {
+    : options_(std::move(options)), store_(store), metrics_(*metrics), clock_(*options_.clock) {
   force_ = options_.force;
 }
 
@@ -72,8 +76,9 @@ void Rotator::RecordFailure(const absl::Status& status) {
   metrics_.errors.Increment({reason});
   absl::MutexLock lock(&mu_);
   failures_++;
-  last_failure_ = absl::Now();
+  last_failure_ = clock_.Now();
   last_refused_ = status.code() == absl::StatusCode::kPermissionDenied;
+  retry_jitter_ = Uniform01();
   LogWarning("renewal_failed", {{"cluster", options_.cluster},
                                 {"reason", reason},
                                 {"failures", absl::StrCat(failures_)},
@@ -81,7 +86,7 @@ void Rotator::RecordFailure(const absl::Status& status) {
 }
 
 absl::Status Rotator::Act(Action action) {
-  absl::Time now = absl::Now();
+  absl::Time now = clock_.Now();
   absl::StatusOr<enrolment::ClientCredentials> fresh;
   const char* how = "renew";
   if (action == Action::kRenew) {
@@ -131,13 +136,21 @@ absl::Status Rotator::Act(Action action) {
   return absl::OkStatus();
 }
 
-absl::Status Rotator::RunOnce() {
+Decision Rotator::DecideNow() {
   RotationState state = ReadState();
-  Decision decision = Decide(state, absl::Now(), options_.grace_period_ratio, pki::SerialJitter,
-                             options_.retry, Uniform01());
+  double retry_jitter;
+  {
+    absl::MutexLock lock(&mu_);
+    retry_jitter = retry_jitter_;
+  }
+  return Decide(state, clock_.Now(), options_.grace_period_ratio, pki::SerialJitter, options_.retry, retry_jitter);
+}
+
+absl::Status Rotator::RunOnce() {
+  Decision decision = DecideNow();
   switch (decision.action) {
     case Action::kWait:
-      LogInfo("renewal_not_due", {{"cluster", options_.cluster}, {"due", pki::FormatUtc(decision.at)}});
+      LogInfo("renewal_not_due", {{"cluster", options_.cluster}, {"due", When(decision)}});
       return absl::OkStatus();
     case Action::kStuck:
       return absl::FailedPreconditionError(decision.why);
@@ -149,26 +162,41 @@ absl::Status Rotator::RunOnce() {
 }
 
 void Rotator::Start() {
-  watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret, [this] {
-    absl::MutexLock lock(&mu_);
-    changed_ = true;
-  });
+  const enrolment::WorkloadSecrets& secrets = options_.secrets;
+  watches_.push_back(store_->Watch(secrets.ns, secrets.values.client_tls_secret, [this] {
+    {
+      absl::MutexLock lock(&mu_);
+      changed_ = true;
+    }
+    wakeup_.Notify();
+  }));
+  // A token or root that appears or changes can end a stuck state (relayctl register).
+  for (auto [ns, name] : {std::pair(secrets.TokenNamespace(), secrets.values.token_secret.name),
+                          std::pair(secrets.ns, secrets.values.root_tls_secret)}) {
+    watches_.push_back(store_->Watch(ns, name, [this] { wakeup_.Notify(); }));
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 
 void Rotator::Stop() {
-  if (!stop_.HasBeenNotified()) stop_.Notify();
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  wakeup_.Notify();
   if (thread_.joinable()) thread_.join();
-  watch_.reset();
+  watches_.clear();
+}
+
+bool Rotator::Stopping() {
+  absl::MutexLock lock(&mu_);
+  return stopping_;
 }
 
 void Rotator::Loop() {
-  while (!stop_.HasBeenNotified()) {
-    RotationState state = ReadState();
-    absl::Time now = absl::Now();
-    Decision decision = Decide(state, now, options_.grace_period_ratio, pki::SerialJitter,
-                               options_.retry, Uniform01());
-    metrics_.next_renewal.Set(absl::ToUnixSeconds(decision.at));
+  while (!Stopping()) {
+    Decision decision = DecideNow();
+    metrics_.next_renewal.Set(decision.at == absl::InfiniteFuture() ? 0 : absl::ToUnixSeconds(decision.at));
     if (decision.action == Action::kRenew || decision.action == Action::kRegister) {
       LogInfo("renewal_started", {{"cluster", options_.cluster}, {"why", decision.why}});
       (void)Act(decision.action);
@@ -179,30 +207,24 @@ void Rotator::Loop() {
       if (stuck_reason_ != decision.why) LogError("rotation_stuck", {{"cluster", options_.cluster}, {"why", decision.why}});
       stuck_reason_ = decision.why;
     } else {
-      LogDebug("renewal_scheduled", {{"cluster", options_.cluster}, {"at", pki::FormatUtc(decision.at)}});
+      LogDebug("renewal_scheduled", {{"cluster", options_.cluster}, {"at", When(decision)}});
     }
-    // Sleep until the decision's time, waking early when the secret changes (someone
-    // else renewed, or an operator replaced it) or on stop. Looking again every few
-    // seconds also catches clock jumps.
-    absl::Time wake = std::min(decision.at, now + absl::Seconds(5));
-    while (!stop_.HasBeenNotified() && absl::Now() < wake) {
-      {
-        absl::MutexLock lock(&mu_);
-        if (changed_) {
-          changed_ = false;
-          failures_ = 0;
-          last_refused_ = false;
-          break;
-        }
-      }
-      stop_.WaitForNotificationWithTimeout(std::min(wake - absl::Now(), absl::Milliseconds(100)));
+    // Until the decision's time, or earlier when a watched secret changes (someone else
+    // renewed, an operator replaced it or gave a token) or on Stop().
+    clock_.SleepUntil(decision.at, wakeup_);
+    absl::MutexLock lock(&mu_);
+    if (changed_) {
+      // A new client secret is a fresh start: the failures were about the old one.
+      changed_ = false;
+      failures_ = 0;
+      last_refused_ = false;
     }
   }
 }
 
 std::string Rotator::HealthProblem() {
   RotationState state = ReadState();
-  std::string problem = rotator::HealthProblem(state, absl::Now(), options_.grace_period_ratio,
+  std::string problem = rotator::HealthProblem(state, clock_.Now(), options_.grace_period_ratio,
                                                pki::SerialJitter);
   absl::MutexLock lock(&mu_);
   if (!stuck_reason_.empty()) return stuck_reason_;

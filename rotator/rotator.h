@@ -9,12 +9,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
-#include "enrolment/client_credentials.h"
+#include "common/clock.h"
 #include "common/metrics.h"
+#include "enrolment/client_credentials.h"
 #include "rotator/schedule.h"
 #include "secrets/secret_store.h"
 
@@ -27,6 +28,7 @@ struct RotatorOptions {
   double grace_period_ratio = 0.5;
   bool force = false;  // renew once right away, whatever the schedule
   RetryPolicy retry;
+  Clock* clock = &Clock::Real();  // tests move time instead of sleeping
 };
 
 class Rotator {
@@ -48,7 +50,9 @@ class Rotator {
 
  private:
   void Loop();
+  bool Stopping();
   RotationState ReadState();
+  Decision DecideNow();
   // Performs `action`; updates failures and metrics.
   absl::Status Act(Action action);
   void RecordFailure(const absl::Status& status);
@@ -64,16 +68,20 @@ class Rotator {
     Counter& errors;    // {reason}
   };
   RotatorMetrics metrics_;
-  std::unique_ptr<secrets::SecretWatch> watch_;
+  Clock& clock_;
+  Wakeup wakeup_;  // a watched secret changed, or Stop()
+  std::vector<std::unique_ptr<secrets::SecretWatch>> watches_;
   std::thread thread_;
-  absl::Notification stop_;
 
   absl::Mutex mu_;
   int failures_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_failure_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool last_refused_ ABSL_GUARDED_BY(mu_) = false;
+  // Drawn once per failure: a retry's time must not move each time the loop looks again.
+  double retry_jitter_ ABSL_GUARDED_BY(mu_) = 0;
   bool force_ ABSL_GUARDED_BY(mu_) = false;
-  bool changed_ ABSL_GUARDED_BY(mu_) = false;  // the secret changed under us
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool changed_ ABSL_GUARDED_BY(mu_) = false;  // the client secret changed under us
   std::string stuck_reason_ ABSL_GUARDED_BY(mu_);
 };
 

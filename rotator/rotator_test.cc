@@ -7,10 +7,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/fake_clock.h"
+#include "config/values.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pki/pem.h"
 #include "pki/testing.h"
+#include "mgmt/service_testing.h"
 #include "secrets/directory_store.h"
 
 namespace relay::rotator {
@@ -85,6 +88,150 @@ TEST_F(RotatorTest, NoSecretYetIsHealthyAndWaitsForTheAgent) {
   Rotator rotator(options_, store_.get(), &metrics_);
   EXPECT_EQ(rotator.HealthProblem(), "");
   EXPECT_TRUE(rotator.RunOnce().ok());
+}
+
+// Real time the loop tests wait for an event at most: only a broken rotator takes this
+// long; a working one answers in milliseconds.
+constexpr absl::Duration kPatience = absl::Seconds(30);
+
+// The rotator's loop against the management server's services in this process (real
+// gRPC and TLS), with time moved through a FakeClock: what it does at a moment is
+// tested by moving to that moment, never by sleeping until it.
+class RotatorLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mgmt::ServerOptions server_options;
+    server_options.values.client_cert_ttl = absl::Hours(24);
+    services_ = mgmt::testing::ServicesUnderTest::Start(server_options);
+    ASSERT_NE(services_, nullptr);
+    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/loop.XXXXXX");
+    store_ = *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()), absl::Milliseconds(20));
+    ASSERT_TRUE(store_->Put(kNs, "relay-root-tls-secret", {{"ca.crt", services_->root_pem()}}).ok());
+    options_.cluster = "east";
+    options_.server = {services_->address(), config::kDefaultAuthority};
+    options_.clock = &clock_;
+  }
+
+  // Registers `cluster` with the server and writes its certificate as the client secret.
+  pki::CertificateInfo WriteRegisteredSecret(const std::string& cluster) {
+    mgmt::testing::ServicesUnderTest::Registered registered = services_->Register(cluster);
+    EXPECT_TRUE(registered.status.ok()) << registered.status.error_message();
+    EXPECT_TRUE(store_->Put(kNs, "relay-client-tls-secret", {{"tls.crt", registered.credentials.chain_pem},
+                                                             {"tls.key", registered.credentials.key_pem},
+                                                             {"ca.crt", services_->root_pem()}})
+                    .ok());
+    auto chain = pki::ParseCertificateChainPem(registered.credentials.chain_pem);
+    EXPECT_TRUE(chain.ok()) << chain.status();
+    return chain.ok() ? ValueOrDie(pki::InspectCertificate(chain->front().get())) : pki::CertificateInfo();
+  }
+
+  // The serial of a usable client secret for east, or "".
+  std::string ClientSerial() {
+    enrolment::ClientSecretState state = enrolment::InspectClientSecret(*store_, options_.secrets, "east");
+    return state.kind == enrolment::ClientSecretState::kUsable ? state.leaf.serial_hex : "";
+  }
+
+  // Waits (real time) until east's usable client certificate is not `serial`.
+  bool AwaitNewSerial(const std::string& serial) {
+    for (absl::Time give_up = absl::Now() + kPatience; absl::Now() < give_up; absl::SleepFor(absl::Milliseconds(10))) {
+      std::string now = ClientSerial();
+      if (!now.empty() && now != serial) return true;
+    }
+    return false;
+  }
+
+  double Counter(const std::string& sample) {
+    for (absl::string_view line : absl::StrSplit(metrics_.Render(), '\n')) {
+      double value = 0;
+      if (absl::StartsWith(line, sample + " ") && absl::SimpleAtod(line.substr(sample.size() + 1), &value)) return value;
+    }
+    return 0;
+  }
+
+  FakeClock clock_{absl::Now()};
+  std::unique_ptr<mgmt::testing::ServicesUnderTest> services_;
+  std::unique_ptr<secrets::DirectorySecretStore> store_;
+  RotatorOptions options_;
+  Metrics metrics_;
+};
+
+// It sleeps until the rotation point (DESIGN.md "Rotation time"), does nothing a second
+// before it, and renews over mTLS when the clock reaches it.
+TEST_F(RotatorLoopTest, RenewsWhenTheClockReachesTheRotationPoint) {
+  pki::CertificateInfo first = WriteRegisteredSecret("east");
+  absl::StatusOr<absl::Time> due = pki::RenewAt(first, options_.grace_period_ratio);
+  ASSERT_TRUE(due.ok()) << due.status();
+  Rotator rotator(options_, store_.get(), &metrics_);
+  rotator.Start();
+  EXPECT_EQ(clock_.AwaitSleeper(kPatience), *due);
+
+  clock_.AdvanceTo(*due - absl::Seconds(1));
+  EXPECT_EQ(clock_.AwaitSleeper(kPatience), *due);  // still asleep, same deadline
+  EXPECT_EQ(ClientSerial(), first.serial_hex);
+  EXPECT_EQ(Counter("relay_rotator_renewals_total{how=\"renew\"}"), 0);
+
+  clock_.AdvanceTo(*due);
+  EXPECT_TRUE(AwaitNewSerial(first.serial_hex)) << "no renewal at the rotation point";
+  EXPECT_GE(Counter("relay_rotator_renewals_total{how=\"renew\"}"), 1);
+  rotator.Stop();
+}
+
+// A failed renewal is retried after the backoff of the injected clock: 0.5-1 s after
+// the first failure, 1-2 s after the second (equal jitter, doubling).
+TEST_F(RotatorLoopTest, RetriesAfterBackoffOnTheInjectedClock) {
+  pki::CertificateInfo first = WriteRegisteredSecret("east");
+  options_.server.address = "127.0.0.1:1";  // nobody listens: every renewal fails
+  Rotator rotator(options_, store_.get(), &metrics_);
+  rotator.Start();
+  std::optional<absl::Time> due = clock_.AwaitSleeper(kPatience);
+  ASSERT_TRUE(due.has_value());
+
+  clock_.AdvanceTo(*due);
+  std::optional<absl::Time> retry = clock_.AwaitSleeper(kPatience);
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_GE(*retry - *due, absl::Milliseconds(500));
+  EXPECT_LE(*retry - *due, absl::Seconds(1));
+  EXPECT_EQ(Counter("relay_rotator_renewal_errors_total{reason=\"unavailable\"}"), 1);
+
+  clock_.AdvanceTo(*retry);
+  std::optional<absl::Time> second_retry = clock_.AwaitSleeper(kPatience);
+  ASSERT_TRUE(second_retry.has_value());
+  EXPECT_GE(*second_retry - *retry, absl::Seconds(1));
+  EXPECT_LE(*second_retry - *retry, absl::Seconds(2));
+  EXPECT_EQ(Counter("relay_rotator_renewal_errors_total{reason=\"unavailable\"}"), 2);
+  EXPECT_EQ(ClientSerial(), first.serial_hex);
+  rotator.Stop();
+}
+
+// Without a client secret it waits for the agent's registration with no deadline at
+// all; the secret's arrival wakes it and it plans the rotation point.
+TEST_F(RotatorLoopTest, ANewClientSecretWakesTheLoop) {
+  Rotator rotator(options_, store_.get(), &metrics_);
+  rotator.Start();
+  EXPECT_EQ(clock_.AwaitSleeper(kPatience), absl::InfiniteFuture());
+
+  pki::CertificateInfo first = WriteRegisteredSecret("east");
+  absl::Time due = *pki::RenewAt(first, options_.grace_period_ratio);
+  EXPECT_EQ(clock_.AwaitSleeper(kPatience, [&](absl::Time deadline) { return deadline == due; }), due);
+  rotator.Stop();
+}
+
+// Stuck on a secret it cannot use and no token: the token's arrival (relayctl register)
+// wakes it, and it registers at once, without waiting for its next look.
+TEST_F(RotatorLoopTest, ATokenArrivingEndsAStuckRotation) {
+  WriteRegisteredSecret("west");  // not east's: unusable here
+  Rotator rotator(options_, store_.get(), &metrics_);
+  rotator.Start();
+  ASSERT_TRUE(clock_.AwaitSleeper(kPatience).has_value());
+  EXPECT_THAT(rotator.HealthProblem(), HasSubstr("relayctl register"));
+
+  ASSERT_TRUE(store_->Put(options_.secrets.TokenNamespace(), options_.secrets.values.token_secret.name,
+                          {{options_.secrets.values.token_secret.key, services_->token()}})
+                  .ok());
+  EXPECT_TRUE(AwaitNewSerial("")) << "the token did not end the stuck rotation";
+  EXPECT_EQ(Counter("relay_rotator_renewals_total{how=\"register\"}"), 1);
+  EXPECT_EQ(rotator.HealthProblem(), "");
+  rotator.Stop();
 }
 
 }  // namespace

@@ -41,8 +41,9 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
   if (!state.have_certificate) {
     if (state.certificate_problem.empty() && !state.force) {
       // First contact is the agent's (it registers before it connects); a rotator that
-      // registered too would only race it.
-      return {Action::kWait, now + absl::Seconds(1), "waiting for the agent's first registration"};
+      // registered too would only race it. The client secret is watched: its arrival
+      // wakes the loop.
+      return {Action::kWait, absl::InfiniteFuture(), "waiting for the agent's first registration"};
     }
     // An unusable secret is never "no certificate yet": nobody else would replace it.
     return RegisterAgain(state.certificate_problem.empty()
