@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "common/status_matchers.h"
 #include "common/tcp_testing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,6 +20,7 @@ namespace relay {
 namespace {
 
 using ::relay::testing::ConnectToLocalhost;
+using ::relay::testing::IsOk;
 
 HttpEndpoints::Routes Routes(bool* ready) {
   return {[] { return std::string("relay_up 1\n"); }, [] { return std::string(); },
@@ -28,7 +30,7 @@ HttpEndpoints::Routes Routes(bool* ready) {
 TEST(HttpEndpointsTest, ServesMetricsHealthAndReadiness) {
   bool ready = false;
   auto endpoints = HttpEndpoints::Start("127.0.0.1:0", Routes(&ready));
-  ASSERT_TRUE(endpoints.ok()) << endpoints.status();
+  ASSERT_THAT(endpoints, IsOk());
   httplib::Client client("127.0.0.1", (*endpoints)->port());
   auto metrics = client.Get("/metrics");
   ASSERT_TRUE(metrics);
@@ -57,7 +59,7 @@ TEST(HttpEndpointsTest, ProbesAreAnsweredWithAThousandIdleConnectionsOpen) {
   HttpEndpoints::Limits limits;
   limits.idle_timeout = absl::Seconds(30);  // they stay for the whole test
   auto endpoints = HttpEndpoints::Start("127.0.0.1:0", Routes(&ready), limits);
-  ASSERT_TRUE(endpoints.ok()) << endpoints.status();
+  ASSERT_THAT(endpoints, IsOk());
   std::vector<int> idle;
   for (int i = 0; i < 1000; ++i) {
     int fd = ConnectToLocalhost((*endpoints)->port());
@@ -84,7 +86,7 @@ TEST(HttpEndpointsTest, IdleAndSlowClientsAreClosedAfterTheTimeout) {
   HttpEndpoints::Limits limits;
   limits.idle_timeout = absl::Seconds(1);
   auto endpoints = HttpEndpoints::Start("127.0.0.1:0", Routes(&ready), limits);
-  ASSERT_TRUE(endpoints.ok());
+  ASSERT_THAT(endpoints, IsOk());
   int silent = ConnectToLocalhost((*endpoints)->port());
   int slow = ConnectToLocalhost((*endpoints)->port());
   ASSERT_GE(silent, 0);

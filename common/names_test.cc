@@ -1,9 +1,13 @@
 #include "common/names.h"
 
+#include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
 namespace relay {
 namespace {
+
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 
 TEST(NamesTest, DnsLabels) {
   EXPECT_TRUE(IsDnsLabel("cluster-1"));
@@ -27,9 +31,9 @@ TEST(NamesTest, DnsNames) {
 }
 
 TEST(NamesTest, ValidateClusterNameSaysWhatToDo) {
-  EXPECT_TRUE(ValidateClusterName("east").ok());
+  EXPECT_THAT(ValidateClusterName("east"), IsOk());
   absl::Status status = ValidateClusterName("East_1");
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_NE(status.message().find("East_1"), std::string::npos);
   EXPECT_NE(status.message().find("lowercase"), std::string::npos);
 }

@@ -6,17 +6,19 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace relay {
 namespace {
 
+using ::relay::testing::IsOk;
 using ::testing::HasSubstr;
 
 std::string TempDir() {
-  std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/lock.XXXXXX");
-  return mkdtemp(tmpl.data());
+  return relay::testing::MakeTestDir("lock");
 }
 
 // The lock is per process (a second holder is another process): the child tries while
@@ -24,7 +26,7 @@ std::string TempDir() {
 TEST(StateLockTest, ASecondProcessIsRefusedWithTheHoldersPidUntilTheFirstLetsGo) {
   std::string dir = TempDir() + "/state/mgmt";
   auto held = StateLock::Acquire(dir, "relay-mgmt-server", "Stop it, or choose another --secrets_dir.");
-  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_THAT(held, IsOk());
 
   int pipe_fds[2];
   ASSERT_EQ(pipe(pipe_fds), 0);

@@ -4,12 +4,15 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace relay::config {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 
 // The values as the mesh's documentation shows them (shared/seed).
@@ -66,7 +69,7 @@ TEST(ValuesTest, EmptyFileAndOtherSectionsGiveDefaults) {
   EXPECT_EQ(ParseAgentValues("", "v.yaml")->authority, kDefaultAuthority);
   EXPECT_TRUE(ParseMgmtServerValues("glooUi:\n  enabled: true\n", "v.yaml")->push_rbac);
   // The chart's own keys beside `relay` are not ours to judge.
-  EXPECT_TRUE(ParseAgentValues("glooAgent:\n  enabled: true\n  relay: {}\n", "v.yaml").ok());
+  EXPECT_THAT(ParseAgentValues("glooAgent:\n  enabled: true\n  relay: {}\n", "v.yaml"), IsOk());
 }
 
 TEST(ValuesTest, SettingsAreRead) {
@@ -120,7 +123,7 @@ TEST(ValuesTest, BadValuesNameTheKeyPathAndFile) {
   for (const BadCase& c : agent_cases) {
     auto values = ParseAgentValues(c.yaml, "my-values.yaml");
     ASSERT_FALSE(values.ok()) << c.yaml;
-    EXPECT_EQ(values.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(values, StatusIs(absl::StatusCode::kInvalidArgument));
     EXPECT_THAT(values.status().message(), HasSubstr("my-values.yaml:")) << c.yaml;
     EXPECT_THAT(values.status().message(), HasSubstr(c.expected)) << c.yaml;
   }
@@ -145,17 +148,17 @@ TEST(ValuesTest, LoadReadsAFileAndReportsAMissingOne) {
   EXPECT_EQ(LoadAgentValues(path)->cluster, "west");
   EXPECT_EQ(LoadAgentValues("")->cluster, "");
   auto missing = LoadMgmtServerValues("/nonexistent/values.yaml");
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(missing.status().message(), HasSubstr("--values"));
 }
 
 // deploy/values.yaml is what the manifests ship: both sides must accept it.
 TEST(ValuesTest, TheShippedValuesFileIsValidForServerAndAgent) {
   absl::StatusOr<MgmtServerValues> mgmt = LoadMgmtServerValues("deploy/values.yaml");
-  ASSERT_TRUE(mgmt.ok()) << mgmt.status();
+  ASSERT_THAT(mgmt, IsOk());
   EXPECT_EQ(mgmt->client_cert_ttl, absl::Hours(720));
   absl::StatusOr<AgentValues> agent = LoadAgentValues("deploy/values.yaml");
-  ASSERT_TRUE(agent.ok()) << agent.status();
+  ASSERT_THAT(agent, IsOk());
   EXPECT_EQ(agent->cluster, "cluster-1");
   EXPECT_EQ(agent->server_address, "gloo-mesh-mgmt-server.gloo-mesh:9900");
   EXPECT_DOUBLE_EQ(agent->client_tls_secret_rotation_grace_period_ratio, 0.5);

@@ -90,8 +90,7 @@ TEST_F(BootstrapTest, SingleUseBootstrapTokenWorksOnce) {
   AgentUnderTest second("east", second_store, server_->address());
   second.Start();
   // Refused, and it keeps asking with backoff (an operator may still fix the token).
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(second.Log(), "bootstrap token is not valid"); },
-                      absl::Seconds(20)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(second.Log(), "bootstrap token is not valid"); }, kPatience))
       << second.Log();
   EXPECT_TRUE(second.process()->Running());
   EXPECT_EQ(SecretFile(second_store, kClientSecret, "tls.crt"), "");
@@ -106,8 +105,7 @@ TEST_F(BootstrapTest, WrongTokenIssuesAndWritesNothing) {
   WritePlainSecret(store, "relay-identity-token-secret", {{"token", "not-the-token"}});
   AgentUnderTest agent("east", store, server_->address());
   agent.Start();
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent.Log(), "identity token is not valid"); },
-                      absl::Seconds(20)))
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent.Log(), "identity token is not valid"); }, kPatience))
       << agent.Log();
   EXPECT_TRUE(agent.process()->Running());
   EXPECT_THAT(agent.Log(), Not(HasSubstr("not-the-token")));
@@ -133,7 +131,7 @@ TEST_F(BootstrapTest, AgentWithAnotherRootDoesNotTrustTheServer) {
   WritePlainSecret(store, "relay-identity-token-secret", {{"token", Token()}});
   AgentUnderTest agent("east", store, server_->address());
   agent.Start();
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent.Log(), "is not trusted"); }, absl::Seconds(20)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent.Log(), "is not trusted"); }, kPatience))
       << agent.Log();
   EXPECT_THAT(agent.Log(), HasSubstr("relay-root-tls-secret"));
   EXPECT_TRUE(agent.process()->Running());
@@ -151,8 +149,7 @@ TEST_F(BootstrapTest, AuthorityThatTheServerDoesNotCarryFailsClearly) {
       [&] {
         return absl::StrContains(agent.Log(),
                                  "does not present a certificate for the authority \\\"relay.wrong.example\\\"");
-      },
-      absl::Seconds(20)))
+      }, kPatience))
       << agent.Log();
   EXPECT_TRUE(agent.process()->Running());
   EXPECT_EQ(SecretFile(store, kClientSecret, "tls.crt"), "");

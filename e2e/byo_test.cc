@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
 #include "e2e/harness.h"
 #include "e2e/openssl_pki.h"
 #include "e2e/relay_client.h"
@@ -13,6 +14,7 @@
 namespace relay::e2e {
 namespace {
 
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 
 class ByoTest : public ::testing::Test {
@@ -68,7 +70,7 @@ TEST_F(ByoTest, DisableCaAcceptsOperatorMadeClientCertificatesButNoImpersonation
   auto west_channel = MutualTlsChannel(server.address(), root, pki_->Pem("west.key"),
                                        pki_->Pem("west.crt") + intermediate);
   ConnectOutcome impersonation = ConnectWithHello(west_channel, "east");
-  EXPECT_EQ(impersonation.status.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+  EXPECT_THAT(impersonation.status, StatusIs(absl::StatusCode::kPermissionDenied))
       << impersonation.status.error_message();
   EXPECT_TRUE(impersonation.first.has_close());
   EXPECT_THAT(impersonation.first.close().reason(), HasSubstr("the client certificate is for \"west\""));
@@ -93,7 +95,7 @@ TEST_F(ByoTest, DisableCaAcceptsOperatorMadeClientCertificatesButNoImpersonation
   request.set_cluster("north");
   relay::v1::CertificateResponse response;
   grpc::Status status = stub->Register(&context, request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(status.error_message(), HasSubstr("disableCa"));
 }
 

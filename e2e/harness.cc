@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/test_dir.h"
 #include "gtest/gtest.h"
 #include "secrets/directory_store.h"
 #include "httplib.h"
@@ -30,8 +31,9 @@ extern char** environ;
 namespace relay::e2e {
 
 namespace {
-// Under /tmp, not TEST_TMPDIR: a Unix socket path must stay under 108 bytes, and
-// Bazel's TEST_TMPDIR is longer than that. Removed when the test process exits.
+// Under TEST_TMPDIR (Bazel cleans it), else /tmp; removed when the test process exits.
+// The server's admin socket there is longer than a Unix socket address takes: the
+// server and relayctl reach it through its directory (common/unix_socket_path.h).
 std::vector<std::string>* temp_dirs = nullptr;
 void RemoveTempDirs() {
   for (const std::string& dir : *temp_dirs) {
@@ -46,10 +48,8 @@ std::string MakeTempDir(const std::string& prefix) {
     temp_dirs = new std::vector<std::string>();
     std::atexit(RemoveTempDirs);
   }
-  std::string tmpl = absl::StrCat("/tmp/relay-e2e-", prefix, ".XXXXXX");
-  char* made = mkdtemp(tmpl.data());
-  if (made == nullptr) return "";
-  temp_dirs->push_back(made);
+  std::string made = relay::testing::MakeTestDir("relay-e2e-" + prefix);
+  if (!made.empty()) temp_dirs->push_back(made);
   return made;
 }
 
@@ -63,6 +63,12 @@ std::string ReadFileOrEmpty(const std::string& path) {
 void WriteFile(const std::string& path, const std::string& content) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path, std::ios::binary) << content;
+}
+
+int CountOccurrences(const std::string& text, const std::string& needle) {
+  int count = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + needle.size())) count++;
+  return count;
 }
 
 bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {

@@ -25,6 +25,14 @@ void WriteFile(const std::string& path, const std::string& content);
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
 
+// How many times `needle` occurs in `text` (events in a log).
+int CountOccurrences(const std::string& text, const std::string& needle);
+
+// How long a test waits for an event before it fails: generous, since only a broken
+// relay takes this long and a working one is not slowed by it. Timing goals live in
+// the benchmarks (tools/bench), never in tests.
+inline constexpr absl::Duration kPatience = absl::Seconds(30);
+
 // `key=value` lines of a ready file.
 std::map<std::string, std::string> ReadKeyValues(const std::string& path);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status_matchers.h"
 #include "e2e/harness.h"
 #include "e2e/relay_client.h"
 #include "gmock/gmock.h"
@@ -19,6 +20,7 @@
 namespace relay::e2e {
 namespace {
 
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -77,7 +79,7 @@ TEST_F(HostileTest, PlaintextGarbageAndCertificatelessCallersAreRefused) {
   SetDeadline(&plain_context, 3);
   relay::v1::CertificateResponse response;
   grpc::Status plain = plaintext->Register(&plain_context, relay::v1::RegisterRequest(), &response);
-  EXPECT_EQ(plain.error_code(), grpc::StatusCode::UNAVAILABLE) << plain.error_message();
+  EXPECT_THAT(plain, StatusIs(absl::StatusCode::kUnavailable));
 
   // Garbage bytes on the relay port, many times.
   std::mt19937 rng(7);
@@ -97,7 +99,7 @@ TEST_F(HostileTest, PlaintextGarbageAndCertificatelessCallersAreRefused) {
 
   // Connect and Renew without a client certificate.
   ConnectOutcome no_cert = ConnectWithHello(ServerAuthChannel(server_->address(), root_), "east");
-  EXPECT_EQ(no_cert.status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << no_cert.status.error_message();
+  EXPECT_THAT(no_cert.status, StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_FALSE(no_cert.got_message);
   auto registration = relay::v1::Registration::NewStub(ServerAuthChannel(server_->address(), root_));
   grpc::ClientContext renew_context;
@@ -105,19 +107,20 @@ TEST_F(HostileTest, PlaintextGarbageAndCertificatelessCallersAreRefused) {
   relay::v1::RenewRequest renew;
   renew.set_csr_pem(Csr("east"));
   grpc::Status renew_status = registration->Renew(&renew_context, renew, &response);
-  EXPECT_EQ(renew_status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(renew_status, StatusIs(absl::StatusCode::kUnauthenticated));
 
   // The server is still serving: east is connected and a new cluster registers.
   EXPECT_TRUE(server_->process()->Running());
   EXPECT_TRUE(EastConnected());
-  EXPECT_TRUE(Register("north", Csr("north"), token_).ok());
+  grpc::Status north = Register("north", Csr("north"), token_);
+  EXPECT_TRUE(north.ok()) << north.error_message();
 }
 
 TEST_F(HostileTest, HelloClaimingAnotherClusterIsRefused) {
   std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
   std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
   ConnectOutcome outcome = ConnectWithHello(MutualTlsChannel(server_->address(), root_, key, chain), "west");
-  EXPECT_EQ(outcome.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(outcome.status, StatusIs(absl::StatusCode::kPermissionDenied));
   ASSERT_TRUE(outcome.first.has_close());
   EXPECT_THAT(outcome.first.close().reason(), HasSubstr("Hello names cluster \"west\""));
   EXPECT_THAT(server_->Metrics(), Not(HasSubstr("cluster=\"west\"")));
@@ -126,34 +129,34 @@ TEST_F(HostileTest, HelloClaimingAnotherClusterIsRefused) {
 
 TEST_F(HostileTest, BadRegistrationRequestsGetTheRightStatus) {
   // No token, wrong token.
-  EXPECT_EQ(Register("north", Csr("north"), "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(Register("north", Csr("north"), ""), StatusIs(absl::StatusCode::kUnauthenticated));
   grpc::Status wrong = Register("north", Csr("north"), "wrong-token");
-  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong, StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_THAT(wrong.error_message(), Not(HasSubstr("wrong-token")));
   // A cluster name that is not a DNS label.
   grpc::Status bad_name = Register("North_1", Csr("north"), token_);
-  EXPECT_EQ(bad_name.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad_name, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(bad_name.error_message(), HasSubstr("DNS label"));
   // A CSR for another name than the request: the identity policy, as for Renew.
   grpc::Status mismatch = Register("north", Csr("south"), token_);
-  EXPECT_EQ(mismatch.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(mismatch, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(mismatch.error_message(), HasSubstr("\"south\""));
   // Malformed and oversize CSRs.
-  EXPECT_EQ(Register("north", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
-                     token_).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(Register("north", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                     token_), StatusIs(absl::StatusCode::kInvalidArgument));
   grpc::Status oversize = Register("north", std::string(20000, 'A'), token_);
-  EXPECT_EQ(oversize.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(oversize, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(oversize.error_message(), HasSubstr("larger than"));
   // A message over the server's size limit.
   grpc::Status huge = Register("north", std::string(5 * 1024 * 1024, 'A'), token_);
-  EXPECT_EQ(huge.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(huge, StatusIs(absl::StatusCode::kResourceExhausted));
   // Nothing of this was issued or recorded.
   EXPECT_THAT(server_->Relayctl({"clusters", "list"}).output, Not(HasSubstr("north")));
   // A good request still works.
   pki::UniquePtr<EVP_PKEY> key;
   relay::v1::CertificateResponse response;
-  ASSERT_TRUE(Register("north", Csr("north", &key), token_, &response).ok());
+  grpc::Status registered = Register("north", Csr("north", &key), token_, &response);
+  ASSERT_TRUE(registered.ok()) << registered.error_message();
   EXPECT_THAT(response.certificate_chain_pem(), HasSubstr("BEGIN CERTIFICATE"));
   EXPECT_EQ(response.root_ca_pem(), root_);
 }
@@ -164,7 +167,7 @@ TEST_F(HostileTest, BadRegistrationRequestsGetTheRightStatus) {
 // east's previous certificate.
 TEST_F(HostileTest, TheSharedTokenCannotTakeOverALiveClusterName) {
   grpc::Status live = Register("east", Csr("east"), token_);
-  EXPECT_EQ(live.error_code(), grpc::StatusCode::ALREADY_EXISTS) << live.error_message();
+  EXPECT_THAT(live, StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_THAT(live.error_message(), HasSubstr("relayctl register --cluster east"));
   EXPECT_THAT(live.error_message(), HasSubstr("bootstrap_token_ttl"));
   EXPECT_TRUE(EastConnected());
@@ -173,21 +176,22 @@ TEST_F(HostileTest, TheSharedTokenCannotTakeOverALiveClusterName) {
   std::string old_key = east_->SecretKey("relay-client-tls-secret", "tls.key");
   std::string old_chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
   east_->Stop();
-  ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, absl::Seconds(10)));
-  ASSERT_TRUE(Register("east", Csr("east"), token_).ok());
+  ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, kPatience));
+  grpc::Status east = Register("east", Csr("east"), token_);
+  ASSERT_TRUE(east.ok()) << east.error_message();
   EXPECT_EQ(MetricValue(server_->Metrics(), "relay_reregistrations_total"), 1);
   EXPECT_THAT(server_->Log(), HasSubstr("event=cluster_reregistered cluster=east"));
   // The previous certificate is refused from now on.
   ConnectOutcome revoked = ConnectWithHello(MutualTlsChannel(server_->address(), root_, old_key, old_chain), "east");
-  EXPECT_EQ(revoked.status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << revoked.status.error_message();
+  EXPECT_THAT(revoked.status, StatusIs(absl::StatusCode::kPermissionDenied));
 }
 
 // Issue 12.11: control characters from an unauthenticated request never reach the log raw.
 TEST_F(HostileTest, ControlCharactersInRequestsAreEscapedInTheLog) {
   static constexpr char kHostile[] = "evil\r\nts=2026 level=info event=cluster_registered cluster=x\x1b[2J\x00";
   std::string hostile(kHostile, sizeof(kHostile) - 1);
-  EXPECT_EQ(Register(hostile, Csr("north"), token_).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server_->Log(), "reason=bad_cluster_name"); }, absl::Seconds(5)));
+  EXPECT_THAT(Register(hostile, Csr("north"), token_), StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server_->Log(), "reason=bad_cluster_name"); }, kPatience));
   std::string log = server_->Log();
   EXPECT_THAT(log, HasSubstr("evil\\r\\nts=2026"));
   EXPECT_THAT(log, HasSubstr("\\x1b[2J\\x00"));
@@ -204,7 +208,7 @@ TEST_F(HostileTest, ControlCharactersInRequestsAreEscapedInTheLog) {
 // Issue 12.12: an oversized token is called that, not "no identity token".
 TEST_F(HostileTest, AnOversizedTokenIsReportedAsSuch) {
   grpc::Status oversized = Register("north", Csr("north"), std::string(2000, 'a'));
-  EXPECT_EQ(oversized.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(oversized, StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_THAT(oversized.error_message(), HasSubstr("longer than 1024 bytes"));
   EXPECT_THAT(oversized.error_message(), Not(HasSubstr("no identity token")));
 }
@@ -231,7 +235,7 @@ TEST_F(HostileTest, BogusAcksAndIncompatibleAgentVersionsAreRefused) {
     stream->WritesDone();
     while (stream->Read(&message)) {
     }
-    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(stream->Finish(), StatusIs(absl::StatusCode::kFailedPrecondition));
     EXPECT_EQ(MetricValue(server_->Metrics(), "relay_agent_version_skew_total{how=\"major\"}"), 1);
   }
   {
@@ -247,8 +251,7 @@ TEST_F(HostileTest, BogusAcksAndIncompatibleAgentVersionsAreRefused) {
     relay::v1::AgentMessage ack;
     ack.mutable_ack()->set_snapshot_version(99);
     stream->Write(ack);
-    ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server_->Log(), "event=ack_ignored cluster=east"); },
-                        absl::Seconds(5)));
+    ASSERT_TRUE(WaitFor([&] { return absl::StrContains(server_->Log(), "event=ack_ignored cluster=east"); }, kPatience));
     stream->WritesDone();
     while (stream->Read(&message)) {
     }

@@ -12,6 +12,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 
 class LifecycleTest : public ::testing::Test {
  protected:
@@ -53,21 +54,18 @@ TEST_F(LifecycleTest, PushReachesTheOutputDirectoryAndIsAcked) {
       {"push", "--cluster=east", dir_ + "/files/policy.yaml", dir_ + "/files/routes.json"});
   ASSERT_EQ(pushed.exit_code, 0) << pushed.output;
   EXPECT_THAT(pushed.output, HasSubstr("snapshot version 1"));
-  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/routes.json") == "{\"routes\": 3}"; },
-                      absl::Seconds(10)))
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/routes.json") == "{\"routes\": 3}"; }, kPatience))
       << agent->Log();
   EXPECT_EQ(ReadFileOrEmpty(agent->output_dir() + "/policy.yaml"), "kind: Policy\nname: p1\n");
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(ListRow("east"), "1 (1)"); }, absl::Seconds(10)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(ListRow("east"), "1 (1)"); }, kPatience))
       << ListRow("east");
 
   // A second snapshot replaces the first as a whole.
   WriteFile(dir_ + "/files/v2.yaml", "two");
   ASSERT_EQ(server_->Relayctl({"push", "--cluster=east", dir_ + "/files/v2.yaml"}).exit_code, 0);
-  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/v2.yaml") == "two"; },
-                      absl::Seconds(10)));
-  EXPECT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/policy.yaml").empty(); },
-                      absl::Seconds(5)));
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(ListRow("east"), "2 (2)"); }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/v2.yaml") == "two"; }, kPatience));
+  EXPECT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/policy.yaml").empty(); }, kPatience));
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(ListRow("east"), "2 (2)"); }, kPatience));
 
   // A resource name that is not a plain file name is refused.
   WriteFile(dir_ + "/files/..hidden", "x");
@@ -76,24 +74,23 @@ TEST_F(LifecycleTest, PushReachesTheOutputDirectoryAndIsAcked) {
   EXPECT_THAT(bad.output, HasSubstr("not a plain file name"));
 }
 
-// 8. Deregistration closes the stream within a second, and the agent cannot come back.
-TEST_F(LifecycleTest, DeregisterClosesTheStreamWithinASecondAndKeepsTheAgentOut) {
+// 8. Deregistration closes the stream at once (the server says why, rather than the
+// stream dying of silence), and the agent cannot come back.
+TEST_F(LifecycleTest, DeregisterClosesTheStreamAndKeepsTheAgentOut) {
   auto agent = ConnectedAgent("east");
   auto other = ConnectedAgent("west");
-  ASSERT_TRUE(WaitFor([&] { return Connected("east"); }, absl::Seconds(5)));
+  ASSERT_TRUE(WaitFor([&] { return Connected("east"); }, kPatience));
 
-  absl::Time start = absl::Now();
   CommandResult deregistered = server_->Relayctl({"clusters", "deregister", "east"});
   ASSERT_EQ(deregistered.exit_code, 0) << deregistered.output;
   ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "cluster deregistered by an operator"); },
-                      absl::Seconds(5)))
+                      kPatience))
       << agent->Log();
-  absl::Duration closed_after = absl::Now() - start;
-  EXPECT_LT(closed_after, absl::Seconds(1)) << "stream closed after " << closed_after;
+  EXPECT_THAT(agent->Log(), Not(HasSubstr("no heartbeat")));
 
-  // It keeps trying and keeps being refused; the other cluster is untouched.
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "was deregistered"); }, absl::Seconds(10)));
-  absl::SleepFor(absl::Seconds(2));
+  // It keeps trying and keeps being refused (twice, at least); the other cluster is
+  // untouched.
+  ASSERT_TRUE(WaitFor([&] { return CountOccurrences(agent->Log(), "was deregistered") >= 2; }, kPatience)) << agent->Log();
   EXPECT_THAT(ListRow("east"), MatchesRegex("east +deregistered +no .*"));
   EXPECT_THAT(ListRow("west"), MatchesRegex("west +yes +yes .*"));
   EXPECT_FALSE(Connected("east"));
@@ -111,7 +108,7 @@ TEST_F(LifecycleTest, DeregisterClosesTheStreamWithinASecondAndKeepsTheAgentOut)
                    {{"token", SecretFile(server_->secrets_dir(), "relay-identity-token-secret", "token")}});
   AgentUnderTest again("east", fresh, server_->address());
   again.Start();
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(again.Log(), "was deregistered"); }, absl::Seconds(10)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(again.Log(), "was deregistered"); }, kPatience))
       << again.Log();
   EXPECT_TRUE(again.process()->Running());
   EXPECT_EQ(SecretFile(fresh, "relay-client-tls-secret", "tls.crt"), "");
@@ -131,13 +128,13 @@ TEST_F(LifecycleTest, AdmittedAgainARunningAgentAndRotatorComeBackByThemselves) 
   ASSERT_TRUE(rotator.Start(&error)) << error;
 
   ASSERT_EQ(server_->Relayctl({"clusters", "deregister", "east"}).exit_code, 0);
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "was deregistered"); }, absl::Seconds(10)))
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "was deregistered"); }, kPatience))
       << agent->Log();
   ASSERT_FALSE(Connected("east"));
 
   ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + agent->secrets_dir()}).exit_code, 0);
   // Back within one reconnect backoff (1 s in these tests), plus a registration.
-  EXPECT_TRUE(WaitFor([&] { return Connected("east"); }, absl::Seconds(15))) << agent->Log();
+  EXPECT_TRUE(WaitFor([&] { return Connected("east"); }, kPatience)) << agent->Log();
   EXPECT_THAT(agent->Log(), HasSubstr("event=credentials_registered"));
   EXPECT_THAT(ListRow("east"), MatchesRegex("east +yes +yes .*"));
   // The rotator follows the new certificate: a forced renewal works with it.
@@ -152,15 +149,15 @@ TEST_F(LifecycleTest, AgentsReconnectAfterAServerRestartAndRegistrationSurvives)
   auto west = ConnectedAgent("west");
   WriteFile(dir_ + "/files/a.txt", "A");
   ASSERT_EQ(server_->Relayctl({"push", "--cluster=east", dir_ + "/files/a.txt"}).exit_code, 0);
-  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(east->output_dir() + "/a.txt") == "A"; }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return ReadFileOrEmpty(east->output_dir() + "/a.txt") == "A"; }, kPatience));
   std::string east_serial_before = ListRow("east");
 
   server_->Stop();
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(east->Log(), "relay_stream_ended"); }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(east->Log(), "relay_stream_ended"); }, kPatience));
   std::string error;
   ASSERT_TRUE(server_->Start(&error)) << error;
 
-  EXPECT_TRUE(WaitFor([&] { return Connected("east") && Connected("west"); }, absl::Seconds(20)))
+  EXPECT_TRUE(WaitFor([&] { return Connected("east") && Connected("west"); }, kPatience))
       << server_->Log();
   EXPECT_THAT(ListRow("east"), MatchesRegex("east +yes +yes .* 1 \\(1\\)"));
   EXPECT_THAT(ListRow("west"), MatchesRegex("west +yes +yes .*"));

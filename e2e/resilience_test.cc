@@ -72,16 +72,14 @@ TEST_F(ResilienceTest, DescriptorFloodDoesNotStopTheRelayPort) {
     if (fd >= 0) flood.push_back(fd);
   }
   ASSERT_GT(flood.size(), 300u);
-  EXPECT_TRUE(WaitFor([&] { return HttpGet(server_->health_port(), "/readyz").first == 503; }, absl::Seconds(10)))
+  EXPECT_TRUE(WaitFor([&] { return HttpGet(server_->health_port(), "/readyz").first == 503; }, kPatience))
       << HttpGet(server_->health_port(), "/readyz").second;
   EXPECT_THAT(HttpGet(server_->health_port(), "/readyz").second, HasSubstr("file descriptors"));
   EXPECT_EQ(HttpGet(server_->health_port(), "/healthz").first, 200);
-  EXPECT_TRUE(WaitFor([&] { return MetricValue(server_->Metrics(), "relay_connections_shed_total") > 0; },
-                      absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(server_->Metrics(), "relay_connections_shed_total") > 0; }, kPatience));
   // The open stream goes on: heartbeats keep being answered.
   double acks = MetricValue(east->Metrics(), "relay_agent_heartbeat_acks_total");
-  EXPECT_TRUE(WaitFor([&] { return MetricValue(east->Metrics(), "relay_agent_heartbeat_acks_total") > acks + 2; },
-                      absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(east->Metrics(), "relay_agent_heartbeat_acks_total") > acks + 2; }, kPatience));
   EXPECT_TRUE(Connected("east"));
 
   for (int fd : flood) close(fd);
@@ -91,7 +89,7 @@ TEST_F(ResilienceTest, DescriptorFloodDoesNotStopTheRelayPort) {
   ASSERT_TRUE(west.WaitConnected(absl::Seconds(30))) << west.Log() << server_->Log();
   std::cout << "a new agent connected " << absl::FormatDuration(absl::Now() - flood_ended)
             << " after the flood ended (agent start and registration included)\n";
-  EXPECT_TRUE(WaitFor([&] { return HttpGet(server_->health_port(), "/readyz").first == 200; }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return HttpGet(server_->health_port(), "/readyz").first == 200; }, kPatience));
   EXPECT_TRUE(Connected("east"));
 }
 
@@ -129,7 +127,7 @@ TEST_F(ResilienceTest, ASecondServerOnTheSameStoreRefusesAndNamesTheFirst) {
   EXPECT_THAT(list.output, HasSubstr("east"));
   EXPECT_TRUE(Connected("east"));
   ASSERT_EQ(server_->Relayctl({"clusters", "deregister", "east"}).exit_code, 0);
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(east->Log(), "was deregistered"); }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(east->Log(), "was deregistered"); }, kPatience));
 
   // Once the first is gone, a server starts on the store and removes only its own socket.
   server_->Stop();
@@ -187,8 +185,7 @@ TEST_F(ResilienceTest, AnAgentStartedBeforeTheServerWaitsForIt) {
   ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + store}).exit_code, 0);
   AgentUnderTest agent("east", store, absl::StrCat("127.0.0.1:", port));
   agent.Start();
-  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent.Log(), "cannot reach the management server"); },
-                      absl::Seconds(10)))
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(agent.Log(), "cannot reach the management server"); }, kPatience))
       << agent.Log();
   EXPECT_TRUE(agent.process()->Running());
   std::string error;
@@ -210,21 +207,20 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
 
   // 1. The agent is connected: it writes back the certificate it uses.
   ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "client_secret_repaired"); }, absl::Seconds(10)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "client_secret_repaired"); }, kPatience))
       << agent->Log();
-  EXPECT_TRUE(WaitFor([&] { return store->Get("gloo-mesh", kClientSecret)->at("tls.crt") == good.at("tls.crt"); },
-                      absl::Seconds(10)));
-  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 200; }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return store->Get("gloo-mesh", kClientSecret)->at("tls.crt") == good.at("tls.crt"); }, kPatience));
+  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 200; }, kPatience));
   EXPECT_TRUE(Connected("east"));
 
   // 2. The agent is down: the rotator registers again with the token; the agent comes
   // back with the new certificate.
   agent->Stop();
-  ASSERT_TRUE(WaitFor([&] { return !Connected("east"); }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return !Connected("east"); }, kPatience));
   ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "how=register"); }, absl::Seconds(15)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "how=register"); }, kPatience))
       << rotator.Log();
-  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 200; }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 200; }, kPatience));
   agent->Start();
   EXPECT_TRUE(agent->WaitConnected(absl::Seconds(20))) << agent->Log();
 
@@ -232,7 +228,7 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
   agent->Stop();
   std::filesystem::remove_all(agent->secrets_dir() + "/gloo-mesh/relay-identity-token-secret");
   ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
-  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 503; }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 503; }, kPatience));
   EXPECT_THAT(rotator.Health().second, HasSubstr("unusable"));
   EXPECT_THAT(rotator.Health().second, HasSubstr("relayctl register"));
 
@@ -253,13 +249,12 @@ TEST_F(ResilienceTest, AServerSideHeartbeatCloseIsReportedAsSuch) {
   StartServer();
   auto agent = ConnectedAgent("east");
   agent->process()->Signal(SIGSTOP);
-  ASSERT_TRUE(WaitFor([&] { return !Connected("east"); }, absl::Seconds(10)));
+  ASSERT_TRUE(WaitFor([&] { return !Connected("east"); }, kPatience));
   agent->process()->Signal(SIGCONT);
-  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "relay stream closed by the server: no heartbeat"); },
-                      absl::Seconds(10)))
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "relay stream closed by the server: no heartbeat"); }, kPatience))
       << agent->Log();
   EXPECT_THAT(agent->Log(), Not(HasSubstr("cannot reach the management server")));
-  EXPECT_TRUE(WaitFor([&] { return Connected("east"); }, absl::Seconds(10)));
+  EXPECT_TRUE(WaitFor([&] { return Connected("east"); }, kPatience));
 }
 
 // Issue 12.19: a binary that fails leaves no state directory behind.

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "common/refusal.h"
@@ -17,6 +19,8 @@
 namespace relay::mgmt {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -40,8 +44,7 @@ using Registry = std::unique_ptr<ClusterRegistry, std::function<void(ClusterRegi
 class ClusterRegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR"), "/registry.XXXXXX");
-    dir_ = mkdtemp(tmpl.data());
+    dir_ = relay::testing::MakeTestDir("registry");
     journal_ = state::LocalStateStore::JournalPath(dir_, "gloo-mesh");
   }
 
@@ -58,7 +61,7 @@ class ClusterRegistryTest : public ::testing::Test {
   }
   Registry Load() {
     absl::StatusOr<Registry> registry = TryLoad();
-    EXPECT_TRUE(registry.ok()) << registry.status();
+    EXPECT_THAT(registry, IsOk());
     return registry.ok() ? *std::move(registry) : nullptr;
   }
 
@@ -76,26 +79,26 @@ class ClusterRegistryTest : public ::testing::Test {
 
 TEST_F(ClusterRegistryTest, IssuedSerialsArePinnedAndOlderOnesRetireWhenANewerIsUsed) {
   auto registry = Load();
-  ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
-  ASSERT_TRUE(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow).ok());
-  ASSERT_TRUE(registry->RecordIssued("east", "C", kNow + absl::Hours(3), kNow).ok());
-  EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());  // current
-  EXPECT_TRUE(registry->CheckIssuedSerial("east", "C").ok());  // pending: becomes current
-  EXPECT_EQ(registry->CheckIssuedSerial("east", "B").code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(registry->CheckIssuedSerial("east", "A").code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(registry->CheckIssuedSerial("east", "Z").code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(registry->CheckIssuedSerial("west", "A").code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_THAT(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow), IsOk());
+  ASSERT_THAT(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow), IsOk());
+  ASSERT_THAT(registry->RecordIssued("east", "C", kNow + absl::Hours(3), kNow), IsOk());
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), IsOk());  // current
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "C"), IsOk());  // pending: becomes current
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "B"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "Z"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(registry->CheckIssuedSerial("west", "A"), StatusIs(absl::StatusCode::kPermissionDenied));
 }
 
 TEST_F(ClusterRegistryTest, StateSurvivesAReload) {
   {
     auto registry = Load();
-    ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
-    ASSERT_TRUE(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow).ok());
-    ASSERT_TRUE(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow).ok());
-    ASSERT_TRUE(registry->Deregister("west").ok());
+    ASSERT_THAT(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow), IsOk());
+    ASSERT_THAT(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow), IsOk());
+    ASSERT_THAT(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow), IsOk());
+    ASSERT_THAT(registry->Deregister("west"), IsOk());
     ASSERT_EQ(*registry->PushSnapshot("east", {{"a.yaml", "x"}}), 1);
-    ASSERT_TRUE(registry->RecordAck("east", 1).ok());
+    ASSERT_THAT(registry->RecordAck("east", 1), IsOk());
   }
   auto registry = Load();
   std::optional<ClusterRecord> east = registry->Find("east");
@@ -105,7 +108,7 @@ TEST_F(ClusterRegistryTest, StateSurvivesAReload) {
   EXPECT_EQ(east->not_after, kNow + absl::Hours(2));
   EXPECT_EQ(east->snapshot_version, 1);
   EXPECT_EQ(east->acked_version, 1);
-  EXPECT_EQ(registry->CheckNotDeregistered("west").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(registry->CheckNotDeregistered("west"), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(registry->LatestSnapshot("east")->at(0).content, "x");
   // Loading compacts: the header and one line per cluster.
   EXPECT_EQ(JournalLines(), 3u);
@@ -114,17 +117,25 @@ TEST_F(ClusterRegistryTest, StateSurvivesAReload) {
 TEST_F(ClusterRegistryTest, ConcurrentUpdatesAllReachTheDisk) {
   {
     auto registry = Load();
+    // The threads count what failed; this thread asserts.
+    absl::Mutex mu;
+    std::vector<absl::Status> failures;
     std::vector<std::thread> threads;
     for (int t = 0; t < 8; ++t) {
       threads.emplace_back([&, t] {
         for (int i = 0; i < 100; ++i) {
-          ASSERT_TRUE(registry->RecordIssued(absl::StrCat("c", t, "-", i), absl::StrCat("S", i),
-                                             kNow + absl::Hours(1), kNow)
-                          .ok());
+          absl::Status status = registry->RecordIssued(absl::StrCat("c", t, "-", i), absl::StrCat("S", i),
+                                                       kNow + absl::Hours(1), kNow);
+          if (!status.ok()) {
+            absl::MutexLock lock(&mu);
+            failures.push_back(status);
+          }
         }
       });
     }
     for (auto& thread : threads) thread.join();
+    absl::MutexLock lock(&mu);
+    ASSERT_TRUE(failures.empty()) << failures.size() << " failed, the first: " << failures[0];
   }
   auto registry = Load();
   EXPECT_EQ(registry->List().size(), 800u);
@@ -134,21 +145,26 @@ TEST_F(ClusterRegistryTest, ConcurrentUpdatesAllReachTheDisk) {
 TEST_F(ClusterRegistryTest, AsyncRecordsCallBackOnceDurableAndInOrder) {
   {
     auto registry = Load();
+    // The callbacks record; this thread asserts.
     absl::Mutex mu;
     std::vector<int> completed;
+    std::vector<absl::Status> failures;
     int callbacks = 0;
     for (int i = 0; i < 300; ++i) {
       registry->RecordIssuedAsync("west", absl::StrCat("S", i), kNow + absl::Hours(1), kNow,
                                   [&, i](absl::Status status) {
-                                    EXPECT_TRUE(status.ok()) << status;
                                     absl::MutexLock lock(&mu);
+                                    if (!status.ok()) failures.push_back(status);
                                     completed.push_back(i);
                                     callbacks++;
                                   });
     }
     {
       absl::MutexLock lock(&mu);
-      mu.Await(absl::Condition(+[](int* n) { return *n == 300; }, &callbacks));
+      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(+[](int* n) { return *n == 300; }, &callbacks),
+                                      absl::Seconds(30)))
+          << callbacks << " of 300 callbacks";
+      EXPECT_TRUE(failures.empty()) << failures.size() << " failed, the first: " << failures[0];
       for (int i = 0; i < 300; ++i) EXPECT_EQ(completed[i], i);
     }
     // Each was visible once it was durable, which is when its callback ran.
@@ -159,24 +175,24 @@ TEST_F(ClusterRegistryTest, AsyncRecordsCallBackOnceDurableAndInOrder) {
   EXPECT_THAT(registry->Find("west")->pending_serials, ElementsAre("S296", "S297", "S298", "S299"));
 
   // A refused change calls back at once, and writes nothing.
-  ASSERT_TRUE(registry->Deregister("west").ok());
+  ASSERT_THAT(registry->Deregister("west"), IsOk());
   size_t lines = JournalLines();
   absl::Status refused;
   registry->RecordIssuedAsync("west", "T", kNow + absl::Hours(1), kNow,
                               [&](absl::Status status) { refused = std::move(status); });
-  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(JournalLines(), lines);
 }
 
 TEST_F(ClusterRegistryTest, ALineCutShortByACrashIsIgnored) {
   {
     auto registry = Load();
-    ASSERT_TRUE(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow).ok());
+    ASSERT_THAT(registry->RecordIssued("east", "A", kNow + absl::Hours(1), kNow), IsOk());
   }
   std::ofstream(journal_, std::ios::app) << "0badf00d put\tclusters/east\tstate=deregistered;current_ser";
   auto registry = Load();
-  EXPECT_TRUE(registry->CheckNotDeregistered("east").ok());
-  EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());
+  EXPECT_THAT(registry->CheckNotDeregistered("east"), IsOk());
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), IsOk());
 }
 
 // Without checksums (the older format) a record is still read strictly: an unknown
@@ -186,14 +202,14 @@ TEST_F(ClusterRegistryTest, OlderJournalsAreReadStrictlyAndRewrittenWithChecksum
                      "issued_at=1767225600;registered_at=1767225600;snapshot_version=0;acked_version=0\n");
   {
     auto registry = Load();
-    EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());
+    EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), IsOk());
   }
   EXPECT_THAT(ReadAll(journal_), ::testing::StartsWith(state::kJournalHeader));
   WriteAll(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=17x;"
                      "issued_at=1767225600;registered_at=1767225600;snapshot_version=0;acked_version=0\n");
   absl::StatusOr<Registry> damaged = TryLoad();
   ASSERT_FALSE(damaged.ok());
-  EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(damaged, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(damaged.status().message(), HasSubstr("not_after is not a number"));
   EXPECT_THAT(damaged.status().message(), HasSubstr("byte 0, line 1"));
   EXPECT_THAT(damaged.status().message(), HasSubstr(journal_));
@@ -203,72 +219,71 @@ TEST_F(ClusterRegistryTest, OlderJournalsAreReadStrictlyAndRewrittenWithChecksum
 TEST_F(ClusterRegistryTest, TheSharedTokenCannotTakeOverALiveClusterName) {
   auto registry = Load();
   RegistrationRules offline;
-  ASSERT_TRUE(registry->RecordRegistered("east", "A", kNow + absl::Hours(1), kNow, offline).ok());
+  ASSERT_THAT(registry->RecordRegistered("east", "A", kNow + absl::Hours(1), kNow, offline), IsOk());
 
   RegistrationRules online;
   online.live_stream = true;
   absl::StatusOr<RegistrationKind> refused = registry->CheckRegistration("east", kNow, online);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_THAT(refused.status().message(), HasSubstr("relayctl register --cluster east"));
   EXPECT_THAT(refused.status().message(), HasSubstr("bootstrap_token_ttl"));
-  EXPECT_EQ(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, online).code(),
-            absl::StatusCode::kAlreadyExists);
-  EXPECT_TRUE(registry->CheckIssuedSerial("east", "A").ok());  // nothing changed
+  EXPECT_THAT(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, online), StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), IsOk());  // nothing changed
 
   // Offline (a pod that lost its key): allowed, and the old certificate is revoked.
   EXPECT_EQ(*registry->CheckRegistration("east", kNow, offline), RegistrationKind::kReplacesValid);
-  ASSERT_TRUE(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, offline).ok());
-  EXPECT_EQ(registry->CheckIssuedSerial("east", "A").code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_TRUE(registry->CheckIssuedSerial("east", "B").ok());
+  ASSERT_THAT(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, offline), IsOk());
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(registry->CheckIssuedSerial("east", "B"), IsOk());
 
   // Strict: refused whenever a valid certificate exists...
   RegistrationRules strict;
   strict.strict = true;
-  EXPECT_EQ(registry->CheckRegistration("east", kNow, strict).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(registry->CheckRegistration("east", kNow, strict), StatusIs(absl::StatusCode::kAlreadyExists));
   // ...but not once it expired, nor after an operator's admit, nor with a bound token.
   EXPECT_EQ(*registry->CheckRegistration("east", kNow + absl::Hours(2), strict), RegistrationKind::kFirst);
   RegistrationRules bound = strict;
   bound.bound_token = true;
   bound.live_stream = true;
-  EXPECT_TRUE(registry->CheckRegistration("east", kNow, bound).ok());
-  ASSERT_TRUE(registry->Admit("east").ok());
+  EXPECT_THAT(registry->CheckRegistration("east", kNow, bound), IsOk());
+  ASSERT_THAT(registry->Admit("east"), IsOk());
   online.strict = true;
-  ASSERT_TRUE(registry->RecordRegistered("east", "C", kNow + absl::Hours(1), kNow, online).ok());
+  ASSERT_THAT(registry->RecordRegistered("east", "C", kNow + absl::Hours(1), kNow, online), IsOk());
   // The admit was used up.
-  EXPECT_EQ(registry->CheckRegistration("east", kNow, online).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(registry->CheckRegistration("east", kNow, online), StatusIs(absl::StatusCode::kAlreadyExists));
 }
 
 TEST_F(ClusterRegistryTest, RefusalsSayWhetherToWaitOrToRegisterAgain) {
   auto registry = Load();
-  ASSERT_TRUE(registry->RecordRegistered("east", "A", kNow + absl::Hours(1), kNow, {}).ok());
-  ASSERT_TRUE(registry->Deregister("east").ok());
+  ASSERT_THAT(registry->RecordRegistered("east", "A", kNow + absl::Hours(1), kNow, {}), IsOk());
+  ASSERT_THAT(registry->Deregister("east"), IsOk());
   absl::Status deregistered = registry->CheckNotDeregistered("east");
   EXPECT_EQ(RefusalOf(deregistered), kRefusalDeregistered);
-  ASSERT_TRUE(registry->Admit("east").ok());
+  ASSERT_THAT(registry->Admit("east"), IsOk());
   absl::Status unknown = registry->CheckIssuedSerial("east", "A");
-  EXPECT_EQ(unknown.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(unknown, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(RefusalOf(unknown), kRefusalUnknownCertificate);
   // Registering again works at once: the admitted name holds no valid certificate.
   RegistrationRules online;
   online.live_stream = true;
   online.strict = true;
-  EXPECT_TRUE(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, online).ok());
+  EXPECT_THAT(registry->RecordRegistered("east", "B", kNow + absl::Hours(1), kNow, online), IsOk());
 }
 
 // A lowered clientCertTtl: the latest certificate's expiry is what the registry shows.
 TEST_F(ClusterRegistryTest, ExpiryIsTheLatestCertificatesEvenWhenEarlier) {
   auto registry = Load();
-  ASSERT_TRUE(registry->RecordRegistered("east", "A", kNow + absl::Hours(720), kNow, {}).ok());
-  ASSERT_TRUE(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow + absl::Hours(1)).ok());
+  ASSERT_THAT(registry->RecordRegistered("east", "A", kNow + absl::Hours(720), kNow, {}), IsOk());
+  ASSERT_THAT(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow + absl::Hours(1)), IsOk());
   EXPECT_EQ(registry->Find("east")->not_after, kNow + absl::Hours(2));
 }
 
 TEST_F(ClusterRegistryTest, AnAckForAVersionNeverPushedIsRefused) {
   auto registry = Load();
-  ASSERT_TRUE(registry->PushSnapshot("east", {{"a.yaml", "x"}}).ok());
-  EXPECT_EQ(registry->RecordAck("east", 7).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_THAT(registry->PushSnapshot("east", {{"a.yaml", "x"}}), IsOk());
+  EXPECT_THAT(registry->RecordAck("east", 7), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(registry->Find("east")->acked_version, 0);
-  EXPECT_TRUE(registry->RecordAck("east", 1).ok());
+  EXPECT_THAT(registry->RecordAck("east", 1), IsOk());
   EXPECT_EQ(registry->Find("east")->acked_version, 1);
 }
 

@@ -3,6 +3,8 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pki/certificate.h"
@@ -12,6 +14,8 @@
 namespace relay::mgmt {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -23,9 +27,7 @@ const absl::Time kNow = absl::FromUnixSeconds(1796216400);  // 2026-12-02T13:40:
 class ManagementPkiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
-                                    "/pki.XXXXXX");
-    store_ = *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()));
+    store_ = *secrets::DirectorySecretStore::Create(relay::testing::MakeTestDir("pki"));
   }
 
   std::vector<std::string> Names() { return *store_->List(kNs); }
@@ -36,7 +38,7 @@ class ManagementPkiTest : public ::testing::Test {
 
 TEST_F(ManagementPkiTest, FirstStartCreatesTheFourSecretsAndTheSecondKeepsThem) {
   absl::StatusOr<ManagementPki> first = EnsureManagementPki(*store_, options_, kNow);
-  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_THAT(first, IsOk());
   EXPECT_THAT(first->created,
               UnorderedElementsAre("gloo-mesh/relay-root-tls-secret", "gloo-mesh/relay-tls-signing-secret",
                                    "gloo-mesh/relay-server-tls-secret", "gloo-mesh/relay-identity-token-secret"));
@@ -44,7 +46,7 @@ TEST_F(ManagementPkiTest, FirstStartCreatesTheFourSecretsAndTheSecondKeepsThem) 
   ASSERT_NE(first->signer, nullptr);
 
   absl::StatusOr<ManagementPki> second = EnsureManagementPki(*store_, options_, kNow + absl::Hours(1));
-  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_THAT(second, IsOk());
   EXPECT_THAT(second->created, IsEmpty());
   EXPECT_EQ(second->token, first->token);
   EXPECT_EQ(second->root_bundle_pem, first->root_bundle_pem);
@@ -54,10 +56,10 @@ TEST_F(ManagementPkiTest, FirstStartCreatesTheFourSecretsAndTheSecondKeepsThem) 
 // Anyone holding the shared token may register clusters: a short one stops start-up,
 // and nothing is created around it.
 TEST_F(ManagementPkiTest, ShortSharedTokenStopsStartUpAndNothingIsWritten) {
-  ASSERT_TRUE(store_->Put(kNs, "relay-identity-token-secret", {{"token", "x"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, "relay-identity-token-secret", {{"token", "x"}}), IsOk());
   absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow);
   ASSERT_FALSE(pki.ok());
-  EXPECT_EQ(pki.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(pki, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(pki.status().message(), HasSubstr("relay-identity-token-secret"));
   EXPECT_THAT(pki.status().message(), HasSubstr("at least 43"));
   EXPECT_THAT(Names(), ElementsAre("relay-identity-token-secret"));
@@ -66,16 +68,16 @@ TEST_F(ManagementPkiTest, ShortSharedTokenStopsStartUpAndNothingIsWritten) {
 TEST_F(ManagementPkiTest, ExpiredServerCertificateIsReissuedAtStartUp) {
   options_.server_lifetime = absl::Hours(1);
   absl::StatusOr<ManagementPki> first = EnsureManagementPki(*store_, options_, kNow);
-  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_THAT(first, IsOk());
   absl::Time later = kNow + absl::Hours(2);
   absl::StatusOr<ManagementPki> second = EnsureManagementPki(*store_, options_, later);
-  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_THAT(second, IsOk());
   EXPECT_NE(second->server_certificate.serial_hex, first->server_certificate.serial_hex);
   EXPECT_GT(second->server_certificate.not_after, later);
   EXPECT_THAT(second->created, ElementsAre("gloo-mesh/relay-server-tls-secret"));
   // The stored secret is the new one.
   auto stored = pki::ParseCertificateChainPem((*store_->Get(kNs, "relay-server-tls-secret"))["tls.crt"]);
-  ASSERT_TRUE(stored.ok());
+  ASSERT_THAT(stored, IsOk());
   EXPECT_EQ(pki::SerialHex((*stored)[0].get()), second->server_certificate.serial_hex);
 }
 
@@ -83,8 +85,8 @@ TEST_F(ManagementPkiTest, ExpiredServerCertificateIsReissuedAtStartUp) {
 // still stops start-up, naming the secret.
 TEST_F(ManagementPkiTest, ExpiredServerCertificateWithoutASigningCaStopsStartUp) {
   options_.server_lifetime = absl::Hours(1);
-  ASSERT_TRUE(EnsureManagementPki(*store_, options_, kNow).ok());
-  ASSERT_TRUE(store_->Delete(kNs, "relay-tls-signing-secret").ok());
+  ASSERT_THAT(EnsureManagementPki(*store_, options_, kNow), IsOk());
+  ASSERT_THAT(store_->Delete(kNs, "relay-tls-signing-secret"), IsOk());
   options_.values.disable_ca = true;
   absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow + absl::Hours(2));
   ASSERT_FALSE(pki.ok());
@@ -94,8 +96,8 @@ TEST_F(ManagementPkiTest, ExpiredServerCertificateWithoutASigningCaStopsStartUp)
 // A root that went missing while the signing secret stayed: the new root would not be
 // the intermediate's issuer, so start-up stops, and no new root is written first.
 TEST_F(ManagementPkiTest, MissingRootWithAPresentSigningSecretWritesNothing) {
-  ASSERT_TRUE(EnsureManagementPki(*store_, options_, kNow).ok());
-  ASSERT_TRUE(store_->Delete(kNs, "relay-root-tls-secret").ok());
+  ASSERT_THAT(EnsureManagementPki(*store_, options_, kNow), IsOk());
+  ASSERT_THAT(store_->Delete(kNs, "relay-root-tls-secret"), IsOk());
   absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow);
   ASSERT_FALSE(pki.ok());
   EXPECT_THAT(pki.status().message(), HasSubstr("relay-tls-signing-secret"));
@@ -105,10 +107,10 @@ TEST_F(ManagementPkiTest, MissingRootWithAPresentSigningSecretWritesNothing) {
 }
 
 TEST_F(ManagementPkiTest, BrokenSecretStopsStartUpNamingTheSecretAndKey) {
-  ASSERT_TRUE(EnsureManagementPki(*store_, options_, kNow).ok());
+  ASSERT_THAT(EnsureManagementPki(*store_, options_, kNow), IsOk());
   secrets::SecretData signing = *store_->Get(kNs, "relay-tls-signing-secret");
   signing["tls.key"] = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-  ASSERT_TRUE(store_->Put(kNs, "relay-tls-signing-secret", signing).ok());
+  ASSERT_THAT(store_->Put(kNs, "relay-tls-signing-secret", signing), IsOk());
   absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow);
   ASSERT_FALSE(pki.ok());
   EXPECT_THAT(pki.status().message(), HasSubstr("secret gloo-mesh/relay-tls-signing-secret key tls.key"));

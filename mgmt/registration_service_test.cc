@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/refusal.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "mgmt/service_testing.h"
@@ -14,6 +15,8 @@
 namespace relay::mgmt {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using testing::ServicesUnderTest;
 
@@ -31,9 +34,9 @@ class RegistrationServiceTest : public ::testing::Test {
 
 TEST_F(RegistrationServiceTest, RegisterIssuesACertificateForTheClusterAndRecordsIt) {
   ServicesUnderTest::Registered east = services_->Register("east");
-  ASSERT_TRUE(east.status.ok()) << east.status.error_message();
+  ASSERT_THAT(east.status, IsOk()) << east.status.error_message();
   auto chain = pki::ParseCertificateChainPem(east.credentials.chain_pem);
-  ASSERT_TRUE(chain.ok());
+  ASSERT_THAT(chain, IsOk());
   pki::CertificateInfo leaf = *pki::InspectCertificate((*chain)[0].get());
   EXPECT_THAT(leaf.dns_names, ::testing::ElementsAre("east"));
   EXPECT_EQ(leaf.serial_hex, east.credentials.serial);
@@ -50,7 +53,7 @@ TEST_F(RegistrationServiceTest, BadRegistrationsGetTheirStatusAndNothingIsRecord
   EXPECT_EQ(Refused("bad_cluster_name"), 1);
   // The identity policy: the CSR names another cluster than the one asked for.
   ServicesUnderTest::Registered mismatch = services_->Register("east", "", "west");
-  EXPECT_EQ(mismatch.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(mismatch.status, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(mismatch.status.error_message(), HasSubstr("\"west\""));
   EXPECT_EQ(Refused("identity_mismatch"), 1);
   EXPECT_TRUE(services_->core().registry().List().empty());
@@ -60,39 +63,39 @@ TEST_F(RegistrationServiceTest, BadRegistrationsGetTheirStatusAndNothingIsRecord
 // the caller may not have).
 TEST_F(RegistrationServiceTest, RenewFollowsTheSameIdentityPolicyAndPinsSerials) {
   ServicesUnderTest::Registered east = services_->Register("east");
-  ASSERT_TRUE(east.status.ok());
+  ASSERT_THAT(east.status, IsOk());
   ServicesUnderTest::Registered west = services_->Renew(east.credentials, "west");
-  EXPECT_EQ(west.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(west.status, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(west.status.error_message(), HasSubstr("\"west\""));
 
   ServicesUnderTest::Registered renewed = services_->Renew(east.credentials, "east");
-  ASSERT_TRUE(renewed.status.ok()) << renewed.status.error_message();
+  ASSERT_THAT(renewed.status, IsOk()) << renewed.status.error_message();
   // Both are accepted until the new one is used; then the old one is refused, and says
   // the agent should register again.
-  ASSERT_TRUE(services_->Renew(renewed.credentials, "east").status.ok());
+  ASSERT_THAT(services_->Renew(renewed.credentials, "east").status, IsOk());
   ServicesUnderTest::Registered stale = services_->Renew(east.credentials, "east");
-  EXPECT_EQ(stale.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(stale.status, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(stale.refusal, kRefusalUnknownCertificate);
 }
 
 TEST_F(RegistrationServiceTest, ADeregisteredClusterIsRefusedWithTheKindOfRefusal) {
   ServicesUnderTest::Registered east = services_->Register("east");
-  ASSERT_TRUE(services_->core().registry().Deregister("east").ok());
+  ASSERT_THAT(services_->core().registry().Deregister("east"), IsOk());
   ServicesUnderTest::Registered again = services_->Register("east");
-  EXPECT_EQ(again.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(again.status, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(again.refusal, kRefusalDeregistered);
   ServicesUnderTest::Registered renew = services_->Renew(east.credentials, "east");
-  EXPECT_EQ(renew.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(renew.status, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(renew.refusal, kRefusalDeregistered);
 }
 
 // A bootstrap token is redeemed on the work queue (it waits on the store), once.
 TEST_F(RegistrationServiceTest, ABootstrapTokenRegistersItsClusterOnce) {
   absl::StatusOr<std::string> token = services_->core().bootstrap_tokens().Create("east", absl::Hours(1), 1, absl::Now());
-  ASSERT_TRUE(token.ok()) << token.status();
+  ASSERT_THAT(token, IsOk());
   EXPECT_EQ(services_->Register("west", *token).status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   ServicesUnderTest::Registered east = services_->Register("east", *token);
-  ASSERT_TRUE(east.status.ok()) << east.status.error_message();
+  ASSERT_THAT(east.status, IsOk()) << east.status.error_message();
   EXPECT_EQ(services_->Register("east", *token).status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 

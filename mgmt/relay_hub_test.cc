@@ -4,6 +4,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/status_matchers.h"
 #include "common/version.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -13,6 +14,8 @@ namespace relay::mgmt {
 namespace {
 
 namespace v1 = ::relay::v1;
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using testing::ServicesUnderTest;
 
@@ -68,7 +71,7 @@ class RelayHubTest : public ::testing::Test {
     services_ = ServicesUnderTest::Start();
     ASSERT_NE(services_, nullptr);
     ServicesUnderTest::Registered east = services_->Register("east");
-    ASSERT_TRUE(east.status.ok()) << east.status.error_message();
+    ASSERT_THAT(east.status, IsOk()) << east.status.error_message();
     east_ = east.credentials;
   }
   std::unique_ptr<ServicesUnderTest> services_;
@@ -92,7 +95,7 @@ TEST_F(RelayHubTest, AStreamIsWelcomedItsHeartbeatsAnsweredAndItCounts) {
   std::optional<v1::ServerMessage> ack = stream.Read();
   ASSERT_TRUE(ack && ack->has_heartbeat_ack());
   EXPECT_EQ(ack->heartbeat_ack().sequence(), 7);
-  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_THAT(stream.Finish(), IsOk());
   EXPECT_TRUE(WaitFor([&] { return !services_->hub().Connected("east", nullptr); }));
   EXPECT_EQ(services_->core().metrics().push_clients_connected.Value({"east"}), 0);
 }
@@ -107,7 +110,7 @@ TEST_F(RelayHubTest, ANewerStreamReplacesTheOlder) {
   std::optional<v1::ServerMessage> close = older.Read();
   ASSERT_TRUE(close && close->has_close());
   EXPECT_THAT(close->close().reason(), HasSubstr("replaced"));
-  EXPECT_EQ(older.Finish().error_code(), grpc::StatusCode::ABORTED);
+  EXPECT_THAT(older.Finish(), StatusIs(absl::StatusCode::kAborted));
   EXPECT_TRUE(services_->hub().Connected("east", nullptr));
 }
 
@@ -123,7 +126,7 @@ TEST_F(RelayHubTest, SweepClosesSilentAndExpiredStreams) {
   std::optional<v1::ServerMessage> close = stream.Read();
   ASSERT_TRUE(close && close->has_close());
   EXPECT_EQ(close->close().reason(), "no heartbeat from the agent");
-  EXPECT_EQ(stream.Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(stream.Finish(), StatusIs(absl::StatusCode::kDeadlineExceeded));
 
   Stream again(*services_, east_);
   ASSERT_TRUE(again.Hello("east"));
@@ -132,13 +135,13 @@ TEST_F(RelayHubTest, SweepClosesSilentAndExpiredStreams) {
   close = again.Read();
   ASSERT_TRUE(close && close->has_close());
   EXPECT_THAT(close->close().reason(), HasSubstr("expired"));
-  EXPECT_EQ(again.Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(again.Finish(), StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
 // A stream that is behind gets the latest snapshot (read off the gRPC thread); its ack
 // is recorded, and an ack for a version never pushed is not.
 TEST_F(RelayHubTest, ASnapshotReachesAStreamThatIsBehindAndItsAckIsRecorded) {
-  ASSERT_TRUE(services_->core().registry().PushSnapshot("east", {{"policy.yaml", "p1"}}).ok());
+  ASSERT_THAT(services_->core().registry().PushSnapshot("east", {{"policy.yaml", "p1"}}), IsOk());
   Stream stream(*services_, east_);
   ASSERT_TRUE(stream.Hello("east", /*acked_version=*/0));
   ASSERT_TRUE(stream.Read());  // welcome
@@ -156,7 +159,7 @@ TEST_F(RelayHubTest, ASnapshotReachesAStreamThatIsBehindAndItsAckIsRecorded) {
   ASSERT_TRUE(stream.Write(ack));
   EXPECT_TRUE(WaitFor([&] { return services_->core().registry().Find("east")->acked_version == 1; }));
   EXPECT_EQ(services_->core().metrics().snapshot_acked_version.Value({"east"}), 1);
-  EXPECT_TRUE(stream.Finish().ok());
+  EXPECT_THAT(stream.Finish(), IsOk());
 }
 
 TEST_F(RelayHubTest, HelloForAnotherClusterOrAnotherMajorVersionIsClosed) {
@@ -164,7 +167,7 @@ TEST_F(RelayHubTest, HelloForAnotherClusterOrAnotherMajorVersionIsClosed) {
   ASSERT_TRUE(other.Hello("west"));
   std::optional<v1::ServerMessage> close = other.Read();
   ASSERT_TRUE(close && close->has_close());
-  EXPECT_EQ(other.Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(other.Finish(), StatusIs(absl::StatusCode::kPermissionDenied));
 
   Stream old(*services_, east_);
   v1::AgentMessage hello;
@@ -174,7 +177,7 @@ TEST_F(RelayHubTest, HelloForAnotherClusterOrAnotherMajorVersionIsClosed) {
   close = old.Read();
   ASSERT_TRUE(close && close->has_close());
   EXPECT_THAT(close->close().reason(), HasSubstr("not compatible"));
-  EXPECT_EQ(old.Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(old.Finish(), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_EQ(services_->core().metrics().agent_version_skew.Value({"major"}), 1);
 }
 

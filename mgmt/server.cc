@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/ready_file.h"
 #include "common/status_macros.h"
+#include "common/unix_socket_path.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -94,14 +95,13 @@ class ServerImpl final : public ManagementServer {
 
     admin_service_ = std::make_unique<AdminService>(core_.get(), &hub_);
     std::string socket = options.admin_socket;
-    if (socket.size() >= 100) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "admin socket path ", socket, " is too long for a Unix socket: choose a shorter "
-          "--admin_socket"));
-    }
-    RETURN_IF_ERROR(RemoveStaleSocket(socket));
+    // A path longer than a Unix socket takes (a deep secrets_dir) is reached through
+    // its directory; the file is still at `socket` for relayctl.
+    ASSIGN_OR_RETURN(UnixSocketPath admin_path, UnixSocketPath::For(socket));
+    admin_socket_path_ = std::move(admin_path);
+    RETURN_IF_ERROR(RemoveStaleSocket(*admin_socket_path_));
     grpc::ServerBuilder admin_builder;
-    admin_builder.AddListeningPort("unix:" + socket, grpc::InsecureServerCredentials());
+    admin_builder.AddListeningPort("unix:" + admin_socket_path_->usable(), grpc::InsecureServerCredentials());
     admin_builder.RegisterService(admin_service_.get());
     mode_t old_mask = umask(0177);  // the socket is born 0600
     admin_server_ = admin_builder.BuildAndStart();
@@ -191,7 +191,8 @@ class ServerImpl final : public ManagementServer {
 
   // A socket left by a server that died is removed; one that another process serves is
   // an error (two servers must not share an admin socket).
-  static absl::Status RemoveStaleSocket(const std::string& path) {
+  static absl::Status RemoveStaleSocket(const UnixSocketPath& socket_path) {
+    const std::string& path = socket_path.path();
     struct stat info;
     if (lstat(path.c_str(), &info) != 0) return absl::OkStatus();
     if (!S_ISSOCK(info.st_mode)) {
@@ -202,7 +203,7 @@ class ServerImpl final : public ManagementServer {
     if (fd < 0) return absl::InternalError(absl::StrCat("cannot create a socket: ", std::strerror(errno)));
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    std::strncpy(address.sun_path, socket_path.usable().c_str(), sizeof(address.sun_path) - 1);
     bool live = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
     close(fd);
     if (live) {
@@ -219,6 +220,7 @@ class ServerImpl final : public ManagementServer {
   CallerIdentifier identifier_;
   uint64_t shed_counted_ = 0;  // sweeper thread only
   std::optional<std::pair<dev_t, ino_t>> admin_socket_id_;
+  std::optional<UnixSocketPath> admin_socket_path_;  // holds its directory open while served
   std::unique_ptr<RelayService> relay_service_;
   std::unique_ptr<RegistrationService> registration_service_;
   std::unique_ptr<AdminService> admin_service_;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pki/certificate.h"
@@ -20,6 +21,8 @@ namespace {
 using ::relay::pki::testing::ReferenceTime;
 using ::relay::pki::testing::TestPki;
 using ::relay::pki::testing::ValueOrDie;
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -43,7 +46,7 @@ TEST_P(CaTest, RootIsSelfSignedCaThatVerifiesItself) {
   EXPECT_TRUE(info.is_ca);
   EXPECT_EQ(info.subject, info.issuer);
   EXPECT_EQ(info.not_after - ReferenceTime(), absl::Hours(24 * 3650));
-  EXPECT_TRUE(VerifyChain(pki_.root.get(), {}, {pki_.root.get()}, ReferenceTime()).ok());
+  EXPECT_THAT(VerifyChain(pki_.root.get(), {}, {pki_.root.get()}, ReferenceTime()), IsOk());
 }
 
 TEST_P(CaTest, ClientLeafHasTheClusterIdentityAndClientAuthOnly) {
@@ -58,11 +61,11 @@ TEST_P(CaTest, ClientLeafHasTheClusterIdentityAndClientAuthOnly) {
   EXPECT_EQ(info.serial_hex.size(), 32u);  // 128 random bits, top bits fixed to 01
   EXPECT_EQ(info.not_before, now - absl::Seconds(30));
   EXPECT_EQ(info.not_after, now + absl::Hours(24 * 30));
-  EXPECT_TRUE(CheckKeyMatchesCertificate(leaf.get(), key.get()).ok());
+  EXPECT_THAT(CheckKeyMatchesCertificate(leaf.get(), key.get()), IsOk());
 
   std::vector<const X509*> intermediates = {pki_.intermediate->certificate()};
-  EXPECT_TRUE(VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, now, Purpose::kClientAuth)
-                  .ok());
+  EXPECT_THAT(VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, now, Purpose::kClientAuth)
+                  , IsOk());
   absl::Status as_server =
       VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, now, Purpose::kServerAuth);
   EXPECT_FALSE(as_server.ok());
@@ -97,31 +100,31 @@ TEST_P(CaTest, ServerCertificateMatchesItsNamesOnly) {
       key.get(), ServerSpec("gloo-mesh-mgmt-server.gloo-mesh",
                             {"gloo-mesh-mgmt-server.gloo-mesh", "localhost"},
                             {"127.0.0.1", "::1"}, ReferenceTime(), absl::Hours(24 * 365))));
-  EXPECT_TRUE(CheckHost(server.get(), "gloo-mesh-mgmt-server.gloo-mesh").ok());
-  EXPECT_TRUE(CheckHost(server.get(), "127.0.0.1").ok());
-  EXPECT_TRUE(CheckHost(server.get(), "::1").ok());
+  EXPECT_THAT(CheckHost(server.get(), "gloo-mesh-mgmt-server.gloo-mesh"), IsOk());
+  EXPECT_THAT(CheckHost(server.get(), "127.0.0.1"), IsOk());
+  EXPECT_THAT(CheckHost(server.get(), "::1"), IsOk());
   absl::Status other = CheckHost(server.get(), "evil.example.com");
   EXPECT_FALSE(other.ok());
   EXPECT_THAT(other.message(), HasSubstr("evil.example.com"));
   CertificateInfo info = ValueOrDie(InspectCertificate(server.get()));
   EXPECT_THAT(info.ip_addresses, ElementsAre("127.0.0.1", "::1"));
-  EXPECT_TRUE(VerifyChain(server.get(), {pki_.intermediate->certificate()}, {pki_.root.get()},
+  EXPECT_THAT(VerifyChain(server.get(), {pki_.intermediate->certificate()}, {pki_.root.get()},
                           ReferenceTime(), Purpose::kServerAuth)
-                  .ok());
+                  , IsOk());
 }
 
 TEST_P(CaTest, BadIpAddressIsRefused) {
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
   auto cert = pki_.intermediate->Issue(
       key.get(), ServerSpec("s", {"s"}, {"300.1.1.1"}, ReferenceTime(), absl::Hours(1)));
-  EXPECT_EQ(cert.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cert, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(cert.status().message(), HasSubstr("300.1.1.1"));
 }
 
 TEST_P(CaTest, NonPositiveLifetimeIsRefused) {
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
   auto cert = pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::ZeroDuration()));
-  EXPECT_EQ(cert.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(cert, StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_P(CaTest, ChainThatDoesNotReachTheRootIsRefused) {
@@ -131,7 +134,7 @@ TEST_P(CaTest, ChainThatDoesNotReachTheRootIsRefused) {
       other.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Hours(1))));
   absl::Status status = VerifyChain(leaf.get(), {other.intermediate->certificate()},
                                     {pki_.root.get()}, ReferenceTime());
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(status.message(), HasSubstr("does not verify"));
   // Missing intermediate: same answer.
   EXPECT_FALSE(VerifyChain(leaf.get(), {}, {other.root.get()}, ReferenceTime()).ok());
@@ -147,7 +150,7 @@ TEST_P(CaTest, ClockSkewIsReportedAsSuchWithTheDifference) {
   // The leaf starts 30 s before `issued` (backdated); this clock is 120 s behind that.
   absl::Status behind = VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, issued - absl::Seconds(150),
                                     Purpose::kClientAuth);
-  EXPECT_EQ(behind.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(behind, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(behind.message(), HasSubstr("is not yet valid"));
   EXPECT_THAT(behind.message(), HasSubstr("the clocks differ by about 120 s"));
   EXPECT_THAT(behind.message(), Not(HasSubstr("does not verify")));
@@ -219,10 +222,10 @@ TEST_P(CaTest, ExpiredOrNotYetValidCaCannotSign) {
   EVP_PKEY_up_ref(key.get());
   auto expired = Issuer::Create(UniquePtr<X509>(ca.get()), UniquePtr<EVP_PKEY>(key.get()),
                                 ReferenceTime() + absl::Hours(2));
-  EXPECT_EQ(expired.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(expired, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(expired.status().message(), HasSubstr("expired on 2026-01-01T01:00:00Z"));
   auto early = Issuer::Create(std::move(ca), std::move(key), ReferenceTime() - absl::Hours(1));
-  EXPECT_EQ(early.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(early, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(early.status().message(), HasSubstr("not valid until"));
 }
 
@@ -231,7 +234,7 @@ TEST_P(CaTest, KeyThatDoesNotMatchTheCaIsRefused) {
   X509_up_ref(pki_.root.get());
   auto issuer = Issuer::Create(UniquePtr<X509>(pki_.root.get()), std::move(wrong_key),
                                ReferenceTime());
-  EXPECT_EQ(issuer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(issuer, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(issuer.status().message(), HasSubstr("does not match"));
 }
 
@@ -252,14 +255,14 @@ TEST_P(CaTest, FullRegistrationPathFromCsrPem) {
   std::vector<UniquePtr<X509>> chain = ValueOrDie(ParseCertificateChainPem(issued.certificate_pem));
   ASSERT_EQ(chain.size(), 2u);
   EXPECT_EQ(SerialHex(chain[0].get()), issued.serial_hex);
-  EXPECT_TRUE(CheckKeyMatchesCertificate(chain[0].get(), key.get()).ok());
-  EXPECT_TRUE(VerifyChain(chain[0].get(), {chain[1].get()}, {pki_.root.get()}, ReferenceTime(),
+  EXPECT_THAT(CheckKeyMatchesCertificate(chain[0].get(), key.get()), IsOk());
+  EXPECT_THAT(VerifyChain(chain[0].get(), {chain[1].get()}, {pki_.root.get()}, ReferenceTime(),
                           Purpose::kClientAuth)
-                  .ok());
+                  , IsOk());
 
   auto mismatch =
       pki_.intermediate->IssueClientFromCsrPem(csr, "west", ReferenceTime(), absl::Hours(24));
-  EXPECT_EQ(mismatch.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mismatch, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(mismatch.status().message(), HasSubstr("\"west\""));
 }
 
@@ -308,7 +311,7 @@ TEST_P(CaTest, AssembledClientCertificateMatchesTheOneBuiltThroughX509) {
     EXPECT_EQ(issued.serial_hex.size(), 32u);
     EXPECT_EQ(issued.not_after, now + lifetime);
     EXPECT_TRUE(IsIssuedBy(pki.intermediate->certificate(), fast));  // the signature verifies
-    EXPECT_TRUE(VerifyChain(fast, {chain[1].get()}, {pki.root.get()}, now, Purpose::kClientAuth).ok());
+    EXPECT_THAT(VerifyChain(fast, {chain[1].get()}, {pki.root.get()}, now, Purpose::kClientAuth), IsOk());
     // OpenSSL re-encodes what it parsed to the same PEM: the DER is canonical.
     std::string leaf_pem = issued.certificate_pem.substr(
         0, issued.certificate_pem.find("-----END CERTIFICATE-----\n") + strlen("-----END CERTIFICATE-----\n"));
@@ -339,7 +342,7 @@ TEST_P(CaTest, LeavesNeverOutliveTheirIssuer) {
 
   absl::Time after = ca_not_after + absl::Seconds(1);
   auto refused = short_ca->IssueClient(csr, after, absl::Hours(1));
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(refused.status().message(), HasSubstr("renew the signing CA"));
   EXPECT_FALSE(short_ca->Issue(key.get(), ClientSpec("c", after, absl::Hours(1))).ok());
 }

@@ -4,6 +4,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pki/pem.h"
@@ -13,6 +14,7 @@ namespace relay::pki {
 namespace {
 
 using ::relay::pki::testing::ValueOrDie;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 
 // A CSR with arbitrary extensions, for requests our own CreateCsr would never make.
@@ -81,7 +83,7 @@ TEST_F(CsrTest, RsaAndP384KeysAreAccepted) {
 
 TEST_F(CsrTest, BadClusterNameIsRefusedWhenBuilding) {
   auto csr = CreateCsrPem(key_.get(), "Not_A_Label");
-  EXPECT_EQ(csr.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(csr, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(csr.status().message(), HasSubstr("DNS label"));
 }
 
@@ -97,7 +99,7 @@ TEST_F(CsrTest, TamperedSignatureIsRefused) {
   UniquePtr<X509_REQ> tampered(d2i_X509_REQ(nullptr, &cursor, static_cast<long>(bytes.size())));
   ASSERT_TRUE(tampered);
   auto verified = VerifyCsr(tampered.get());
-  EXPECT_EQ(verified.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(verified, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(verified.status().message(), HasSubstr("signature does not verify"));
 }
 
@@ -105,7 +107,7 @@ TEST_F(CsrTest, CaRequestIsRefused) {
   std::string pem = CsrWithExtensions(
       key_.get(), "c", {{NID_basic_constraints, "critical,CA:TRUE"}, {NID_subject_alt_name, "DNS:c"}});
   auto csr = ParseAndVerifyCsrPem(pem);
-  EXPECT_EQ(csr.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(csr, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(csr.status().message(), HasSubstr("CA:TRUE"));
 }
 
@@ -131,7 +133,7 @@ TEST_F(CsrTest, SubjectAltNamesMustBeExactlyOneDnsLabel) {
   };
   for (const Case& c : cases) {
     auto csr = ParseAndVerifyCsrPem(CsrWithExtensions(key_.get(), "c", c.extensions));
-    EXPECT_EQ(csr.status().code(), absl::StatusCode::kInvalidArgument) << c.expected;
+    EXPECT_THAT(csr, StatusIs(absl::StatusCode::kInvalidArgument)) << c.expected;
     EXPECT_THAT(csr.status().message(), HasSubstr(c.expected));
   }
 }
@@ -151,16 +153,15 @@ TEST_F(CsrTest, WeakRsaKeyIsRefused) {
   UniquePtr<EVP_PKEY> weak(raw);
   auto csr = ParseAndVerifyCsrPem(
       CsrWithExtensions(weak.get(), "c", {{NID_subject_alt_name, "DNS:c"}}));
-  EXPECT_EQ(csr.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(csr, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(csr.status().message(), HasSubstr("1024 bits"));
   EXPECT_FALSE(CreateCsr(weak.get(), "c").ok());
 }
 
 TEST_F(CsrTest, GarbageTruncatedAndOversizeInputAreRefused) {
   std::string pem = ValueOrDie(CreateCsrPem(key_.get(), "c"));
-  EXPECT_EQ(ParseAndVerifyCsrPem("hello").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseAndVerifyCsrPem(pem.substr(0, pem.size() / 2)).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ParseAndVerifyCsrPem("hello"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseAndVerifyCsrPem(pem.substr(0, pem.size() / 2)), StatusIs(absl::StatusCode::kInvalidArgument));
   auto oversize = ParseAndVerifyCsrPem(std::string(kMaxPemObjectBytes + 1, 'A'));
   EXPECT_THAT(oversize.status().message(), HasSubstr("over the limit"));
   EXPECT_THAT(ParseAndVerifyCsrPem("").status().message(), HasSubstr("empty"));
@@ -197,7 +198,7 @@ TEST_F(CsrTest, MalformedDerIsRefused) {
   EXPECT_THAT(VerifyCsrDer(bytes + '\0').status().message(), HasSubstr("malformed"));
   EXPECT_THAT(VerifyCsrDer(bytes.substr(0, bytes.size() - 1)).status().message(),
               HasSubstr("malformed"));
-  EXPECT_EQ(VerifyCsrDer("").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(VerifyCsrDer(""), StatusIs(absl::StatusCode::kInvalidArgument));
   // Every single-byte corruption is refused or still names the same cluster; none crashes.
   int refused = 0;
   for (size_t i = 0; i < bytes.size(); ++i) {
@@ -208,7 +209,7 @@ TEST_F(CsrTest, MalformedDerIsRefused) {
       if (verified.ok()) {
         EXPECT_EQ(verified->cluster, "c") << "byte " << i;
       } else {
-        EXPECT_EQ(verified.status().code(), absl::StatusCode::kInvalidArgument) << "byte " << i;
+        EXPECT_THAT(verified, StatusIs(absl::StatusCode::kInvalidArgument)) << "byte " << i;
         refused++;
       }
     }

@@ -1,5 +1,6 @@
 #include "pki/keys.h"
 
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pki/pem.h"
@@ -9,6 +10,8 @@ namespace relay::pki {
 namespace {
 
 using ::relay::pki::testing::ValueOrDie;
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 
 class KeysTest : public ::testing::TestWithParam<KeyType> {};
@@ -35,7 +38,7 @@ TEST(KeyTypeTest, NamesParseAndUnknownNamesSayWhatIsAccepted) {
     EXPECT_EQ(ValueOrDie(ParseKeyType(KeyTypeName(type))), type);
   }
   auto bad = ParseKeyType("dsa");
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(bad.status().message(), HasSubstr("ecdsa-p256"));
 }
 
@@ -43,9 +46,9 @@ TEST(KeyMatchTest, KeyFromAnotherPairIsReported) {
   testing::TestPki pki = testing::TestPki::Make();
   UniquePtr<EVP_PKEY> other = ValueOrDie(GenerateKey());
   absl::Status status = CheckKeyMatchesCertificate(pki.root.get(), other.get());
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(status.message(), HasSubstr("does not match"));
-  EXPECT_TRUE(CheckKeyMatchesCertificate(pki.root.get(), pki.root_key.get()).ok());
+  EXPECT_THAT(CheckKeyMatchesCertificate(pki.root.get(), pki.root_key.get()), IsOk());
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "pki/pem.h"
 
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pki/certificate.h"
@@ -10,6 +11,7 @@ namespace {
 
 using ::relay::pki::testing::TestPki;
 using ::relay::pki::testing::ValueOrDie;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 
 class PemTest : public ::testing::Test {
@@ -36,18 +38,17 @@ TEST_F(PemTest, ChainKeepsOrderAndAllowsTextBetweenBlocks) {
 
 TEST_F(PemTest, SingleCertificateRefusesAChain) {
   auto parsed = ParseCertificatePem(intermediate_pem_ + root_pem_);
-  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(parsed, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(parsed.status().message(), HasSubstr("exactly one certificate"));
 }
 
 TEST_F(PemTest, TruncatedAndGarbageInputIsRefused) {
   std::string truncated = root_pem_.substr(0, root_pem_.size() - 40);
-  EXPECT_EQ(ParseCertificatePem(truncated).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseCertificatePem("not pem at all").status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ParseCertificatePem(truncated), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseCertificatePem("not pem at all"), StatusIs(absl::StatusCode::kInvalidArgument));
   // A bundle whose second block is cut short is not silently shortened to the first.
   auto chain = ParseCertificateChainPem(intermediate_pem_ + truncated);
-  EXPECT_EQ(chain.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(chain, StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(chain.status().message(), HasSubstr("after certificate 1"));
   std::string bad_base64 = root_pem_;
   bad_base64[40] = '!';

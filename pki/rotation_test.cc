@@ -1,5 +1,6 @@
 #include "pki/rotation.h"
 
+#include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -10,6 +11,7 @@ namespace {
 
 using ::relay::pki::testing::ReferenceTime;
 using ::relay::pki::testing::ValueOrDie;
+using ::relay::testing::StatusIs;
 
 CertificateInfo CertLasting(absl::Duration lifetime, std::string serial = "0A") {
   CertificateInfo info;
@@ -43,7 +45,7 @@ TEST(RenewAtTest, RatioOutsideZeroOneIsRefused) {
   CertificateInfo info = CertLasting(absl::Hours(1));
   for (double ratio : {0.0, 1.0, -0.5, 1.5}) {
     auto at = RenewAt(info, ratio);
-    EXPECT_EQ(at.status().code(), absl::StatusCode::kInvalidArgument) << ratio;
+    EXPECT_THAT(at, StatusIs(absl::StatusCode::kInvalidArgument)) << ratio;
   }
 }
 

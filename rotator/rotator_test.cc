@@ -1,6 +1,7 @@
 #include "rotator/rotator.h"
 
 #include <cstdlib>
+#include <functional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -8,6 +9,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/fake_clock.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "config/values.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,6 +22,7 @@
 namespace relay::rotator {
 namespace {
 
+using ::relay::testing::IsOk;
 using ::testing::HasSubstr;
 using pki::testing::TestPki;
 using pki::testing::ValueOrDie;
@@ -39,9 +43,8 @@ double Gauge(const std::string& text, const std::string& name) {
 class RotatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/rot.XXXXXX");
-    store_ = *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()));
-    ASSERT_TRUE(store_->Put(kNs, "relay-root-tls-secret", {{"ca.crt", ValueOrDie(pki::CertificateToPem(pki_.root.get()))}}).ok());
+    store_ = *secrets::DirectorySecretStore::Create(relay::testing::MakeTestDir("rot"));
+    ASSERT_THAT(store_->Put(kNs, "relay-root-tls-secret", {{"ca.crt", ValueOrDie(pki::CertificateToPem(pki_.root.get()))}}), IsOk());
     options_.cluster = "east";
   }
 
@@ -68,7 +71,7 @@ class RotatorTest : public ::testing::Test {
 // shows that certificate; a usable one clears both.
 TEST_F(RotatorTest, AnUnusableSecretIsUnhealthyAndNotShownAsTheCertificateInUse) {
   absl::Time west_expiry;
-  ASSERT_TRUE(store_->Put(kNs, "relay-client-tls-secret", ClientSecret("west", &west_expiry)).ok());
+  ASSERT_THAT(store_->Put(kNs, "relay-client-tls-secret", ClientSecret("west", &west_expiry)), IsOk());
   Rotator rotator(options_, store_.get(), &metrics_);
   std::string problem = rotator.HealthProblem();
   EXPECT_THAT(problem, HasSubstr("unusable"));
@@ -77,7 +80,7 @@ TEST_F(RotatorTest, AnUnusableSecretIsUnhealthyAndNotShownAsTheCertificateInUse)
   EXPECT_EQ(Gauge(metrics_.Render(), "relay_client_certificate_expiry_timestamp_seconds"), -1);
 
   absl::Time east_expiry;
-  ASSERT_TRUE(store_->Put(kNs, "relay-client-tls-secret", ClientSecret("east", &east_expiry)).ok());
+  ASSERT_THAT(store_->Put(kNs, "relay-client-tls-secret", ClientSecret("east", &east_expiry)), IsOk());
   EXPECT_EQ(rotator.HealthProblem(), "");
   EXPECT_EQ(Gauge(metrics_.Render(), "relay_client_certificate_expiry_timestamp_seconds"),
             absl::ToUnixSeconds(east_expiry));
@@ -87,7 +90,7 @@ TEST_F(RotatorTest, AnUnusableSecretIsUnhealthyAndNotShownAsTheCertificateInUse)
 TEST_F(RotatorTest, NoSecretYetIsHealthyAndWaitsForTheAgent) {
   Rotator rotator(options_, store_.get(), &metrics_);
   EXPECT_EQ(rotator.HealthProblem(), "");
-  EXPECT_TRUE(rotator.RunOnce().ok());
+  EXPECT_THAT(rotator.RunOnce(), IsOk());
 }
 
 // Real time the loop tests wait for an event at most: only a broken rotator takes this
@@ -104,9 +107,8 @@ class RotatorLoopTest : public ::testing::Test {
     server_options.values.client_cert_ttl = absl::Hours(24);
     services_ = mgmt::testing::ServicesUnderTest::Start(server_options);
     ASSERT_NE(services_, nullptr);
-    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp", "/loop.XXXXXX");
-    store_ = *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()), absl::Milliseconds(20));
-    ASSERT_TRUE(store_->Put(kNs, "relay-root-tls-secret", {{"ca.crt", services_->root_pem()}}).ok());
+    store_ = *secrets::DirectorySecretStore::Create(relay::testing::MakeTestDir("loop"), absl::Milliseconds(20));
+    ASSERT_THAT(store_->Put(kNs, "relay-root-tls-secret", {{"ca.crt", services_->root_pem()}}), IsOk());
     options_.cluster = "east";
     options_.server = {services_->address(), config::kDefaultAuthority};
     options_.clock = &clock_;
@@ -115,13 +117,13 @@ class RotatorLoopTest : public ::testing::Test {
   // Registers `cluster` with the server and writes its certificate as the client secret.
   pki::CertificateInfo WriteRegisteredSecret(const std::string& cluster) {
     mgmt::testing::ServicesUnderTest::Registered registered = services_->Register(cluster);
-    EXPECT_TRUE(registered.status.ok()) << registered.status.error_message();
-    EXPECT_TRUE(store_->Put(kNs, "relay-client-tls-secret", {{"tls.crt", registered.credentials.chain_pem},
+    EXPECT_THAT(registered.status, IsOk());
+    EXPECT_THAT(store_->Put(kNs, "relay-client-tls-secret", {{"tls.crt", registered.credentials.chain_pem},
                                                              {"tls.key", registered.credentials.key_pem},
                                                              {"ca.crt", services_->root_pem()}})
-                    .ok());
+                    , IsOk());
     auto chain = pki::ParseCertificateChainPem(registered.credentials.chain_pem);
-    EXPECT_TRUE(chain.ok()) << chain.status();
+    EXPECT_THAT(chain, IsOk());
     return chain.ok() ? ValueOrDie(pki::InspectCertificate(chain->front().get())) : pki::CertificateInfo();
   }
 
@@ -131,13 +133,21 @@ class RotatorLoopTest : public ::testing::Test {
     return state.kind == enrolment::ClientSecretState::kUsable ? state.leaf.serial_hex : "";
   }
 
-  // Waits (real time) until east's usable client certificate is not `serial`.
-  bool AwaitNewSerial(const std::string& serial) {
+  // Waits (real time, up to kPatience) until `condition` holds: for what the rotator's
+  // thread does after the clock moved.
+  static bool Eventually(const std::function<bool()>& condition) {
     for (absl::Time give_up = absl::Now() + kPatience; absl::Now() < give_up; absl::SleepFor(absl::Milliseconds(10))) {
-      std::string now = ClientSerial();
-      if (!now.empty() && now != serial) return true;
+      if (condition()) return true;
     }
-    return false;
+    return condition();
+  }
+
+  // Waits until east's usable client certificate is not `serial`.
+  bool AwaitNewSerial(const std::string& serial) {
+    return Eventually([&] {
+      std::string now = ClientSerial();
+      return !now.empty() && now != serial;
+    });
   }
 
   double Counter(const std::string& sample) {
@@ -160,7 +170,7 @@ class RotatorLoopTest : public ::testing::Test {
 TEST_F(RotatorLoopTest, RenewsWhenTheClockReachesTheRotationPoint) {
   pki::CertificateInfo first = WriteRegisteredSecret("east");
   absl::StatusOr<absl::Time> due = pki::RenewAt(first, options_.grace_period_ratio);
-  ASSERT_TRUE(due.ok()) << due.status();
+  ASSERT_THAT(due, IsOk());
   Rotator rotator(options_, store_.get(), &metrics_);
   rotator.Start();
   EXPECT_EQ(clock_.AwaitSleeper(kPatience), *due);
@@ -172,7 +182,7 @@ TEST_F(RotatorLoopTest, RenewsWhenTheClockReachesTheRotationPoint) {
 
   clock_.AdvanceTo(*due);
   EXPECT_TRUE(AwaitNewSerial(first.serial_hex)) << "no renewal at the rotation point";
-  EXPECT_GE(Counter("relay_rotator_renewals_total{how=\"renew\"}"), 1);
+  EXPECT_TRUE(Eventually([&] { return Counter("relay_rotator_renewals_total{how=\"renew\"}") >= 1; }));
   rotator.Stop();
 }
 
@@ -225,12 +235,12 @@ TEST_F(RotatorLoopTest, ATokenArrivingEndsAStuckRotation) {
   ASSERT_TRUE(clock_.AwaitSleeper(kPatience).has_value());
   EXPECT_THAT(rotator.HealthProblem(), HasSubstr("relayctl register"));
 
-  ASSERT_TRUE(store_->Put(options_.secrets.TokenNamespace(), options_.secrets.values.token_secret.name,
+  ASSERT_THAT(store_->Put(options_.secrets.TokenNamespace(), options_.secrets.values.token_secret.name,
                           {{options_.secrets.values.token_secret.key, services_->token()}})
-                  .ok());
+                  , IsOk());
   EXPECT_TRUE(AwaitNewSerial("")) << "the token did not end the stuck rotation";
-  EXPECT_EQ(Counter("relay_rotator_renewals_total{how=\"register\"}"), 1);
-  EXPECT_EQ(rotator.HealthProblem(), "");
+  EXPECT_TRUE(Eventually([&] { return Counter("relay_rotator_renewals_total{how=\"register\"}") == 1; }));
+  EXPECT_TRUE(Eventually([&] { return rotator.HealthProblem().empty(); })) << rotator.HealthProblem();
   rotator.Stop();
 }
 

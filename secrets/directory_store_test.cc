@@ -16,11 +16,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace relay::secrets {
 namespace {
+
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
@@ -30,9 +35,7 @@ constexpr char kNs[] = "gloo-mesh";
 constexpr char kName[] = "relay-client-tls-secret";
 
 std::string TempDir() {
-  std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
-                                  "/secrets.XXXXXX");
-  return mkdtemp(tmpl.data());
+  return relay::testing::MakeTestDir("secrets");
 }
 
 int Mode(const std::string& path) {
@@ -66,7 +69,7 @@ class DirectoryStoreTest : public ::testing::Test {
 
 TEST_F(DirectoryStoreTest, PutWritesTheKubeletLayoutAndGetReadsItBack) {
   SecretData data = {{"tls.crt", "CERT"}, {"tls.key", "KEY"}, {"ca.crt", "CA"}};
-  ASSERT_TRUE(store_->Put(kNs, kName, data).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, data), IsOk());
   EXPECT_EQ(*store_->Get(kNs, kName), data);
 
   std::string dir = SecretPath();
@@ -82,8 +85,8 @@ TEST_F(DirectoryStoreTest, PutWritesTheKubeletLayoutAndGetReadsItBack) {
 }
 
 TEST_F(DirectoryStoreTest, ReplaceDropsOldVersionAndRemovedKeys) {
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "1"}, {"b", "1"}}).ok());
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "2"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "1"}, {"b", "1"}}), IsOk());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "2"}}), IsOk());
   EXPECT_EQ(*store_->Get(kNs, kName), (SecretData{{"a", "2"}}));
   std::vector<std::string> entries;
   for (const auto& entry : fs::directory_iterator(SecretPath())) {
@@ -102,37 +105,37 @@ TEST_F(DirectoryStoreTest, PlainDirectoryMadeByHandReadsTheSame) {
   std::ofstream(SecretPath() + "/token") << "T";
   EXPECT_EQ(*store_->Get(kNs, kName), (SecretData{{"ca.crt", "ROOT"}, {"token", "T"}}));
   // Writing over it converts it to the versioned layout.
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"ca.crt", "ROOT2"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"ca.crt", "ROOT2"}}), IsOk());
   EXPECT_EQ(*store_->Get(kNs, kName), (SecretData{{"ca.crt", "ROOT2"}}));
 }
 
 TEST_F(DirectoryStoreTest, MissingSecretIsNotFound) {
   auto data = store_->Get(kNs, kName);
-  EXPECT_EQ(data.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(data, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(data.status().message(), HasSubstr(kName));
-  EXPECT_EQ(store_->Delete(kNs, kName).code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(store_->Delete(kNs, kName), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST_F(DirectoryStoreTest, DirectoryWithoutKeysIsNotASecretYet) {
   fs::create_directories(SecretPath() + "/..2026_01_01_00_00_00.000000001");  // a killed first write
-  EXPECT_EQ(store_->Get(kNs, kName).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(store_->Get(kNs, kName), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST_F(DirectoryStoreTest, DanglingDataLinkIsReportedAsDamage) {
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "1"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "1"}}), IsOk());
   fs::remove(SecretPath() + "/..data");
   fs::create_symlink("..2020_01_01_00_00_00.000000000", SecretPath() + "/..data");
   auto data = store_->Get(kNs, kName);
-  EXPECT_EQ(data.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(data, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(data.status().message(), HasSubstr("damaged"));
   // Writing again repairs it.
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "2"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "2"}}), IsOk());
   EXPECT_EQ(*store_->Get(kNs, kName), (SecretData{{"a", "2"}}));
 }
 
 TEST_F(DirectoryStoreTest, BadInputIsRefusedAndChangesNothing) {
   SecretData good = {{"token", "secret-value"}};
-  ASSERT_TRUE(store_->Put(kNs, kName, good).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, good), IsOk());
   std::string version = store_->VersionOf(kNs, kName);
   for (const SecretData& bad : std::vector<SecretData>{
            {{"../escape", "x"}},
@@ -141,20 +144,20 @@ TEST_F(DirectoryStoreTest, BadInputIsRefusedAndChangesNothing) {
            {{"..data", "x"}},
            {{"big", std::string(kMaxSecretBytes + 1, 'x')}}}) {
     absl::Status status = store_->Put(kNs, kName, bad);
-    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad.begin()->first;
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument)) << bad.begin()->first;
     EXPECT_EQ(status.message().find("secret-value"), std::string::npos);
   }
-  EXPECT_EQ(store_->Put(kNs, "../../etc", good).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Get("UPPER", kName).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(store_->Put(kNs, "../../etc", good), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(store_->Get("UPPER", kName), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(store_->VersionOf(kNs, kName), version);
   EXPECT_EQ(*store_->Get(kNs, kName), good);
 }
 
 TEST_F(DirectoryStoreTest, ListAndDelete) {
-  ASSERT_TRUE(store_->Put(kNs, "b-secret", {{"k", "v"}}).ok());
-  ASSERT_TRUE(store_->Put(kNs, "a-secret", {{"k", "v"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, "b-secret", {{"k", "v"}}), IsOk());
+  ASSERT_THAT(store_->Put(kNs, "a-secret", {{"k", "v"}}), IsOk());
   EXPECT_THAT(*store_->List(kNs), ElementsAre("a-secret", "b-secret"));
-  ASSERT_TRUE(store_->Delete(kNs, "a-secret").ok());
+  ASSERT_THAT(store_->Delete(kNs, "a-secret"), IsOk());
   EXPECT_THAT(*store_->List(kNs), ElementsAre("b-secret"));
   EXPECT_TRUE(store_->List("other-ns")->empty());
 }
@@ -162,48 +165,61 @@ TEST_F(DirectoryStoreTest, ListAndDelete) {
 TEST_F(DirectoryStoreTest, WatchReportsCreateReplaceAndDelete) {
   std::atomic<int> changes{0};
   auto watch = store_->Watch(kNs, kName, [&] { changes++; });
-  auto wait_for = [&](int n) {
-    for (int i = 0; i < 250 && changes.load() < n; ++i) absl::SleepFor(absl::Milliseconds(20));
+  auto wait_for = [&](int n) {  // generous: a working watch reports within 200 ms
+    for (absl::Time give_up = absl::Now() + absl::Seconds(30); changes.load() < n && absl::Now() < give_up;) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
     return changes.load();
   };
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "1"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "1"}}), IsOk());
   EXPECT_GE(wait_for(1), 1);
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"a", "2"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "2"}}), IsOk());
   EXPECT_GE(wait_for(2), 2);
-  ASSERT_TRUE(store_->Delete(kNs, kName).ok());
+  ASSERT_THAT(store_->Delete(kNs, kName), IsOk());
   EXPECT_GE(wait_for(3), 3);
 }
 
+// Counted, not timed: the writer swaps a fixed number of versions, starting once both
+// readers are reading, and the readers read until it is done. Threads record what they
+// saw; the test thread asserts.
 TEST_F(DirectoryStoreTest, ReadersNeverSeeAMixWhileAWriterSwaps) {
-  std::atomic<bool> stop{false};
-  std::atomic<long> written{0};
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"ca.crt", "0:"}, {"tls.crt", "0:"}, {"tls.key", "0:"}}).ok());
-  std::thread writer([&] {
-    for (long v = 1; !stop; ++v) {
-      std::string value = absl::StrCat(v, ":", std::string(4096, 'x'));
-      ASSERT_TRUE(store_->Put(kNs, kName, {{"ca.crt", value}, {"tls.crt", value}, {"tls.key", value}}).ok());
-      written = v;
-    }
-  });
-  std::atomic<long> reads{0};
+  constexpr long kWrites = 300;
+  ASSERT_THAT(store_->Put(kNs, kName, {{"ca.crt", "0:"}, {"tls.crt", "0:"}, {"tls.key", "0:"}}), IsOk());
+  std::atomic<bool> writer_done{false};
+  std::atomic<int> readers_reading{0};
+  std::atomic<long> reads{0}, failed_writes{0}, failed_reads{0}, mixed_reads{0};
   std::vector<std::thread> readers;
   for (int r = 0; r < 2; ++r) {
     readers.emplace_back([&] {
       auto reader = *DirectorySecretStore::Create(root_);  // as another process would
-      while (!stop) {
+      bool counted = false;
+      while (!writer_done) {
         absl::StatusOr<SecretData> data = reader->Get(kNs, kName);
-        ASSERT_TRUE(data.ok()) << data.status();
-        ASSERT_GE(ConsistentVersion(*data), 0);
+        if (!data.ok()) {
+          failed_reads++;
+        } else if (ConsistentVersion(*data) < 0) {
+          mixed_reads++;
+        }
         reads++;
+        if (!counted) readers_reading++;
+        counted = true;
       }
     });
   }
-  absl::SleepFor(absl::Seconds(1.5));
-  stop = true;
+  std::thread writer([&] {
+    while (readers_reading.load() < 2) std::this_thread::yield();
+    for (long v = 1; v <= kWrites; ++v) {
+      std::string value = absl::StrCat(v, ":", std::string(4096, 'x'));
+      if (!store_->Put(kNs, kName, {{"ca.crt", value}, {"tls.crt", value}, {"tls.key", value}}).ok()) failed_writes++;
+    }
+    writer_done = true;
+  });
   writer.join();
   for (auto& reader : readers) reader.join();
-  EXPECT_GT(written.load(), 20);
-  EXPECT_GT(reads.load(), 100);
+  EXPECT_EQ(failed_writes.load(), 0);
+  EXPECT_EQ(failed_reads.load(), 0) << "of " << reads.load() << " reads";
+  EXPECT_EQ(mixed_reads.load(), 0) << "of " << reads.load() << " reads";
+  EXPECT_EQ(ConsistentVersion(*store_->Get(kNs, kName)), kWrites);
 }
 
 // A writer process killed at random points always leaves a complete, readable version.
@@ -237,7 +253,7 @@ TEST_F(DirectoryStoreTest, WriterKilledAtRandomPointsLeavesAWholeVersion) {
     close(progress[0]);
     ASSERT_TRUE(WIFSIGNALED(status)) << "writer exited on its own: " << status;
     absl::StatusOr<SecretData> data = store_->Get(kNs, kName);
-    ASSERT_TRUE(data.ok()) << "round " << round << ": " << data.status();
+    ASSERT_THAT(data, IsOk()) << "round " << round << ": " << data.status();
     long version = ConsistentVersion(*data);
     ASSERT_GE(version, first_version) << "mixed, partial or old secret in round " << round;
     seen.insert(version);
@@ -245,7 +261,7 @@ TEST_F(DirectoryStoreTest, WriterKilledAtRandomPointsLeavesAWholeVersion) {
   }
   EXPECT_EQ(seen.size(), static_cast<size_t>(kKills));
   // Leftovers of killed writers are cleaned by the next successful write.
-  ASSERT_TRUE(store_->Put(kNs, kName, {{"ca.crt", "1:"}, {"tls.crt", "1:"}, {"tls.key", "1:"}}).ok());
+  ASSERT_THAT(store_->Put(kNs, kName, {{"ca.crt", "1:"}, {"tls.crt", "1:"}, {"tls.key", "1:"}}), IsOk());
   int dot_dirs = 0;
   for (const auto& entry : fs::directory_iterator(SecretPath())) {
     std::string name = entry.path().filename();

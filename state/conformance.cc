@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -9,35 +10,25 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 
 namespace relay::state {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Pair;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 
-// Matches a status (or StatusOr) whose code is `code`, printing it when it is not.
-MATCHER_P(StatusIs, code, "") {
-  absl::Status status;
-  if constexpr (std::is_same_v<std::decay_t<arg_type>, absl::Status>) {
-    status = arg;
-  } else {
-    status = arg.status();
-  }
-  *result_listener << "status is " << status;
-  return status.code() == code;
-}
-
 }  // namespace
 
 void StateStoreConformance::SetUp() {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string tmpl = absl::StrCat(base != nullptr ? base : "/tmp", "/state.XXXXXX");
-  dir_ = mkdtemp(tmpl.data());
+  dir_ = relay::testing::MakeTestDir("state");
   store_ = GetParam().open(dir_);
   ASSERT_NE(store_, nullptr);
 }
@@ -57,11 +48,11 @@ TEST_P(StateStoreConformance, AMissingKeyIsNotFound) {
 
 TEST_P(StateStoreConformance, CreateIfAbsentWritesOnceAndRefusesTheSecond) {
   absl::StatusOr<int64_t> created = store_->CompareAndSetAndWait("ca/root", "A", 0);
-  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_THAT(created, IsOk());
   EXPECT_GT(*created, 0);
   EXPECT_THAT(store_->CompareAndSetAndWait("ca/root", "B", 0), StatusIs(absl::StatusCode::kAlreadyExists));
   absl::StatusOr<Record> read = store_->Get("ca/root");
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_THAT(read, IsOk());
   EXPECT_EQ(read->value, "A");
   EXPECT_EQ(read->revision, *created);
 }
@@ -69,7 +60,7 @@ TEST_P(StateStoreConformance, CreateIfAbsentWritesOnceAndRefusesTheSecond) {
 TEST_P(StateStoreConformance, CompareAndSetNeedsTheCurrentRevision) {
   int64_t first = *store_->CompareAndSetAndWait("clusters/east", "v1", 0);
   absl::StatusOr<int64_t> second = store_->CompareAndSetAndWait("clusters/east", "v2", first);
-  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_THAT(second, IsOk());
   EXPECT_GT(*second, first);
   // A writer that read before the second write is refused, and changes nothing.
   EXPECT_THAT(store_->CompareAndSetAndWait("clusters/east", "stale", first), StatusIs(absl::StatusCode::kAborted));
@@ -82,19 +73,19 @@ TEST_P(StateStoreConformance, DeleteNeedsTheCurrentRevision) {
   int64_t revision = *store_->CompareAndSetAndWait("tokens/abc", "x", 0);
   EXPECT_THAT(store_->CompareAndSetAndWait("tokens/abc", std::nullopt, revision + 100),
               StatusIs(absl::StatusCode::kAborted));
-  ASSERT_TRUE(store_->CompareAndSetAndWait("tokens/abc", std::nullopt, revision).ok());
+  ASSERT_THAT(store_->CompareAndSetAndWait("tokens/abc", std::nullopt, revision), IsOk());
   EXPECT_THAT(store_->Get("tokens/abc"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(store_->CompareAndSetAndWait("tokens/abc", std::nullopt, revision), StatusIs(absl::StatusCode::kNotFound));
   // And it can be created again.
-  EXPECT_TRUE(store_->CompareAndSetAndWait("tokens/abc", "y", 0).ok());
+  EXPECT_THAT(store_->CompareAndSetAndWait("tokens/abc", "y", 0), IsOk());
 }
 
 TEST_P(StateStoreConformance, ListReturnsExactlyThePrefix) {
   for (const char* key : {"clusters/east", "clusters/west", "clusters-x", "tokens/a"}) {
-    ASSERT_TRUE(store_->CompareAndSetAndWait(key, key, 0).ok());
+    ASSERT_THAT(store_->CompareAndSetAndWait(key, key, 0), IsOk());
   }
   absl::StatusOr<std::map<std::string, Record>> clusters = store_->List("clusters/");
-  ASSERT_TRUE(clusters.ok()) << clusters.status();
+  ASSERT_THAT(clusters, IsOk());
   ASSERT_EQ(clusters->size(), 2u);
   EXPECT_EQ(clusters->begin()->first, "clusters/east");
   EXPECT_EQ(clusters->begin()->second.value, "clusters/east");
@@ -107,13 +98,13 @@ TEST_P(StateStoreConformance, BadKeysAndOversizedValuesAreRefused) {
   }
   EXPECT_THAT(store_->CompareAndSetAndWait("big", std::string(kMaxRecordBytes + 1, 'x'), 0),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_TRUE(store_->CompareAndSetAndWait("big", std::string(kMaxRecordBytes, 'x'), 0).ok());
+  EXPECT_THAT(store_->CompareAndSetAndWait("big", std::string(kMaxRecordBytes, 'x'), 0), IsOk());
 }
 
 // Consume-one-use, built on compare-and-set: eight writers race for three uses of a
 // token; exactly three win, whatever the interleaving.
 TEST_P(StateStoreConformance, ConsumeOneUseIsExactlyOnceUnderRacingWriters) {
-  ASSERT_TRUE(store_->CompareAndSetAndWait("bootstrap-tokens/t", "3", 0).ok());
+  ASSERT_THAT(store_->CompareAndSetAndWait("bootstrap-tokens/t", "3", 0), IsOk());
   std::atomic<int> won{0};
   std::atomic<int> failures{0};
   std::vector<std::thread> writers;
@@ -155,7 +146,7 @@ TEST_P(StateStoreConformance, WatchSeesChangesUnderItsPrefixInOrder) {
     seen.push_back(change);
   });
   int64_t created = *store_->CompareAndSetAndWait("clusters/east", "v1", 0);
-  ASSERT_TRUE(store_->CompareAndSetAndWait("tokens/x", "ignored", 0).ok());
+  ASSERT_THAT(store_->CompareAndSetAndWait("tokens/x", "ignored", 0), IsOk());
   int64_t updated = *store_->CompareAndSetAndWait("clusters/east", "v2", created);
   int64_t deleted = *store_->CompareAndSetAndWait("clusters/east", std::nullopt, updated);
   auto count = [&] {
@@ -177,7 +168,7 @@ TEST_P(StateStoreConformance, WatchSeesChangesUnderItsPrefixInOrder) {
   }
   // No callback after the watch is gone.
   watch.reset();
-  ASSERT_TRUE(store_->CompareAndSetAndWait("clusters/west", "w", 0).ok());
+  ASSERT_THAT(store_->CompareAndSetAndWait("clusters/west", "w", 0), IsOk());
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_EQ(count(), 3u);
 }
@@ -185,54 +176,59 @@ TEST_P(StateStoreConformance, WatchSeesChangesUnderItsPrefixInOrder) {
 // `done` runs on a store thread, and may write again (a gRPC handler finishing from
 // it may start the next write at once).
 TEST_P(StateStoreConformance, DoneRunsOnAStoreThreadAndMayWriteAgain) {
-  absl::Notification finished;
+  // What the callbacks saw, shared with them: they may still be returning from Notify()
+  // when this test goes on (common/sync_wait.h). They record; this thread asserts.
+  struct Seen {
+    absl::Notification done;
+    std::thread::id thread;
+    absl::StatusOr<int64_t> outcome;
+  };
   std::thread::id caller = std::this_thread::get_id();
-  std::thread::id first_done;
-  absl::StatusOr<int64_t> second;
-  store_->CompareAndSet("clusters/east", "v1", 0, [&](absl::StatusOr<int64_t> first) {
-    first_done = std::this_thread::get_id();
-    second = store_->CompareAndSetAndWait("clusters/east", "v2", first.ok() ? *first : -1);
-    finished.Notify();
+  auto second = std::make_shared<Seen>();
+  store_->CompareAndSet("clusters/east", "v1", 0, [this, second](absl::StatusOr<int64_t> first) {
+    second->thread = std::this_thread::get_id();
+    second->outcome = store_->CompareAndSetAndWait("clusters/east", "v2", first.ok() ? *first : -1);
+    second->done.Notify();
   });
-  ASSERT_TRUE(finished.WaitForNotificationWithTimeout(kWait));
-  EXPECT_NE(first_done, caller);
-  EXPECT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(second->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_NE(second->thread, caller);
+  EXPECT_THAT(second->outcome, IsOk());
   // A refusal is also told on a store thread.
-  absl::Notification refused;
-  std::thread::id refused_on;
-  store_->CompareAndSet("clusters/east", "v3", 0, [&](absl::StatusOr<int64_t> outcome) {
-    refused_on = std::this_thread::get_id();
-    EXPECT_THAT(outcome, StatusIs(absl::StatusCode::kAlreadyExists));
-    refused.Notify();
+  auto refused = std::make_shared<Seen>();
+  store_->CompareAndSet("clusters/east", "v3", 0, [refused](absl::StatusOr<int64_t> outcome) {
+    refused->thread = std::this_thread::get_id();
+    refused->outcome = std::move(outcome);
+    refused->done.Notify();
   });
-  ASSERT_TRUE(refused.WaitForNotificationWithTimeout(kWait));
-  EXPECT_NE(refused_on, caller);
+  ASSERT_TRUE(refused->done.WaitForNotificationWithTimeout(kWait));
+  EXPECT_NE(refused->thread, caller);
+  EXPECT_THAT(refused->outcome, StatusIs(absl::StatusCode::kAlreadyExists));
 }
 
 TEST_P(StateStoreConformance, WritesSurviveReopening) {
   if (!GetParam().persistent) GTEST_SKIP() << GetParam().name << " keeps nothing across opens (by design)";
   int64_t east = *store_->CompareAndSetAndWait("clusters/east", "v1", 0);
-  ASSERT_TRUE(store_->CompareAndSetAndWait("clusters/east", "v2", east).ok());
+  ASSERT_THAT(store_->CompareAndSetAndWait("clusters/east", "v2", east), IsOk());
   int64_t gone = *store_->CompareAndSetAndWait("clusters/gone", "x", 0);
-  ASSERT_TRUE(store_->CompareAndSetAndWait("clusters/gone", std::nullopt, gone).ok());
-  ASSERT_TRUE(store_->secrets().Put("gloo-mesh", "relay-root-tls-secret", {{"ca.crt", "root"}}).ok());
+  ASSERT_THAT(store_->CompareAndSetAndWait("clusters/gone", std::nullopt, gone), IsOk());
+  ASSERT_THAT(store_->secrets().Put("gloo-mesh", "relay-root-tls-secret", {{"ca.crt", "root"}}), IsOk());
   Reopen();
   absl::StatusOr<Record> read = store_->Get("clusters/east");
-  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_THAT(read, IsOk());
   EXPECT_EQ(read->value, "v2");
   EXPECT_THAT(store_->Get("clusters/gone"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_EQ((*store_->secrets().Get("gloo-mesh", "relay-root-tls-secret"))["ca.crt"], "root");
   // The revision read after reopening is the one to write against.
-  EXPECT_TRUE(store_->CompareAndSetAndWait("clusters/east", "v3", read->revision).ok());
+  EXPECT_THAT(store_->CompareAndSetAndWait("clusters/east", "v3", read->revision), IsOk());
 }
 
 TEST_P(StateStoreConformance, SecretsCreateIfAbsent) {
   secrets::SecretStore& secrets = store_->secrets();
-  ASSERT_TRUE(secrets.Create("gloo-mesh", "relay-identity-token-secret", {{"token", "first"}}).ok());
+  ASSERT_THAT(secrets.Create("gloo-mesh", "relay-identity-token-secret", {{"token", "first"}}), IsOk());
   EXPECT_THAT(secrets.Create("gloo-mesh", "relay-identity-token-secret", {{"token", "second"}}),
               StatusIs(absl::StatusCode::kAlreadyExists));
   EXPECT_EQ((*secrets.Get("gloo-mesh", "relay-identity-token-secret"))["token"], "first");
-  ASSERT_TRUE(secrets.Put("gloo-mesh", "relay-identity-token-secret", {{"token", "third"}}).ok());
+  ASSERT_THAT(secrets.Put("gloo-mesh", "relay-identity-token-secret", {{"token", "third"}}), IsOk());
   EXPECT_EQ((*secrets.Get("gloo-mesh", "relay-identity-token-secret"))["token"], "third");
   EXPECT_THAT(*secrets.List("gloo-mesh"), ElementsAre("relay-identity-token-secret"));
 }

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include <sys/wait.h>
@@ -11,12 +12,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace relay::state {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -34,8 +39,7 @@ void WriteAll(const std::string& path, const std::string& content) {
 class LocalStateStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR"), "/local.XXXXXX");
-    dir_ = mkdtemp(tmpl.data());
+    dir_ = relay::testing::MakeTestDir("local");
     path_ = LocalStateStore::JournalPath(dir_, "gloo-mesh");
   }
   absl::StatusOr<std::unique_ptr<LocalStateStore>> Open() {
@@ -56,10 +60,10 @@ class LocalStateStoreTest : public ::testing::Test {
   std::string WriteThreeAndDamageTheLast() {
     {
       auto store = *Open();
-      EXPECT_TRUE(store->CompareAndSetAndWait("clusters/east", "state=registered", 0).ok());
-      EXPECT_TRUE(store->CompareAndSetAndWait("clusters/west", "state=registered", 0).ok());
+      EXPECT_THAT(store->CompareAndSetAndWait("clusters/east", "state=registered", 0), IsOk());
+      EXPECT_THAT(store->CompareAndSetAndWait("clusters/west", "state=registered", 0), IsOk());
       int64_t west = store->Get("clusters/west")->revision;
-      EXPECT_TRUE(store->CompareAndSetAndWait("clusters/west", "state=deregistered", west).ok());
+      EXPECT_THAT(store->CompareAndSetAndWait("clusters/west", "state=deregistered", west), IsOk());
     }
     std::string content = ReadAll(path_);
     size_t at = content.find("state=deregistered");
@@ -76,14 +80,14 @@ class LocalStateStoreTest : public ::testing::Test {
 TEST_F(LocalStateStoreTest, TheJournalHasAHeaderAndChecksummedLines) {
   {
     auto store = *Open();
-    ASSERT_TRUE(store->CompareAndSetAndWait("clusters/east", "v1", 0).ok());
+    ASSERT_THAT(store->CompareAndSetAndWait("clusters/east", "v1", 0), IsOk());
   }
   std::istringstream content(ReadAll(path_));
   std::string header, record;
   std::getline(content, header);
   std::getline(content, record);
   EXPECT_EQ(header, kJournalHeader);
-  EXPECT_THAT(record, testing::MatchesRegex("[0-9a-f]{8} put\tclusters/east\tv1"));
+  EXPECT_THAT(record, ::testing::MatchesRegex("[0-9a-f]{8} put\tclusters/east\tv1"));
 }
 
 // One changed byte must not be read as something else: Open stops with the file, the
@@ -92,7 +96,7 @@ TEST_F(LocalStateStoreTest, ADamagedLineStopsOpeningAndIsNeverCompactedAway) {
   std::string content = WriteThreeAndDamageTheLast();
   absl::StatusOr<std::unique_ptr<LocalStateStore>> damaged = Open();
   ASSERT_FALSE(damaged.ok());
-  EXPECT_EQ(damaged.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(damaged, StatusIs(absl::StatusCode::kDataLoss));
   size_t line_start = content.rfind('\n', content.find("state=reregistered")) + 1;
   EXPECT_THAT(damaged.status().message(), HasSubstr(path_));
   EXPECT_THAT(damaged.status().message(), HasSubstr(absl::StrCat("at byte ", line_start)));
@@ -104,11 +108,11 @@ TEST_F(LocalStateStoreTest, ADamagedLineStopsOpeningAndIsNeverCompactedAway) {
 TEST_F(LocalStateStoreTest, ALineCutShortByACrashIsDroppedSilently) {
   {
     auto store = *Open();
-    ASSERT_TRUE(store->CompareAndSetAndWait("clusters/east", "v1", 0).ok());
+    ASSERT_THAT(store->CompareAndSetAndWait("clusters/east", "v1", 0), IsOk());
   }
   std::ofstream(path_, std::ios::app) << "0badf00d put\tclusters/east\tv2-cut-sh";
   auto store = Open();
-  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_THAT(store, IsOk());
   EXPECT_EQ((*store)->Get("clusters/east")->value, "v1");
 }
 
@@ -116,7 +120,7 @@ TEST_F(LocalStateStoreTest, RepairKeepsTheDamagedFileAsideAndEveryWholeLine) {
   std::string content = WriteThreeAndDamageTheLast();
   auto accept_all = [](absl::string_view, absl::string_view) { return absl::OkStatus(); };
   absl::StatusOr<LocalStateStore::Repair> repair = LocalStateStore::RepairJournal(path_, absl::FromUnixSeconds(1000), accept_all);
-  ASSERT_TRUE(repair.ok()) << repair.status();
+  ASSERT_THAT(repair, IsOk());
   EXPECT_EQ(repair->kept, 2u);
   ASSERT_EQ(repair->dropped.size(), 1u);
   EXPECT_THAT(repair->dropped[0], HasSubstr("clusters/west"));
@@ -129,7 +133,7 @@ TEST_F(LocalStateStoreTest, RepairKeepsTheDamagedFileAsideAndEveryWholeLine) {
   store.reset();
   // A whole journal needs no repair.
   absl::StatusOr<LocalStateStore::Repair> again = LocalStateStore::RepairJournal(path_, absl::FromUnixSeconds(2000), accept_all);
-  ASSERT_TRUE(again.ok());
+  ASSERT_THAT(again, IsOk());
   EXPECT_TRUE(again->dropped.empty());
   EXPECT_TRUE(again->damaged_copy.empty());
 }
@@ -139,7 +143,7 @@ TEST_F(LocalStateStoreTest, TheJournalIsCompactedWhenItGrows) {
   int64_t revision = 0;
   for (int i = 0; i < 4200; ++i) {
     absl::StatusOr<int64_t> written = store->CompareAndSetAndWait("clusters/east", absl::StrCat("v", i), revision);
-    ASSERT_TRUE(written.ok()) << written.status();
+    ASSERT_THAT(written, IsOk());
     revision = *written;
   }
   EXPECT_LT(Lines(), 4200u);
@@ -153,7 +157,7 @@ TEST_F(LocalStateStoreTest, EarlierJournalsAreReadAsClusterRecords) {
   WriteAll(path_, "east\tstate=registered\nwest\tstate=registered\nwest\tstate=deregistered\n");
   {
     auto store = Open();
-    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_THAT(store, IsOk());
     EXPECT_EQ((*store)->Get("clusters/east")->value, "state=registered");
     EXPECT_EQ((*store)->Get("clusters/west")->value, "state=deregistered");
     EXPECT_THAT((*store)->Describe("clusters/east"), HasSubstr(path_));
@@ -161,7 +165,7 @@ TEST_F(LocalStateStoreTest, EarlierJournalsAreReadAsClusterRecords) {
   EXPECT_THAT(ReadAll(path_), StartsWith(kJournalHeader));
   WriteAll(path_, "East Cluster\tstate=registered\n");
   absl::StatusOr<std::unique_ptr<LocalStateStore>> bad = Open();
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bad, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(bad.status().message(), HasSubstr("at byte 0 (line 1)"));
 }
 
@@ -179,13 +183,20 @@ TEST_F(LocalStateStoreTest, ASecondOpenOfTheDirectoryInAnotherProcessIsRefused) 
 // in a store callback; that handler may write and wait.
 TEST_F(LocalStateStoreTest, ACallbackMayWriteAndWait) {
   auto store = *Open();
-  absl::Notification finished;
-  store->CompareAndSet("a", "1", 0, [&](absl::StatusOr<int64_t> first) {
-    EXPECT_TRUE(first.ok());
-    EXPECT_TRUE(store->CompareAndSetAndWait("b", "2", 0).ok());
-    finished.Notify();
+  // Shared with the callback, which records; this thread asserts.
+  struct Seen {
+    absl::Notification finished;
+    absl::StatusOr<int64_t> first, second;
+  };
+  auto seen = std::make_shared<Seen>();
+  store->CompareAndSet("a", "1", 0, [&store, seen](absl::StatusOr<int64_t> first) {
+    seen->first = std::move(first);
+    seen->second = store->CompareAndSetAndWait("b", "2", 0);
+    seen->finished.Notify();
   });
-  ASSERT_TRUE(finished.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  ASSERT_TRUE(seen->finished.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_THAT(seen->first, IsOk());
+  EXPECT_THAT(seen->second, IsOk());
 }
 
 }  // namespace

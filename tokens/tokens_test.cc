@@ -5,6 +5,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "secrets/directory_store.h"
@@ -15,15 +17,15 @@
 namespace relay::tokens {
 namespace {
 
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr char kNs[] = "gloo-mesh";
 
 std::unique_ptr<secrets::DirectorySecretStore> TempStore() {
-  std::string tmpl = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
-                                  "/tokens.XXXXXX");
-  return *secrets::DirectorySecretStore::Create(mkdtemp(tmpl.data()));
+  return *secrets::DirectorySecretStore::Create(relay::testing::MakeTestDir("tokens"));
 }
 
 const absl::Time kNow = absl::FromUnixSeconds(1767225600);
@@ -46,31 +48,31 @@ TEST(IdentityTokenTest, ComparisonIsExactAndEmptyNeverMatches) {
 
 TEST(IdentityTokenTest, LoadTrimsAndReportsMissingOrEmptyKeysWithoutValues) {
   auto store = TempStore();
-  ASSERT_TRUE(store->Put(kNs, "relay-identity-token-secret", {{"token", "s3cret-token\n"}}).ok());
+  ASSERT_THAT(store->Put(kNs, "relay-identity-token-secret", {{"token", "s3cret-token\n"}}), IsOk());
   EXPECT_EQ(*LoadToken(*store, kNs, "relay-identity-token-secret", "token"), "s3cret-token");
 
   auto wrong_key = LoadToken(*store, kNs, "relay-identity-token-secret", "other");
-  EXPECT_EQ(wrong_key.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(wrong_key, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(wrong_key.status().message(), HasSubstr("no key \"other\""));
   EXPECT_THAT(wrong_key.status().message(), HasSubstr("it has: token"));
   EXPECT_THAT(wrong_key.status().message(), Not(HasSubstr("s3cret")));
 
-  ASSERT_TRUE(store->Put(kNs, "empty", {{"token", " \n"}}).ok());
+  ASSERT_THAT(store->Put(kNs, "empty", {{"token", " \n"}}), IsOk());
   auto empty = LoadToken(*store, kNs, "empty", "token");
-  EXPECT_EQ(empty.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(empty, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(empty.status().message(), HasSubstr("is empty"));
 
   auto missing = LoadToken(*store, kNs, "nope", "token");
-  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing, StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(missing.status().message(), HasSubstr("relayctl register"));
 }
 
 TEST(IdentityTokenTest, SharedTokensShorterThan32RandomBytesAreRefused) {
-  EXPECT_TRUE(CheckSharedTokenStrength(*GenerateToken(), kNs, "relay-identity-token-secret", "token").ok());
-  EXPECT_TRUE(CheckSharedTokenStrength(std::string(43, 'a'), kNs, "relay-identity-token-secret", "token").ok());
+  EXPECT_THAT(CheckSharedTokenStrength(*GenerateToken(), kNs, "relay-identity-token-secret", "token"), IsOk());
+  EXPECT_THAT(CheckSharedTokenStrength(std::string(43, 'a'), kNs, "relay-identity-token-secret", "token"), IsOk());
   for (std::string weak : {std::string("k9"), std::string("s3cret-token"), std::string(42, 'a')}) {
     absl::Status status = CheckSharedTokenStrength(weak, kNs, "relay-identity-token-secret", "token");
-    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << weak;
+    EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition)) << weak;
     EXPECT_THAT(status.message(), HasSubstr("at least 43"));
     EXPECT_THAT(status.message(), HasSubstr("gloo-mesh/relay-identity-token-secret key \"token\""));
     EXPECT_THAT(status.message(), Not(HasSubstr(weak)));
@@ -87,9 +89,9 @@ TEST_F(BootstrapTokensTest, SingleUseTokenWorksOnceForItsCluster) {
   std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
   EXPECT_TRUE(absl::StartsWith(token, kBootstrapTokenPrefix));
   int issued = 0;
-  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [&] { issued++; return absl::OkStatus(); }).ok());
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [&] { issued++; return absl::OkStatus(); }), IsOk());
   absl::Status again = tokens_.Redeem(token, "east", kNow, [&] { issued++; return absl::OkStatus(); });
-  EXPECT_EQ(again.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(again, StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_EQ(issued, 1);
 }
 
@@ -108,15 +110,14 @@ TEST_F(BootstrapTokensTest, OnlyTheHashIsStored) {
 // Earlier versions kept the hashes in one secret: they are moved, and still redeem.
 TEST_F(BootstrapTokensTest, TokensKeptByEarlierVersionsStillWork) {
   std::string token = absl::StrCat(kBootstrapTokenPrefix, *GenerateToken());
-  ASSERT_TRUE(state_->secrets()
+  ASSERT_THAT(state_->secrets()
                   .Put(kNs, kBootstrapTokenSecret,
                        {{TokenHash(token), absl::StrCat("cluster=east;expires=", absl::ToUnixSeconds(kNow) + 3600,
                                                         ";uses=1")}})
-                  .ok());
-  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+                  , IsOk());
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }), IsOk());
   EXPECT_TRUE(absl::IsNotFound(state_->secrets().Get(kNs, kBootstrapTokenSecret).status()));
-  EXPECT_EQ(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).code(),
-            absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }), StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
 // Servers racing for one use: exactly one issues.
@@ -139,17 +140,17 @@ TEST_F(BootstrapTokensTest, AUseIsConsumedExactlyOnceByRacingRedeemers) {
 TEST_F(BootstrapTokensTest, OtherClusterIsDeniedAndDoesNotBurnTheToken) {
   std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
   absl::Status other = tokens_.Redeem(token, "west", kNow, [] { return absl::OkStatus(); });
-  EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(other, StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(other.message(), HasSubstr("\"east\""));
-  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }), IsOk());
 }
 
 TEST_F(BootstrapTokensTest, FailedIssuanceDoesNotBurnTheToken) {
   std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
   absl::Status failed =
       tokens_.Redeem(token, "east", kNow, [] { return absl::InvalidArgumentError("bad CSR"); });
-  EXPECT_EQ(failed.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_THAT(failed, StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }), IsOk());
 }
 
 TEST_F(BootstrapTokensTest, ExpiredAndUnknownTokensAreRefusedAlike) {
@@ -159,7 +160,7 @@ TEST_F(BootstrapTokensTest, ExpiredAndUnknownTokensAreRefusedAlike) {
   absl::Status unknown = tokens_.Redeem(absl::StrCat(kBootstrapTokenPrefix, "nope"), "east", kNow,
                                         [] { return absl::OkStatus(); });
   absl::Status shared_shape = tokens_.Redeem("abc", "east", kNow, [] { return absl::OkStatus(); });
-  EXPECT_EQ(expired.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(expired, StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_EQ(expired, unknown);
   EXPECT_EQ(unknown, shared_shape);
   EXPECT_TRUE(tokens_.List(kNow + absl::Minutes(6))->empty());
@@ -168,19 +169,16 @@ TEST_F(BootstrapTokensTest, ExpiredAndUnknownTokensAreRefusedAlike) {
 TEST_F(BootstrapTokensTest, MultiUseTokensCountDown) {
   std::string token = *tokens_.Create("east", absl::Hours(1), 2, kNow);
   EXPECT_EQ((*tokens_.List(kNow))[0].uses_left, 2);
-  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }), IsOk());
   EXPECT_EQ((*tokens_.List(kNow))[0].uses_left, 1);
-  EXPECT_TRUE(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }).ok());
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, [] { return absl::OkStatus(); }), IsOk());
   EXPECT_TRUE(tokens_.List(kNow)->empty());
 }
 
 TEST_F(BootstrapTokensTest, BadCreateArgumentsAreRefused) {
-  EXPECT_EQ(tokens_.Create("Bad_Name", absl::Hours(1), 1, kNow).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(tokens_.Create("east", absl::ZeroDuration(), 1, kNow).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(tokens_.Create("east", absl::Hours(1), 0, kNow).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tokens_.Create("Bad_Name", absl::Hours(1), 1, kNow), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(tokens_.Create("east", absl::ZeroDuration(), 1, kNow), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(tokens_.Create("east", absl::Hours(1), 0, kNow), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace

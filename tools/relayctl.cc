@@ -18,6 +18,7 @@
 #include "common/grpc_tls.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "common/unix_socket_path.h"
 #include "config/values.h"
 #include "grpcpp/grpcpp.h"
 #include "common/state_lock.h"
@@ -111,9 +112,15 @@ std::string AdminSocket() {
   return socket.empty() ? MgmtDir() + "/admin.sock" : socket;
 }
 
+// The admin socket as a path a Unix socket address takes: through its directory when
+// it is too long, held open for the rest of this short-lived process.
+std::string UsableAdminSocket() {
+  static const auto* path = new absl::StatusOr<relay::UnixSocketPath>(relay::UnixSocketPath::For(AdminSocket()));
+  return path->ok() ? (*path)->usable() : AdminSocket();  // a failing call then says where it looked
+}
+
 std::unique_ptr<v1::Admin::Stub> AdminStub() {
-  return v1::Admin::NewStub(
-      grpc::CreateChannel("unix:" + AdminSocket(), grpc::InsecureChannelCredentials()));
+  return v1::Admin::NewStub(grpc::CreateChannel("unix:" + UsableAdminSocket(), grpc::InsecureChannelCredentials()));
 }
 
 std::unique_ptr<grpc::ClientContext> AdminContext() {
