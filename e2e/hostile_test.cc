@@ -20,6 +20,7 @@
 namespace relay::e2e {
 namespace {
 
+using ::relay::testing::IsOk;
 using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -113,7 +114,7 @@ TEST_F(HostileTest, PlaintextGarbageAndCertificatelessCallersAreRefused) {
   EXPECT_TRUE(server_->process()->Running());
   EXPECT_TRUE(EastConnected());
   grpc::Status north = Register("north", Csr("north"), token_);
-  EXPECT_TRUE(north.ok()) << north.error_message();
+  EXPECT_THAT(north, IsOk());
 }
 
 TEST_F(HostileTest, HelloClaimingAnotherClusterIsRefused) {
@@ -156,7 +157,7 @@ TEST_F(HostileTest, BadRegistrationRequestsGetTheRightStatus) {
   pki::UniquePtr<EVP_PKEY> key;
   relay::v1::CertificateResponse response;
   grpc::Status registered = Register("north", Csr("north", &key), token_, &response);
-  ASSERT_TRUE(registered.ok()) << registered.error_message();
+  ASSERT_THAT(registered, IsOk());
   EXPECT_THAT(response.certificate_chain_pem(), HasSubstr("BEGIN CERTIFICATE"));
   EXPECT_EQ(response.root_ca_pem(), root_);
 }
@@ -178,7 +179,7 @@ TEST_F(HostileTest, TheSharedTokenCannotTakeOverALiveClusterName) {
   east_->Stop();
   ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, kPatience));
   grpc::Status east = Register("east", Csr("east"), token_);
-  ASSERT_TRUE(east.ok()) << east.error_message();
+  ASSERT_THAT(east, IsOk());
   EXPECT_EQ(MetricValue(server_->Metrics(), "relay_reregistrations_total"), 1);
   EXPECT_THAT(server_->Log(), HasSubstr("event=cluster_reregistered cluster=east"));
   // The previous certificate is refused from now on.

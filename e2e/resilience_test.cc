@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status_matchers.h"
 #include "common/tcp_testing.h"
 #include "e2e/harness.h"
 #include "gmock/gmock.h"
@@ -21,6 +22,7 @@
 namespace relay::e2e {
 namespace {
 
+using ::relay::testing::IsOk;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -206,7 +208,7 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
   broken["tls.crt"] = "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n";
 
   // 1. The agent is connected: it writes back the certificate it uses.
-  ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
+  ASSERT_THAT(store->Put("gloo-mesh", kClientSecret, broken), IsOk());
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agent->Log(), "client_secret_repaired"); }, kPatience))
       << agent->Log();
   EXPECT_TRUE(WaitFor([&] { return store->Get("gloo-mesh", kClientSecret)->at("tls.crt") == good.at("tls.crt"); }, kPatience));
@@ -217,7 +219,7 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
   // back with the new certificate.
   agent->Stop();
   ASSERT_TRUE(WaitFor([&] { return !Connected("east"); }, kPatience));
-  ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
+  ASSERT_THAT(store->Put("gloo-mesh", kClientSecret, broken), IsOk());
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(rotator.Log(), "how=register"); }, kPatience))
       << rotator.Log();
   EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 200; }, kPatience));
@@ -227,7 +229,7 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
   // 3. No token: the rotator is unhealthy and says why and what to do.
   agent->Stop();
   std::filesystem::remove_all(agent->secrets_dir() + "/gloo-mesh/relay-identity-token-secret");
-  ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
+  ASSERT_THAT(store->Put("gloo-mesh", kClientSecret, broken), IsOk());
   EXPECT_TRUE(WaitFor([&] { return rotator.Health().first == 503; }, kPatience));
   EXPECT_THAT(rotator.Health().second, HasSubstr("unusable"));
   EXPECT_THAT(rotator.Health().second, HasSubstr("relayctl register"));
@@ -235,7 +237,7 @@ TEST_F(ResilienceTest, ABrokenClientSecretIsRepaired) {
   // 4. `rotator --once --force` renews whatever the state: token back, secret broken.
   rotator.Stop();
   ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + agent->secrets_dir()}).exit_code, 0);
-  ASSERT_TRUE(store->Put("gloo-mesh", kClientSecret, broken).ok());
+  ASSERT_THAT(store->Put("gloo-mesh", kClientSecret, broken), IsOk());
   CommandResult forced = ForceRotation("east", agent->secrets_dir(), server_->address());
   EXPECT_EQ(forced.exit_code, 0) << forced.output;
   EXPECT_THAT(forced.output, HasSubstr("how=register"));

@@ -23,6 +23,7 @@
 namespace relay::e2e {
 namespace {
 
+using ::relay::testing::IsOk;
 using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -311,7 +312,7 @@ TEST_F(RotationTest, RenewForAnotherClusterIsPermissionDenied) {
   grpc::ClientContext own_context;
   SetDeadline(&own_context);
   request.set_csr_pem(*pki::CreateCsrPem(key.get(), "east"));
-  EXPECT_TRUE(stub->Renew(&own_context, request, &response).ok());
+  EXPECT_THAT(stub->Renew(&own_context, request, &response), IsOk());
 }
 
 // 8. The server renews its own certificate while agents stay connected; new

@@ -71,7 +71,7 @@ class RelayHubTest : public ::testing::Test {
     services_ = ServicesUnderTest::Start();
     ASSERT_NE(services_, nullptr);
     ServicesUnderTest::Registered east = services_->Register("east");
-    ASSERT_THAT(east.status, IsOk()) << east.status.error_message();
+    ASSERT_THAT(east.status, IsOk());
     east_ = east.credentials;
   }
   std::unique_ptr<ServicesUnderTest> services_;
@@ -87,7 +87,7 @@ TEST_F(RelayHubTest, AStreamIsWelcomedItsHeartbeatsAnsweredAndItCounts) {
   std::string serial;
   EXPECT_TRUE(services_->hub().Connected("east", &serial));
   EXPECT_EQ(serial, east_.serial);
-  EXPECT_EQ(services_->core().metrics().push_clients_connected.Value({"east"}), 1);
+  EXPECT_TRUE(WaitFor([&] { return services_->core().metrics().push_clients_connected.Value({"east"}) == 1; }));
 
   v1::AgentMessage beat;
   beat.mutable_heartbeat()->set_sequence(7);
@@ -97,7 +97,7 @@ TEST_F(RelayHubTest, AStreamIsWelcomedItsHeartbeatsAnsweredAndItCounts) {
   EXPECT_EQ(ack->heartbeat_ack().sequence(), 7);
   EXPECT_THAT(stream.Finish(), IsOk());
   EXPECT_TRUE(WaitFor([&] { return !services_->hub().Connected("east", nullptr); }));
-  EXPECT_EQ(services_->core().metrics().push_clients_connected.Value({"east"}), 0);
+  EXPECT_TRUE(WaitFor([&] { return services_->core().metrics().push_clients_connected.Value({"east"}) == 0; }));
 }
 
 TEST_F(RelayHubTest, ANewerStreamReplacesTheOlder) {
@@ -158,7 +158,8 @@ TEST_F(RelayHubTest, ASnapshotReachesAStreamThatIsBehindAndItsAckIsRecorded) {
   ack.mutable_ack()->set_snapshot_version(1);
   ASSERT_TRUE(stream.Write(ack));
   EXPECT_TRUE(WaitFor([&] { return services_->core().registry().Find("east")->acked_version == 1; }));
-  EXPECT_EQ(services_->core().metrics().snapshot_acked_version.Value({"east"}), 1);
+  // The gauge is set once the ack is durable, just after the record: wait for it too.
+  EXPECT_TRUE(WaitFor([&] { return services_->core().metrics().snapshot_acked_version.Value({"east"}) == 1; }));
   EXPECT_THAT(stream.Finish(), IsOk());
 }
 
