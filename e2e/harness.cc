@@ -53,17 +53,9 @@ std::string MakeTempDir(const std::string& prefix) {
   return made;
 }
 
-std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
+std::string ReadFileOrEmpty(const std::string& path) { return relay::testing::ReadFileBytes(path); }
 
-void WriteFile(const std::string& path, const std::string& content) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream(path, std::ios::binary) << content;
-}
+void WriteFile(const std::string& path, const std::string& content) { relay::testing::WriteFileBytes(path, content); }
 
 int CountOccurrences(const std::string& text, const std::string& needle) {
   int count = 0;

@@ -20,23 +20,14 @@ namespace relay::mgmt {
 namespace {
 
 using ::relay::testing::IsOk;
+using ::relay::testing::ReadFileBytes;
 using ::relay::testing::StatusIs;
+using ::relay::testing::WriteFileBytes;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 const absl::Time kNow = absl::FromUnixSeconds(1767225600);
 
-// The file as bytes, to damage it the way a disk or a person would.
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void WriteAll(const std::string& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
-}
 
 // A registry together with the store it runs on (the store goes after it).
 using Registry = std::unique_ptr<ClusterRegistry, std::function<void(ClusterRegistry*)>>;
@@ -198,14 +189,14 @@ TEST_F(ClusterRegistryTest, ALineCutShortByACrashIsIgnored) {
 // Without checksums (the older format) a record is still read strictly: an unknown
 // field or an unreadable value is damage, not a default.
 TEST_F(ClusterRegistryTest, OlderJournalsAreReadStrictlyAndRewrittenWithChecksums) {
-  WriteAll(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=1767229200;"
+  WriteFileBytes(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=1767229200;"
                      "issued_at=1767225600;registered_at=1767225600;snapshot_version=0;acked_version=0\n");
   {
     auto registry = Load();
     EXPECT_THAT(registry->CheckIssuedSerial("east", "A"), IsOk());
   }
-  EXPECT_THAT(ReadAll(journal_), ::testing::StartsWith(state::kJournalHeader));
-  WriteAll(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=17x;"
+  EXPECT_THAT(ReadFileBytes(journal_), ::testing::StartsWith(state::kJournalHeader));
+  WriteFileBytes(journal_, "east\tstate=registered;current_serial=A;pending_serials=;not_after=17x;"
                      "issued_at=1767225600;registered_at=1767225600;snapshot_version=0;acked_version=0\n");
   absl::StatusOr<Registry> damaged = TryLoad();
   ASSERT_FALSE(damaged.ok());

@@ -12,11 +12,11 @@
 #include "absl/time/time.h"
 #include "api/relay/v1/relay.pb.h"
 #include "common/metrics.h"
+#include "common/work_queue.h"
 #include "mgmt/cluster_registry.h"
 #include "mgmt/management_pki.h"
 #include "mgmt/server.h"
 #include "mgmt/server_metrics.h"
-#include "mgmt/work_queue.h"
 #include "state/state_store.h"
 #include "tokens/bootstrap_tokens.h"
 

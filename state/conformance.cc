@@ -96,6 +96,10 @@ TEST_P(StateStoreConformance, BadKeysAndOversizedValuesAreRefused) {
   for (const char* key : {"", "/abs", "with space", "tab\there"}) {
     EXPECT_THAT(store_->CompareAndSetAndWait(key, "x", 0), StatusIs(absl::StatusCode::kInvalidArgument)) << key;
   }
+  // A record is one line, in every backend (the local one keeps a line per write).
+  EXPECT_THAT(store_->CompareAndSetAndWait("clusters/east", "two\nlines", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("newline")));
+  EXPECT_THAT(store_->Get("clusters/east"), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_THAT(store_->CompareAndSetAndWait("big", std::string(kMaxRecordBytes + 1, 'x'), 0),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(store_->CompareAndSetAndWait("big", std::string(kMaxRecordBytes, 'x'), 0), IsOk());

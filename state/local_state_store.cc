@@ -130,18 +130,8 @@ absl::StatusOr<int64_t> LocalStateStore::ApplyLocked(std::string key, std::optio
                                                      int64_t expected_revision, Done done,
                                                      std::shared_ptr<Journal::Durable> durable) {
   auto it = records_.find(key);
-  int64_t current = it == records_.end() ? 0 : it->second.record.revision;
-  RETURN_IF_ERROR(ValidateKey(key));
-  if (value && (value->size() > kMaxRecordBytes || value->find('\n') != std::string::npos)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("record ", key, " is longer than ", kMaxRecordBytes, " bytes or holds a newline"));
-  }
-  if (!value && it == records_.end()) return absl::NotFoundError(absl::StrCat("no record ", key, " to delete"));
-  if (expected_revision == 0 && current != 0) return absl::AlreadyExistsError(absl::StrCat("record ", key, " exists"));
-  if (current != expected_revision) {
-    return absl::AbortedError(absl::StrCat("record ", key, " changed (revision ", current, ", expected ",
-                                           expected_revision, "): read it again"));
-  }
+  RETURN_IF_ERROR(
+      CheckCompareAndSet(key, value, it == records_.end() ? 0 : it->second.record.revision, expected_revision));
   // Applied now, so that the next write of the key builds on it; the line is queued
   // under the same lock, so the journal holds the writes in revision order.
   int64_t revision = ++revision_;

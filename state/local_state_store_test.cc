@@ -21,20 +21,11 @@ namespace relay::state {
 namespace {
 
 using ::relay::testing::IsOk;
+using ::relay::testing::ReadFileBytes;
 using ::relay::testing::StatusIs;
+using ::relay::testing::WriteFileBytes;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-void WriteAll(const std::string& path, const std::string& content) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << content;
-}
 
 class LocalStateStoreTest : public ::testing::Test {
  protected:
@@ -49,7 +40,7 @@ class LocalStateStoreTest : public ::testing::Test {
     return LocalStateStore::Open(options);
   }
   size_t Lines() {
-    std::istringstream in(ReadAll(path_));
+    std::istringstream in(ReadFileBytes(path_));
     std::string line;
     size_t count = 0;
     while (std::getline(in, line)) count++;
@@ -65,11 +56,11 @@ class LocalStateStoreTest : public ::testing::Test {
       int64_t west = store->Get("clusters/west")->revision;
       EXPECT_THAT(store->CompareAndSetAndWait("clusters/west", "state=deregistered", west), IsOk());
     }
-    std::string content = ReadAll(path_);
+    std::string content = ReadFileBytes(path_);
     size_t at = content.find("state=deregistered");
     EXPECT_NE(at, std::string::npos);
     content[at + 6] = 'r';  // "reregistered": a valid-looking word
-    WriteAll(path_, content);
+    WriteFileBytes(path_, content);
     return content;
   }
 
@@ -82,7 +73,7 @@ TEST_F(LocalStateStoreTest, TheJournalHasAHeaderAndChecksummedLines) {
     auto store = *Open();
     ASSERT_THAT(store->CompareAndSetAndWait("clusters/east", "v1", 0), IsOk());
   }
-  std::istringstream content(ReadAll(path_));
+  std::istringstream content(ReadFileBytes(path_));
   std::string header, record;
   std::getline(content, header);
   std::getline(content, record);
@@ -102,7 +93,7 @@ TEST_F(LocalStateStoreTest, ADamagedLineStopsOpeningAndIsNeverCompactedAway) {
   EXPECT_THAT(damaged.status().message(), HasSubstr(absl::StrCat("at byte ", line_start)));
   EXPECT_THAT(damaged.status().message(), HasSubstr("checksum"));
   EXPECT_THAT(damaged.status().message(), HasSubstr("relayctl registry repair --mgmt_secrets_dir=/x"));
-  EXPECT_EQ(ReadAll(path_), content);  // untouched
+  EXPECT_EQ(ReadFileBytes(path_), content);  // untouched
 }
 
 TEST_F(LocalStateStoreTest, ALineCutShortByACrashIsDroppedSilently) {
@@ -125,7 +116,7 @@ TEST_F(LocalStateStoreTest, RepairKeepsTheDamagedFileAsideAndEveryWholeLine) {
   ASSERT_EQ(repair->dropped.size(), 1u);
   EXPECT_THAT(repair->dropped[0], HasSubstr("clusters/west"));
   EXPECT_EQ(repair->damaged_copy, path_ + ".damaged-1000");
-  EXPECT_EQ(ReadAll(repair->damaged_copy), content);
+  EXPECT_EQ(ReadFileBytes(repair->damaged_copy), content);
   // West's last whole line is what it was before the damaged one.
   auto store = *Open();
   EXPECT_EQ(store->Get("clusters/west")->value, "state=registered");
@@ -154,7 +145,7 @@ TEST_F(LocalStateStoreTest, TheJournalIsCompactedWhenItGrows) {
 // Journals of earlier versions hold one "<cluster>\t<fields>" line per cluster and no
 // checksums: they are read as clusters/<cluster> records and rewritten.
 TEST_F(LocalStateStoreTest, EarlierJournalsAreReadAsClusterRecords) {
-  WriteAll(path_, "east\tstate=registered\nwest\tstate=registered\nwest\tstate=deregistered\n");
+  WriteFileBytes(path_, "east\tstate=registered\nwest\tstate=registered\nwest\tstate=deregistered\n");
   {
     auto store = Open();
     ASSERT_THAT(store, IsOk());
@@ -162,8 +153,8 @@ TEST_F(LocalStateStoreTest, EarlierJournalsAreReadAsClusterRecords) {
     EXPECT_EQ((*store)->Get("clusters/west")->value, "state=deregistered");
     EXPECT_THAT((*store)->Describe("clusters/east"), HasSubstr(path_));
   }
-  EXPECT_THAT(ReadAll(path_), StartsWith(kJournalHeader));
-  WriteAll(path_, "East Cluster\tstate=registered\n");
+  EXPECT_THAT(ReadFileBytes(path_), StartsWith(kJournalHeader));
+  WriteFileBytes(path_, "East Cluster\tstate=registered\n");
   absl::StatusOr<std::unique_ptr<LocalStateStore>> bad = Open();
   EXPECT_THAT(bad, StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(bad.status().message(), HasSubstr("at byte 0 (line 1)"));

@@ -4,8 +4,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/work_queue.h"
 #include "secrets/memory_store.h"
-#include "state/callback_thread.h"
 #include "state/watch_list.h"
 
 namespace relay::state {
@@ -17,6 +17,24 @@ absl::Status ValidateKey(absl::string_view key) {
   return absl::InvalidArgumentError(absl::StrCat("state key \"", key.substr(0, 64),
                                                  "\" is not valid: printable ASCII without spaces, "
                                                  "at most 256 bytes, not starting with '/'"));
+}
+
+absl::Status CheckCompareAndSet(absl::string_view key, const std::optional<std::string>& value,
+                                int64_t current_revision, int64_t expected_revision) {
+  if (absl::Status valid = ValidateKey(key); !valid.ok()) return valid;
+  if (value && (value->size() > kMaxRecordBytes || value->find('\n') != std::string::npos)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("record ", key, " is longer than ", kMaxRecordBytes, " bytes or holds a newline"));
+  }
+  if (!value && current_revision == 0) return absl::NotFoundError(absl::StrCat("no record ", key, " to delete"));
+  if (expected_revision == 0 && current_revision != 0) {
+    return absl::AlreadyExistsError(absl::StrCat("record ", key, " exists"));
+  }
+  if (current_revision != expected_revision) {
+    return absl::AbortedError(absl::StrCat("record ", key, " changed (revision ", current_revision, ", expected ",
+                                           expected_revision, "): read it again"));
+  }
+  return absl::OkStatus();
 }
 
 namespace {
@@ -78,17 +96,11 @@ class MemoryStateStore : public StateStore {
 
   absl::StatusOr<int64_t> ApplyLocked(const std::string& key, const std::optional<std::string>& value,
                                       int64_t expected_revision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (absl::Status valid = ValidateKey(key); !valid.ok()) return valid;
-    if (value && value->size() > kMaxRecordBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("record ", key, " is larger than ", kMaxRecordBytes, " bytes"));
-    }
     auto it = records_.find(key);
-    int64_t current = it == records_.end() ? 0 : it->second.revision;
-    if (!value && it == records_.end()) return absl::NotFoundError(absl::StrCat("no record ", key, " to delete"));
-    if (expected_revision == 0 && current != 0) return absl::AlreadyExistsError(absl::StrCat("record ", key, " exists"));
-    if (current != expected_revision) {
-      return absl::AbortedError(absl::StrCat("record ", key, " changed (revision ", current, ", expected ",
-                                             expected_revision, "): read it again"));
+    if (absl::Status allowed =
+            CheckCompareAndSet(key, value, it == records_.end() ? 0 : it->second.revision, expected_revision);
+        !allowed.ok()) {
+      return allowed;
     }
     int64_t revision = ++revision_;
     if (value) {
@@ -104,7 +116,9 @@ class MemoryStateStore : public StateStore {
   std::map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
   int64_t revision_ ABSL_GUARDED_BY(mu_) = 0;
   WatchList watchers_;
-  CallbackThread callbacks_;  // last: stops (running what is queued) before the rest goes
+  // One thread, so "done" callbacks run in order. Last: it stops (running what is
+  // queued) before the rest goes.
+  WorkQueue callbacks_{1};
 };
 
 }  // namespace

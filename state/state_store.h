@@ -65,8 +65,9 @@ class StateStore {
   // `expected_revision` (0: when the key has no record, i.e. create-if-absent). Refused
   // with ALREADY_EXISTS when expected 0 but the key exists, ABORTED when another write
   // came first (read again and retry), NOT_FOUND when deleting what is not there,
-  // INVALID_ARGUMENT for a bad key or a value over kMaxRecordBytes. Writes that were
-  // accepted become durable in the order they were made.
+  // INVALID_ARGUMENT for a bad key or a value over kMaxRecordBytes or with a newline
+  // (CheckCompareAndSet). Writes that were accepted become durable in the order they
+  // were made.
   virtual void CompareAndSet(std::string key, std::optional<std::string> value, int64_t expected_revision,
                              Done done) = 0;
 
@@ -91,6 +92,13 @@ class StateStore {
 // Keys are printable ASCII without spaces, '\t' or '\n', at most 256 bytes, and do not
 // start with '/'.
 absl::Status ValidateKey(absl::string_view key);
+
+// What every backend checks before a compare-and-set, in this order and with these
+// codes (see CompareAndSet): the key, the value (at most kMaxRecordBytes, one line),
+// then the revision the key has now (`current_revision`, 0 when it has no record)
+// against the one expected.
+absl::Status CheckCompareAndSet(absl::string_view key, const std::optional<std::string>& value,
+                                int64_t current_revision, int64_t expected_revision);
 
 // A store that lives in memory only: for unit tests of the services. `secrets` may be
 // null (a memory secret store is made).

@@ -1,6 +1,6 @@
-#include "mgmt/work_queue.h"
+#include "common/work_queue.h"
 
-namespace relay::mgmt {
+namespace relay {
 
 WorkQueue::WorkQueue(int threads) {
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
@@ -33,4 +33,4 @@ void WorkQueue::Run() {
   }
 }
 
-}  // namespace relay::mgmt
+}  // namespace relay
