@@ -75,3 +75,74 @@ system_libraries = repository_rule(
     local = True,
     attrs = {"_build_template": attr.label(default = "//bazel:system.BUILD.tpl")},
 )
+
+# etcd's v3 API as Debian ships it (golang-etcd-server-dev): the gRPC service and its
+# messages, compiled like our own protos. The files carry gogoproto options (Go code
+# generation) and google.api.http annotations (the JSON gateway); neither means
+# anything to C++, and their imports are not installed, so they are stripped here.
+_ETCD_SOURCE = "/usr/share/gocode/src/go.etcd.io/etcd"
+_ETCD_PROTOS = [
+    "mvcc/mvccpb/kv.proto",
+    "auth/authpb/auth.proto",
+    "etcdserver/etcdserverpb/rpc.proto",
+]
+
+def _strip_go_annotations(path, text):
+    out = []
+    depth = 0
+    for line in text.split("\n"):
+        s = line.strip()
+        if depth > 0:  # inside an `option (google.api.http) = {...};` block
+            depth += s.count("{") - s.count("}")
+            continue
+        if s.startswith("import \"gogoproto/") or s.startswith("import \"google/api/"):
+            continue
+        if s.startswith("option (gogoproto."):
+            continue
+        if s.startswith("option (google.api.http)"):
+            depth = s.count("{") - s.count("}")
+            continue
+        if "(gogoproto." in line or "(google.api." in line:
+            fail("%s: an annotation this rule does not strip: %s" % (path, s))
+        out.append(line)
+    return "\n".join(out)
+
+def _etcd_api_impl(ctx):
+    for proto in _ETCD_PROTOS:
+        source = ctx.path("%s/%s" % (_ETCD_SOURCE, proto))
+        if not source.exists:
+            fail("%s is missing: run tools/bazel, which installs golang-etcd-server-dev" % source)
+        ctx.file("etcd/" + proto, _strip_go_annotations(proto, ctx.read(source)))
+    bases = ["etcd/" + p[:-len(".proto")] for p in _ETCD_PROTOS]
+    outs = [b + ext for b in bases for ext in [".pb.h", ".pb.cc", ".grpc.pb.h", ".grpc.pb.cc"]]
+    ctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % ctx.name)
+    ctx.file("BUILD", """
+genrule(
+    name = "codegen",
+    srcs = {srcs},
+    outs = {outs},
+    cmd = " ".join([
+        "/usr/bin/protoc",
+        "--proto_path=external/{name}",
+        "--cpp_out=$(RULEDIR)",
+        "--grpc_out=$(RULEDIR)",
+        "--plugin=protoc-gen-grpc=/usr/bin/grpc_cpp_plugin",
+        "$(SRCS)",
+    ]),
+)
+
+# etcd's KV, Watch and Lease services (etcdserverpb) with mvccpb and authpb.
+cc_library(
+    name = "etcd_cc_grpc",
+    srcs = [f for f in {outs} if f.endswith(".cc")],
+    hdrs = [f for f in {outs} if f.endswith(".h")],
+    deps = ["@system//:grpc", "@system//:protobuf"],
+    visibility = ["//visibility:public"],
+)
+""".format(
+        name = ctx.name,
+        srcs = repr(["etcd/" + p for p in _ETCD_PROTOS]),
+        outs = repr(outs),
+    ))
+
+etcd_api = repository_rule(implementation = _etcd_api_impl, local = True)

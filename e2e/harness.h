@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "common/process_testing.h"
 
 namespace relay::e2e {
 
@@ -23,7 +24,9 @@ std::string ReadFileOrEmpty(const std::string& path);
 void WriteFile(const std::string& path, const std::string& content);
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
+using ::relay::testing::FreePort;
+using ::relay::testing::Process;
+using ::relay::testing::WaitFor;
 
 // How many times `needle` occurs in `text` (events in a log).
 int CountOccurrences(const std::string& text, const std::string& needle);
@@ -51,35 +54,11 @@ double MetricValue(const std::string& metrics, const std::string& series);
 
 // A child process whose stdout and stderr go to `log_path`. Stopped (SIGTERM, then
 // SIGKILL after 5 s) when destroyed.
-class Process {
- public:
-  Process(std::vector<std::string> argv, std::string log_path);
-  ~Process();
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool Running();
-  // Waits for the process to exit; returns its exit status, or -1 on timeout.
-  int Wait(absl::Duration timeout);
-  void Signal(int signal_number);
-  void Stop();
-  std::string Log() const { return ReadFileOrEmpty(log_path_); }
-
- private:
-  pid_t pid_ = -1;
-  int exit_status_ = -1;
-  bool exited_ = false;
-  std::string log_path_;
-};
-
 struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
-int FreePort();
 
 // Raises this process's open-file soft limit to its hard limit; returns it.
 uint64_t RaiseOpenFileLimit();

@@ -162,7 +162,7 @@ TEST_F(LifecycleTest, AgentsReconnectAfterAServerRestartAndRegistrationSurvives)
   EXPECT_THAT(ListRow("east"), MatchesRegex("east +yes +yes .* 1 \\(1\\)"));
   EXPECT_THAT(ListRow("west"), MatchesRegex("west +yes +yes .*"));
   // The agents kept their certificates: no new registration happened.
-  EXPECT_THAT(server_->Metrics(), testing::Not(HasSubstr("relay_certificates_issued_total{")));
+  EXPECT_THAT(server_->Metrics(), ::testing::Not(HasSubstr("relay_certificates_issued_total{")));
   // The snapshot they already hold is not sent again.
   EXPECT_EQ(absl::StrContains(east->Log(), "snapshot_applied version=1"), true);
   int applied = 0;

@@ -237,14 +237,7 @@ std::string DirectorySecretStore::KeyPath(const std::string& root, absl::string_
 absl::StatusOr<std::string> DirectorySecretStore::SecretDir(absl::string_view ns,
                                                             absl::string_view name) const {
   // Names become path components: only DNS names, so nothing escapes the root.
-  if (!IsDnsName(ns)) {
-    return absl::InvalidArgumentError(absl::StrCat("namespace \"", ns.substr(0, 64),
-                                                   "\" is not a valid Kubernetes name"));
-  }
-  if (!IsDnsName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("secret name \"", name.substr(0, 64),
-                                                   "\" is not a valid Kubernetes name"));
-  }
+  RETURN_IF_ERROR(ValidateSecretNames(ns, name));
   return absl::StrCat(root_, "/", ns, "/", name);
 }
 

@@ -31,22 +31,8 @@ class MemorySecretStore::MemoryWatch : public SecretWatch {
 
 MemorySecretStore::~MemorySecretStore() = default;
 
-namespace {
-
-absl::Status CheckNames(absl::string_view ns, absl::string_view name) {
-  if (!IsDnsName(ns)) {
-    return absl::InvalidArgumentError(absl::StrCat("namespace \"", ns.substr(0, 64), "\" is not a valid Kubernetes name"));
-  }
-  if (!IsDnsName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("secret name \"", name.substr(0, 64), "\" is not a valid Kubernetes name"));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::StatusOr<SecretData> MemorySecretStore::Get(absl::string_view ns, absl::string_view name) {
-  RETURN_IF_ERROR(CheckNames(ns, name));
+  RETURN_IF_ERROR(ValidateSecretNames(ns, name));
   absl::MutexLock lock(&mu_);
   auto it = secrets_.find(Key(ns, name));
   if (it == secrets_.end()) return absl::NotFoundError(absl::StrCat("secret ", ns, "/", name, " does not exist"));
@@ -55,7 +41,7 @@ absl::StatusOr<SecretData> MemorySecretStore::Get(absl::string_view ns, absl::st
 
 absl::Status MemorySecretStore::Write(absl::string_view ns, absl::string_view name, const SecretData* data,
                                       bool only_if_absent) {
-  RETURN_IF_ERROR(CheckNames(ns, name));
+  RETURN_IF_ERROR(ValidateSecretNames(ns, name));
   if (data != nullptr) RETURN_IF_ERROR(ValidateSecretData(*data));
   std::vector<std::shared_ptr<std::function<void()>>> to_call;
   {

@@ -1,8 +1,9 @@
 #include "secrets/secret_store.h"
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/names.h"
 
 namespace relay::secrets {
 
@@ -18,6 +19,18 @@ absl::Status ValidateSecretKey(absl::string_view key) {
   return absl::InvalidArgumentError(absl::StrCat(
       "secret key \"", key.substr(0, 64),
       "\" is not valid: use letters, digits, '-', '_' and '.', not starting with \"..\""));
+}
+
+absl::Status ValidateSecretNames(absl::string_view ns, absl::string_view name) {
+  if (!IsDnsName(ns)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("namespace \"", ns.substr(0, 64), "\" is not a valid Kubernetes name"));
+  }
+  if (!IsDnsName(name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("secret name \"", name.substr(0, 64), "\" is not a valid Kubernetes name"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateSecretData(const SecretData& data) {

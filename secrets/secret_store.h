@@ -61,6 +61,9 @@ class SecretStore {
 // OK when `key` is a valid Kubernetes secret key ([-._a-zA-Z0-9]+, not "." or "..").
 absl::Status ValidateSecretKey(absl::string_view key);
 
+// OK when both are Kubernetes names (DNS labels); INVALID_ARGUMENT saying which is not.
+absl::Status ValidateSecretNames(absl::string_view ns, absl::string_view name);
+
 // Checks keys and sizes of a whole secret before anything is written.
 absl::Status ValidateSecretData(const SecretData& data);
 

@@ -19,13 +19,18 @@ absl::Status ValidateKey(absl::string_view key) {
                                                  "at most 256 bytes, not starting with '/'"));
 }
 
-absl::Status CheckCompareAndSet(absl::string_view key, const std::optional<std::string>& value,
-                                int64_t current_revision, int64_t expected_revision) {
+absl::Status ValidateWrite(absl::string_view key, const std::optional<std::string>& value) {
   if (absl::Status valid = ValidateKey(key); !valid.ok()) return valid;
   if (value && (value->size() > kMaxRecordBytes || value->find('\n') != std::string::npos)) {
     return absl::InvalidArgumentError(
         absl::StrCat("record ", key, " is longer than ", kMaxRecordBytes, " bytes or holds a newline"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCompareAndSet(absl::string_view key, const std::optional<std::string>& value,
+                                int64_t current_revision, int64_t expected_revision) {
+  if (absl::Status valid = ValidateWrite(key, value); !valid.ok()) return valid;
   if (!value && current_revision == 0) return absl::NotFoundError(absl::StrCat("no record ", key, " to delete"));
   if (expected_revision == 0 && current_revision != 0) {
     return absl::AlreadyExistsError(absl::StrCat("record ", key, " exists"));

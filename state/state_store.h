@@ -66,8 +66,12 @@ class StateStore {
   // with ALREADY_EXISTS when expected 0 but the key exists, ABORTED when another write
   // came first (read again and retry), NOT_FOUND when deleting what is not there,
   // INVALID_ARGUMENT for a bad key or a value over kMaxRecordBytes or with a newline
-  // (CheckCompareAndSet). Writes that were accepted become durable in the order they
-  // were made.
+  // (CheckCompareAndSet). Each write is atomic; writes to one key are ordered by
+  // their revisions (compare-and-set makes them so), while writes to different keys made
+  // before earlier ones were acknowledged may become durable in either order (a shared
+  // backend sends them at once). UNAVAILABLE or DEADLINE_EXCEEDED when a shared
+  // backend cannot be reached: the write may or may not have been made; read again
+  // before retrying.
   virtual void CompareAndSet(std::string key, std::optional<std::string> value, int64_t expected_revision,
                              Done done) = 0;
 
@@ -93,10 +97,13 @@ class StateStore {
 // start with '/'.
 absl::Status ValidateKey(absl::string_view key);
 
+// The key and the value (at most kMaxRecordBytes, one line) of a write:
+// INVALID_ARGUMENT, saying which, or OK.
+absl::Status ValidateWrite(absl::string_view key, const std::optional<std::string>& value);
+
 // What every backend checks before a compare-and-set, in this order and with these
-// codes (see CompareAndSet): the key, the value (at most kMaxRecordBytes, one line),
-// then the revision the key has now (`current_revision`, 0 when it has no record)
-// against the one expected.
+// codes (see CompareAndSet): ValidateWrite, then the revision the key has now
+// (`current_revision`, 0 when it has no record) against the one expected.
 absl::Status CheckCompareAndSet(absl::string_view key, const std::optional<std::string>& value,
                                 int64_t current_revision, int64_t expected_revision);
 

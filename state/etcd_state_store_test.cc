@@ -1,0 +1,129 @@
+// The etcd backend beyond the contract (conformance.h): what several replicas on one
+// store and an etcd that goes away mean for it. Real etcd, started by the test.
+#include "state/etcd_state_store.h"
+
+#include <atomic>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/process_testing.h"
+#include "common/status_matchers.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "state/etcd_testing.h"
+
+namespace relay::state {
+namespace {
+
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
+using ::relay::testing::WaitFor;
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kPatience = absl::Seconds(30);
+
+class EtcdStateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<testing::EtcdUnderTest>> etcd = testing::EtcdUnderTest::Start();
+    ASSERT_THAT(etcd, IsOk());
+    etcd_ = *std::move(etcd);
+  }
+
+  std::unique_ptr<StateStore> Open(absl::Duration timeout = absl::Seconds(5)) {
+    EtcdOptions options;
+    options.endpoints = {etcd_->endpoint()};
+    options.prefix = "/relay/gloo-mesh/";
+    options.timeout = timeout;
+    absl::StatusOr<std::unique_ptr<StateStore>> store = OpenEtcdStateStore(options);
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  std::unique_ptr<testing::EtcdUnderTest> etcd_;
+};
+
+// What one replica writes, another one's watches see: records and secrets.
+TEST_F(EtcdStateStoreTest, AnotherReplicasWritesReachThisReplicasWatches) {
+  std::unique_ptr<StateStore> first = Open();
+  std::unique_ptr<StateStore> second = Open();
+  ASSERT_TRUE(first && second);
+  absl::Mutex mu;
+  std::vector<Change> seen;
+  std::atomic<int> secret_changes{0};
+  auto watch = second->Watch("clusters/", [&](const Change& change) {
+    absl::MutexLock lock(&mu);
+    seen.push_back(change);
+  });
+  auto secret_watch = second->secrets().Watch("gloo-mesh", "relay-root-tls-secret", [&] { secret_changes++; });
+  auto other_secret = second->secrets().Watch("gloo-mesh", "relay-root-tls-secret-2", [&] { secret_changes += 100; });
+
+  absl::StatusOr<int64_t> written = first->CompareAndSetAndWait("clusters/east", "state=registered", 0);
+  ASSERT_THAT(written, IsOk());
+  ASSERT_THAT(first->secrets().Put("gloo-mesh", "relay-root-tls-secret", {{"ca.crt", "root"}}), IsOk());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return !seen.empty();
+      },
+      kPatience));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(seen[0].key, "clusters/east");
+    EXPECT_EQ(seen[0].value, "state=registered");
+    EXPECT_EQ(seen[0].revision, *written);
+  }
+  EXPECT_TRUE(WaitFor([&] { return secret_changes.load() == 1; }, kPatience)) << secret_changes.load();
+  // And the other replica reads it at the revision the first was told.
+  absl::StatusOr<Record> read = second->Get("clusters/east");
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ(read->revision, *written);
+  EXPECT_EQ((*second->secrets().Get("gloo-mesh", "relay-root-tls-secret"))["ca.crt"], "root");
+}
+
+// etcd gone: reads and writes fail UNAVAILABLE, naming etcd (a write saying its outcome
+// is unknown), within the timeout; etcd back: the same store works again, and its watch
+// (which reconnected by itself) sees what is written from then on.
+TEST_F(EtcdStateStoreTest, AnEtcdThatGoesAwayFailsCallsCleanlyAndIsUsedAgainWhenBack) {
+  std::unique_ptr<StateStore> store = Open(absl::Seconds(1));
+  ASSERT_TRUE(store);
+  std::atomic<int> changes{0};
+  auto watch = store->Watch("clusters/", [&](const Change&) { changes++; });
+  ASSERT_THAT(store->CompareAndSetAndWait("clusters/east", "v1", 0), IsOk());
+  ASSERT_TRUE(WaitFor([&] { return changes.load() == 1; }, kPatience));
+
+  etcd_->Stop();
+  EXPECT_THAT(store->Get("clusters/east"), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("etcd at")));
+  absl::StatusOr<int64_t> refused = store->CompareAndSetAndWait("clusters/west", "v1", 0);
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("may or may not")));
+  EXPECT_THAT(store->secrets().Get("gloo-mesh", "relay-root-tls-secret"),
+              StatusIs(absl::StatusCode::kUnavailable));
+
+  ASSERT_THAT(etcd_->Restart(), IsOk());
+  // gRPC reconnects with backoff: the first calls after the restart may still fail.
+  absl::StatusOr<Record> east;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        east = store->Get("clusters/east");
+        return east.ok();
+      },
+      kPatience))
+      << east.status();
+  EXPECT_EQ(east->value, "v1");
+  ASSERT_THAT(store->CompareAndSetAndWait("clusters/east", "v2", east->revision), IsOk());
+  EXPECT_TRUE(WaitFor([&] { return changes.load() == 2; }, kPatience)) << changes.load();
+}
+
+TEST_F(EtcdStateStoreTest, NoEtcdAtAllIsAClearErrorAtOpen) {
+  EtcdOptions options;
+  options.endpoints = {absl::StrCat("127.0.0.1:", relay::testing::FreePort())};
+  options.timeout = absl::Seconds(1);
+  EXPECT_THAT(OpenEtcdStateStore(options),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("--etcd_endpoints")));
+  options.endpoints = {};
+  EXPECT_THAT(OpenEtcdStateStore(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace relay::state
