@@ -24,18 +24,28 @@ testing::EtcdUnderTest* SharedEtcd() {
 }
 
 // The same directory gives the same prefix: reopening sees what was written.
-std::unique_ptr<StateStore> OpenEtcd(const std::string& dir) {
+std::unique_ptr<StateStore> OpenEtcdWith(const std::string& dir, std::optional<SecretCipher> cipher) {
   testing::EtcdUnderTest* etcd = SharedEtcd();
   if (etcd == nullptr) return nullptr;
   EtcdOptions options;
   options.endpoints = {etcd->endpoint()};
   options.prefix = absl::StrCat("/relay-test/", std::filesystem::path(dir).filename().string(), "/");
+  options.cipher = std::move(cipher);
   absl::StatusOr<std::unique_ptr<StateStore>> store = OpenEtcdStateStore(options);
   EXPECT_THAT(store, IsOk());
   return store.ok() ? *std::move(store) : nullptr;
 }
 
-INSTANTIATE_TEST_SUITE_P(Etcd, StateStoreConformance, ::testing::Values(StateStoreFactory{"etcd", true, OpenEtcd}),
+std::unique_ptr<StateStore> OpenEtcd(const std::string& dir) { return OpenEtcdWith(dir, std::nullopt); }
+
+// Secrets sealed at rest keep the same contract.
+std::unique_ptr<StateStore> OpenEncryptedEtcd(const std::string& dir) {
+  return OpenEtcdWith(dir, *SecretCipher::FromKey(std::string(32, 'k')));
+}
+
+INSTANTIATE_TEST_SUITE_P(Etcd, StateStoreConformance,
+                         ::testing::Values(StateStoreFactory{"etcd", true, OpenEtcd},
+                                           StateStoreFactory{"etcd_encrypted", true, OpenEncryptedEtcd}),
                          [](const ::testing::TestParamInfo<StateStoreFactory>& info) { return info.param.name; });
 
 // Stops the shared etcd when the tests are done (a leaked etcd would outlive the test).

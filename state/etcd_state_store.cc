@@ -252,6 +252,7 @@ class EtcdStateStore final : public StateStore {
   secrets::SecretStore& secrets() override { return secrets_; }
 
   // For the secret store.
+  const EtcdOptions& options() const { return options_; }
   std::string SecretKey(absl::string_view ns, absl::string_view name) const {
     return absl::StrCat(options_.prefix, kSecrets, ns, "/", name);
   }
@@ -444,12 +445,27 @@ class EtcdStateStore final : public StateStore {
 
 absl::StatusOr<secrets::SecretData> EtcdSecretStore::Get(absl::string_view ns, absl::string_view name) {
   RETURN_IF_ERROR(secrets::ValidateSecretNames(ns, name));
+  std::string key = store_->SecretKey(ns, name);
   pb::RangeResponse response;
-  RETURN_IF_ERROR(store_->Range(store_->SecretKey(ns, name), "", false, &response));
+  RETURN_IF_ERROR(store_->Range(key, "", false, &response));
   if (response.kvs_size() == 0) return absl::NotFoundError(absl::StrCat("secret ", ns, "/", name, " does not exist"));
+  std::string value = response.kvs(0).value();
+  const std::optional<SecretCipher>& cipher = store_->options().cipher;
+  if (cipher) {
+    absl::StatusOr<std::string> opened = cipher->Open(value, key);
+    if (!opened.ok()) {
+      return absl::Status(opened.status().code(), absl::StrCat("secret ", ns, "/", name, " in etcd (", key,
+                                                               "): ", opened.status().message()));
+    }
+    value = *std::move(opened);
+  } else if (SecretCipher::IsSealed(value)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "secret ", ns, "/", name, " in etcd (", key,
+        ") is encrypted: give the key it was written with in --state_encryption_key_file"));
+  }
   v1::StoredSecret stored;
-  if (!stored.ParseFromString(response.kvs(0).value())) {
-    return absl::DataLossError(absl::StrCat("secret ", ns, "/", name, " in etcd (", store_->SecretKey(ns, name),
+  if (!stored.ParseFromString(value)) {
+    return absl::DataLossError(absl::StrCat("secret ", ns, "/", name, " in etcd (", key,
                                             ") cannot be decoded: was it written by something else?"));
   }
   return secrets::SecretData(stored.data().begin(), stored.data().end());
@@ -457,7 +473,8 @@ absl::StatusOr<secrets::SecretData> EtcdSecretStore::Get(absl::string_view ns, a
 
 namespace {
 
-pb::TxnRequest SecretWrite(const std::string& key, const secrets::SecretData& data, bool only_if_absent) {
+absl::StatusOr<pb::TxnRequest> SecretWrite(const std::string& key, const secrets::SecretData& data,
+                                           bool only_if_absent, const std::optional<SecretCipher>& cipher) {
   v1::StoredSecret stored;
   for (const auto& [name, value] : data) (*stored.mutable_data())[name] = value;
   pb::TxnRequest request;
@@ -471,6 +488,10 @@ pb::TxnRequest SecretWrite(const std::string& key, const secrets::SecretData& da
   pb::PutRequest* put = request.add_success()->mutable_request_put();
   put->set_key(key);
   stored.SerializeToString(put->mutable_value());
+  if (cipher) {
+    // The etcd key is the additional data: a value copied under another name does not open.
+    ASSIGN_OR_RETURN(*put->mutable_value(), cipher->Seal(put->value(), key));
+  }
   return request;
 }
 
@@ -479,15 +500,19 @@ pb::TxnRequest SecretWrite(const std::string& key, const secrets::SecretData& da
 absl::Status EtcdSecretStore::Put(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) {
   RETURN_IF_ERROR(secrets::ValidateSecretNames(ns, name));
   RETURN_IF_ERROR(secrets::ValidateSecretData(data));
+  std::string key = store_->SecretKey(ns, name);
+  ASSIGN_OR_RETURN(pb::TxnRequest request, SecretWrite(key, data, false, store_->options().cipher));
   pb::TxnResponse response;
-  return store_->Txn(SecretWrite(store_->SecretKey(ns, name), data, false), &response);
+  return store_->Txn(request, &response);
 }
 
 absl::Status EtcdSecretStore::Create(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) {
   RETURN_IF_ERROR(secrets::ValidateSecretNames(ns, name));
   RETURN_IF_ERROR(secrets::ValidateSecretData(data));
+  std::string key = store_->SecretKey(ns, name);
+  ASSIGN_OR_RETURN(pb::TxnRequest request, SecretWrite(key, data, true, store_->options().cipher));
   pb::TxnResponse response;
-  RETURN_IF_ERROR(store_->Txn(SecretWrite(store_->SecretKey(ns, name), data, true), &response));
+  RETURN_IF_ERROR(store_->Txn(request, &response));
   if (!response.succeeded()) return absl::AlreadyExistsError(absl::StrCat("secret ", ns, "/", name, " already exists"));
   return absl::OkStatus();
 }

@@ -5,7 +5,8 @@
 // servers on one store. Every key lives under one prefix:
 //
 //   <prefix>r/<key>                 records (the value as it is)
-//   <prefix>s/<namespace>/<name>    secrets (StoredSecret, etcd_value.proto)
+//   <prefix>s/<namespace>/<name>    secrets (StoredSecret, etcd_value.proto; sealed
+//                                   with AES-256-GCM when a key is given)
 //
 // A record's revision is its etcd mod_revision. Compare-and-set is one etcd
 // transaction: compare mod_revision (or create_revision == 0 for create-if-absent),
@@ -15,11 +16,13 @@
 // resumes from the last revision it saw.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "state/secret_cipher.h"
 #include "state/state_store.h"
 
 namespace relay::state {
@@ -35,6 +38,10 @@ struct EtcdOptions {
   std::string prefix = "/relay/gloo-mesh/";
   // How long a call may take before it fails UNAVAILABLE.
   absl::Duration timeout = absl::Seconds(5);
+  // Secrets are sealed with it (secret_cipher.h) when set; records hold no secrets
+  // (cluster records, and bootstrap tokens as their SHA-256). Without it secrets are
+  // stored as they are, and a sealed one reads as FAILED_PRECONDITION.
+  std::optional<SecretCipher> cipher;
 };
 
 // Connects and checks that etcd answers (UNAVAILABLE naming the endpoints when it does

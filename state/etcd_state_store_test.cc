@@ -31,11 +31,13 @@ class EtcdStateStoreTest : public ::testing::Test {
     etcd_ = *std::move(etcd);
   }
 
-  std::unique_ptr<StateStore> Open(absl::Duration timeout = absl::Seconds(5)) {
+  std::unique_ptr<StateStore> Open(absl::Duration timeout = absl::Seconds(5),
+                                   std::optional<SecretCipher> cipher = std::nullopt) {
     EtcdOptions options;
     options.endpoints = {etcd_->endpoint()};
     options.prefix = "/relay/gloo-mesh/";
     options.timeout = timeout;
+    options.cipher = std::move(cipher);
     absl::StatusOr<std::unique_ptr<StateStore>> store = OpenEtcdStateStore(options);
     EXPECT_THAT(store, IsOk());
     return store.ok() ? *std::move(store) : nullptr;
@@ -113,6 +115,32 @@ TEST_F(EtcdStateStoreTest, AnEtcdThatGoesAwayFailsCallsCleanlyAndIsUsedAgainWhen
   EXPECT_EQ(east->value, "v1");
   ASSERT_THAT(store->CompareAndSetAndWait("clusters/east", "v2", east->revision), IsOk());
   EXPECT_TRUE(WaitFor([&] { return changes.load() == 2; }, kPatience)) << changes.load();
+}
+
+// What etcd holds for a secret is sealed: neither the key nor the token appears in it,
+// and a replica without the key, or with another one, says so instead of serving junk.
+TEST_F(EtcdStateStoreTest, SecretsAreEncryptedAtRestUnderTheKeyFile) {
+  SecretCipher key = *SecretCipher::FromKey(std::string(32, 'a'));
+  SecretCipher other_key = *SecretCipher::FromKey(std::string(32, 'b'));
+  std::unique_ptr<StateStore> sealed = Open(absl::Seconds(5), key);
+  ASSERT_TRUE(sealed);
+  ASSERT_THAT(sealed->secrets().Put("gloo-mesh", "relay-tls-signing-secret",
+                                    {{"tls.key", "-----BEGIN PRIVATE KEY-----secret"}, {"token", "t0ken-value"}}),
+              IsOk());
+
+  std::string raw = testing::ReadEtcdValue(*etcd_, "/relay/gloo-mesh/s/gloo-mesh/relay-tls-signing-secret");
+  EXPECT_TRUE(absl::StartsWith(raw, "relay:enc:aesgcm:v1:")) << raw.substr(0, 40);
+  EXPECT_FALSE(absl::StrContains(raw, "PRIVATE KEY"));
+  EXPECT_FALSE(absl::StrContains(raw, "t0ken-value"));
+
+  absl::StatusOr<secrets::SecretData> read = Open(absl::Seconds(5), key)->secrets().Get("gloo-mesh",
+                                                                                         "relay-tls-signing-secret");
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ((*read)["token"], "t0ken-value");
+  EXPECT_THAT(Open()->secrets().Get("gloo-mesh", "relay-tls-signing-secret"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--state_encryption_key_file")));
+  EXPECT_THAT(Open(absl::Seconds(5), other_key)->secrets().Get("gloo-mesh", "relay-tls-signing-secret"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(key.key_id())));
 }
 
 TEST_F(EtcdStateStoreTest, NoEtcdAtAllIsAClearErrorAtOpen) {

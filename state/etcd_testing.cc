@@ -63,4 +63,15 @@ absl::Status EtcdUnderTest::Restart() {
 
 EtcdUnderTest::~EtcdUnderTest() { Stop(); }
 
+std::string ReadEtcdValue(EtcdUnderTest& etcd, const std::string& key) {
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(etcd.endpoint(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  etcdserverpb::RangeRequest request;
+  request.set_key(key);
+  etcdserverpb::RangeResponse response;
+  if (!kv->Range(&context, request, &response).ok() || response.kvs_size() == 0) return "";
+  return response.kvs(0).value();
+}
+
 }  // namespace relay::state::testing

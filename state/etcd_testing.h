@@ -39,6 +39,9 @@ class EtcdUnderTest {
   std::unique_ptr<relay::testing::Process> process_;
 };
 
+// The raw value of `key` in etcd (empty when absent), read around the store.
+std::string ReadEtcdValue(EtcdUnderTest& etcd, const std::string& key);
+
 }  // namespace relay::state::testing
 
 #endif  // RELAY_STATE_ETCD_TESTING_H_
