@@ -25,7 +25,9 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "./.relay/agent-<cluster>.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
 ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
-          "host:port of the management server's relay. Overrides glooAgent.relay.serverAddress "
+          "host:port of the management server's relay, or several comma-separated (replicas: a random one is "
+          "used and the others on failure; a DNS name with several records works the same). Overrides "
+          "glooAgent.relay.serverAddress "
           "when given.");
 ABSL_FLAG(std::string, authority, relay::config::kDefaultAuthority,
           "Name the management server's certificate must carry, sent as SNI. Overrides "

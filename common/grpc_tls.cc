@@ -3,7 +3,19 @@
 #include <openssl/conf.h>
 #include <openssl/err.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
 #include "absl/base/call_once.h"
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "grpc/grpc_security_constants.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -86,10 +98,62 @@ grpc::ChannelArguments AgentChannelArguments(const std::string& authority) {
   return args;
 }
 
+namespace {
+
+// host:port → host and port, with [v6] brackets removed.
+bool SplitHostPort(absl::string_view address, std::string* host, std::string* port) {
+  size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) return false;
+  absl::string_view h = address.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  *host = std::string(h);
+  *port = std::string(address.substr(colon + 1));
+  return !host->empty() && !port->empty();
+}
+
+bool IsIpLiteral(const std::string& host) {
+  in6_addr any;
+  return inet_pton(AF_INET, host.c_str(), &any) == 1 || inet_pton(AF_INET6, host.c_str(), &any) == 1;
+}
+
+}  // namespace
+
+std::string ChannelTarget(const std::string& address) {
+  std::vector<std::string> entries = absl::StrSplit(address, ',', absl::SkipWhitespace());
+  std::string host, port;
+  if (entries.size() == 1 && SplitHostPort(entries[0], &host, &port) && IsIpLiteral(host)) return entries[0];
+  std::vector<std::string> v4, v6;
+  for (const std::string& entry : entries) {
+    if (!SplitHostPort(absl::StripAsciiWhitespace(entry), &host, &port)) return address;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return address;
+    for (addrinfo* at = found; at != nullptr; at = at->ai_next) {
+      char text[INET6_ADDRSTRLEN] = {};
+      if (at->ai_family == AF_INET) {
+        inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(at->ai_addr)->sin_addr, text, sizeof(text));
+        v4.push_back(absl::StrCat(text, ":", port));
+      } else if (at->ai_family == AF_INET6) {
+        inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(at->ai_addr)->sin6_addr, text, sizeof(text));
+        v6.push_back(absl::StrCat("[", text, "]:", port));
+      }
+    }
+    freeaddrinfo(found);
+  }
+  std::vector<std::string>& chosen = v4.empty() ? v6 : v4;
+  if (chosen.empty()) return address;
+  std::sort(chosen.begin(), chosen.end());
+  chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+  absl::BitGen random;
+  std::shuffle(chosen.begin(), chosen.end(), random);
+  return absl::StrCat(v4.empty() ? "ipv6:" : "ipv4:", absl::StrJoin(chosen, ","));
+}
+
 std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
                                              std::shared_ptr<grpc::ChannelCredentials> credentials,
                                              const std::string& authority) {
-  return grpc::CreateCustomChannel(address, std::move(credentials), AgentChannelArguments(authority));
+  return grpc::CreateCustomChannel(ChannelTarget(address), std::move(credentials), AgentChannelArguments(authority));
 }
 
 Peer PeerOf(const grpc::ServerContextBase& context) {

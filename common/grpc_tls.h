@@ -58,10 +58,21 @@ std::shared_ptr<grpc::ChannelCredentials> MutualTlsCredentials(const std::string
 grpc::ChannelArguments AgentChannelArguments(const std::string& authority);
 
 // A channel to `address` that expects the server certificate to name `authority` (the
-// SNI and the host that is checked), as the mesh's agents do.
+// SNI and the host that is checked), as the mesh's agents do. `address` may name
+// several servers (replicas): see ChannelTarget.
 std::shared_ptr<grpc::Channel> CreateChannel(const std::string& address,
                                              std::shared_ptr<grpc::ChannelCredentials> credentials,
                                              const std::string& authority);
+
+// The gRPC target for `address`: "host:port", or several separated by commas. A single
+// IP literal stays as it is. Otherwise every host is resolved (getaddrinfo) and all the
+// addresses are shuffled into one "ipv4:a:p,b:p" (or "ipv6:") target: gRPC's
+// pick_first then connects to a random replica and, when it refuses, tries the others
+// in turn; each new channel shuffles again, so agents spread over the replicas and a
+// DNS name with several records works like a list. IPv4 addresses are used when a name
+// has both kinds (one target holds one kind). A host that does not resolve is left to
+// gRPC's resolver, which reports it.
+std::string ChannelTarget(const std::string& address);
 
 // What the TLS handshake established about the caller.
 struct Peer {

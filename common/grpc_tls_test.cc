@@ -2,6 +2,9 @@
 
 #include <openssl/ssl.h>
 
+#include <set>
+#include <string>
+
 #include "common/status_matchers.h"
 #include "gtest/gtest.h"
 
@@ -24,6 +27,31 @@ TEST(IssueNoSessionTicketsTest, NewServerContextsIssueNoTickets) {
   ASSERT_NE(after, nullptr);
   EXPECT_EQ(SSL_CTX_get_num_tickets(after), 0u);
   SSL_CTX_free(after);
+}
+
+TEST(ChannelTargetTest, OneIpAddressStaysAsItIs) {
+  EXPECT_EQ(ChannelTarget("127.0.0.1:9900"), "127.0.0.1:9900");
+  EXPECT_EQ(ChannelTarget("[::1]:9900"), "[::1]:9900");
+}
+
+// Replicas: every address in one target, in an order that varies, so agents spread.
+TEST(ChannelTargetTest, SeveralAddressesAreShuffledIntoOneTarget) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 64; ++i) {
+    std::string target = ChannelTarget("127.0.0.1:1, 127.0.0.2:2,127.0.0.3:3");
+    ASSERT_EQ(target.rfind("ipv4:", 0), 0u) << target;
+    for (const char* address : {"127.0.0.1:1", "127.0.0.2:2", "127.0.0.3:3"}) {
+      EXPECT_NE(target.find(address), std::string::npos) << target;
+    }
+    seen.insert(target);
+  }
+  EXPECT_GT(seen.size(), 1u) << "the order never varied";
+}
+
+TEST(ChannelTargetTest, NamesAreResolved) {
+  EXPECT_EQ(ChannelTarget("localhost:9900"), "ipv4:127.0.0.1:9900");
+  // Unresolvable: left to gRPC, which says so when the channel connects.
+  EXPECT_EQ(ChannelTarget("no-such-host.invalid:9900"), "no-such-host.invalid:9900");
 }
 
 }  // namespace

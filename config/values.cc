@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/names.h"
 #include "common/status_macros.h"
 #include "yaml-cpp/yaml.h"
@@ -111,17 +112,69 @@ class ValuesReader {
     };
   }
 
-  Field HostPort(std::string* out) const {
+  static bool IsHostPort(absl::string_view value) {
+    size_t colon = value.rfind(':');
+    int port = 0;
+    return colon != absl::string_view::npos && colon != 0 && absl::SimpleAtoi(value.substr(colon + 1), &port) &&
+           port >= 1 && port <= 65535;
+  }
+
+  // host:port, or several separated by commas.
+  Field HostPorts(std::string* out) const {
     return [this, out](const std::string& path, const YAML::Node& node) -> absl::Status {
       if (IsUnset(node)) return absl::OkStatus();
       const std::string& value = node.IsScalar() ? node.Scalar() : "";
-      size_t colon = value.rfind(':');
-      int port = 0;
-      if (colon == std::string::npos || colon == 0 ||
-          !absl::SimpleAtoi(value.substr(colon + 1), &port) || port < 1 || port > 65535) {
-        return Error(path, node, "expected host:port, e.g. mgmt.example.com:9900");
+      for (absl::string_view address : absl::StrSplit(value, ',')) {
+        if (!IsHostPort(address)) {
+          return Error(path, node,
+                       "expected host:port, e.g. mgmt.example.com:9900, or several separated by commas");
+        }
       }
       *out = value;
+      return absl::OkStatus();
+    };
+  }
+
+  // A list of host:port, as a YAML sequence or one comma-separated string.
+  Field HostPortList(std::vector<std::string>* out) const {
+    return [this, out](const std::string& path, const YAML::Node& node) -> absl::Status {
+      if (IsUnset(node)) return absl::OkStatus();
+      std::vector<std::string> addresses;
+      if (node.IsSequence()) {
+        for (const auto& item : node) addresses.push_back(item.IsScalar() ? item.Scalar() : "");
+      } else if (node.IsScalar()) {
+        addresses = absl::StrSplit(node.Scalar(), ',');
+      }
+      if (addresses.empty()) return Error(path, node, "expected a list of host:port");
+      for (const std::string& address : addresses) {
+        if (!IsHostPort(address)) {
+          return Error(path, node, absl::StrCat("\"", address.substr(0, 80), "\" is not host:port, e.g. etcd-0:2379"));
+        }
+      }
+      *out = addresses;
+      return absl::OkStatus();
+    };
+  }
+
+  Field OneOf(std::string* out, std::vector<std::string> choices) const {
+    return [this, out, choices](const std::string& path, const YAML::Node& node) -> absl::Status {
+      if (IsUnset(node)) return absl::OkStatus();
+      for (const std::string& choice : choices) {
+        if (node.IsScalar() && node.Scalar() == choice) {
+          *out = choice;
+          return absl::OkStatus();
+        }
+      }
+      return Error(path, node, absl::StrCat("expected one of: ", absl::StrJoin(choices, ", ")));
+    };
+  }
+
+  // A file path (absolute, or relative to where the process runs).
+  Field Path(std::string* out) const {
+    return [this, out](const std::string& path, const YAML::Node& node) -> absl::Status {
+      if (IsUnset(node)) return absl::OkStatus();
+      if (!node.IsScalar()) return Error(path, node, "expected a file path");
+      *out = node.Scalar();
       return absl::OkStatus();
     };
   }
@@ -227,7 +280,23 @@ absl::StatusOr<MgmtServerValues> ParseMgmtServerValues(absl::string_view yaml,
        {"signingTlsSecret", reader.NameOnly(&values.signing_tls_secret)},
        {"tlsSecret", reader.NameOnly(&values.tls_secret)},
        {"tokenSecret", reader.TokenSecret(&values.token_secret)},
-       {"clientCertTtl", reader.PositiveDuration(&values.client_cert_ttl)}}));
+       {"clientCertTtl", reader.PositiveDuration(&values.client_cert_ttl)},
+       {"state", [&](const std::string& path, const YAML::Node& node) {
+          StateValues& state = values.state;
+          return reader.Section(
+              path, node,
+              {{"backend", reader.OneOf(&state.backend, {"local", "etcd"})},
+               {"etcd",
+                [&](const std::string& etcd_path, const YAML::Node& etcd) {
+                  return reader.Section(etcd_path, etcd,
+                                        {{"endpoints", reader.HostPortList(&state.etcd_endpoints)},
+                                         {"caFile", reader.Path(&state.etcd_ca_file)},
+                                         {"certFile", reader.Path(&state.etcd_cert_file)},
+                                         {"keyFile", reader.Path(&state.etcd_key_file)}});
+                }},
+               {"encryptionKeyFile", reader.Path(&state.encryption_key_file)},
+               {"plaintextSecrets", reader.Bool(&state.plaintext_secrets)}});
+        }}}));
   return values;
 }
 
@@ -241,7 +310,7 @@ absl::StatusOr<AgentValues> ParseAgentValues(absl::string_view yaml, absl::strin
        {"clientTlsSecretRotationGracePeriodRatio",
         reader.Ratio(&values.client_tls_secret_rotation_grace_period_ratio)},
        {"rootTlsSecret", reader.NameOnly(&values.root_tls_secret)},
-       {"serverAddress", reader.HostPort(&values.server_address)},
+       {"serverAddress", reader.HostPorts(&values.server_address)},
        {"tokenSecret", reader.TokenSecret(&values.token_secret)},
        {"cluster", reader.ClusterName(&values.cluster)}}));
   return values;

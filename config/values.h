@@ -8,6 +8,7 @@
 // Empty string or null means "the default", as in the Helm chart.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -28,6 +29,17 @@ struct TokenSecretValues {
   std::string Namespace(const std::string& release_ns) const { return ns.empty() ? release_ns : ns; }
 };
 
+// glooMgmtServer.relay.state (relay extension): where the server keeps its state.
+struct StateValues {
+  std::string backend = "local";              // backend: local or etcd
+  std::vector<std::string> etcd_endpoints;    // etcd.endpoints: host:port, a list or comma-separated
+  std::string etcd_ca_file;                   // etcd.caFile
+  std::string etcd_cert_file;                 // etcd.certFile
+  std::string etcd_key_file;                  // etcd.keyFile
+  std::string encryption_key_file;            // encryptionKeyFile
+  bool plaintext_secrets = false;             // plaintextSecrets
+};
+
 // glooMgmtServer.relay
 struct MgmtServerValues {
   bool disable_ca = false;
@@ -39,6 +51,7 @@ struct MgmtServerValues {
   std::string tls_secret = "relay-server-tls-secret";           // tlsSecret.name
   TokenSecretValues token_secret;                               // tokenSecret.*
   absl::Duration client_cert_ttl = absl::Hours(24 * 30);        // clientCertTtl (relay extension)
+  StateValues state;                                            // state.* (relay extension)
 };
 
 // glooAgent.relay (read by the agent and the rotator)
@@ -47,7 +60,8 @@ struct AgentValues {
   std::string client_tls_secret = "relay-client-tls-secret";  // clientTlsSecret.name
   double client_tls_secret_rotation_grace_period_ratio = 0.5;
   std::string root_tls_secret = "relay-root-tls-secret";  // rootTlsSecret.name
-  std::string server_address;                             // host:port; empty: not set
+  // host:port, or several comma-separated (replicas); empty: not set.
+  std::string server_address;
   TokenSecretValues token_secret;                         // tokenSecret.*
   std::string cluster;                                    // empty: not set
 };

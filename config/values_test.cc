@@ -95,6 +95,35 @@ glooAgent:
       "glooMgmtServer: {relay: {disableCa: true, clientCertTtl: 1h}}", "v.yaml");
   EXPECT_TRUE(mgmt.disable_ca);
   EXPECT_EQ(mgmt.client_cert_ttl, absl::Hours(1));
+  EXPECT_EQ(mgmt.state.backend, "local");
+}
+
+TEST(ValuesTest, TheStateBlockChoosesEtcd) {
+  MgmtServerValues mgmt = *ParseMgmtServerValues(R"(
+glooMgmtServer:
+  relay:
+    state:
+      backend: etcd
+      etcd:
+        endpoints: [etcd-0:2379, etcd-1:2379]
+        caFile: /etc/etcd/ca.crt
+        certFile: /etc/etcd/client.crt
+        keyFile: /etc/etcd/client.key
+      encryptionKeyFile: /etc/relay/state.key
+)", "v.yaml");
+  EXPECT_EQ(mgmt.state.backend, "etcd");
+  EXPECT_THAT(mgmt.state.etcd_endpoints, ::testing::ElementsAre("etcd-0:2379", "etcd-1:2379"));
+  EXPECT_EQ(mgmt.state.etcd_ca_file, "/etc/etcd/ca.crt");
+  EXPECT_EQ(mgmt.state.etcd_cert_file, "/etc/etcd/client.crt");
+  EXPECT_EQ(mgmt.state.etcd_key_file, "/etc/etcd/client.key");
+  EXPECT_EQ(mgmt.state.encryption_key_file, "/etc/relay/state.key");
+  EXPECT_FALSE(mgmt.state.plaintext_secrets);
+  MgmtServerValues comma = *ParseMgmtServerValues(
+      "glooMgmtServer: {relay: {state: {etcd: {endpoints: \"a:1,b:2\"}, plaintextSecrets: true}}}", "v.yaml");
+  EXPECT_THAT(comma.state.etcd_endpoints, ::testing::ElementsAre("a:1", "b:2"));
+  EXPECT_TRUE(comma.state.plaintext_secrets);
+  AgentValues agent = *ParseAgentValues("glooAgent: {relay: {serverAddress: \"a:9900,b:9900\"}}", "v.yaml");
+  EXPECT_EQ(agent.server_address, "a:9900,b:9900");
 }
 
 struct BadCase {
@@ -116,6 +145,7 @@ TEST(ValuesTest, BadValuesNameTheKeyPathAndFile) {
        "glooAgent.relay.rootTlsSecret.name"},
       {"glooAgent:\n  relay:\n    cluster: East\n", "not a DNS label"},
       {"glooAgent:\n  relay:\n    serverAddress: nohost\n", "expected host:port"},
+      {"glooAgent:\n  relay:\n    serverAddress: \"a:1,\"\n", "several separated by commas"},
       {"glooAgent:\n  relay:\n    clientTlsSecret: relay-client-tls-secret\n", "expected a map"},
       {"glooAgent:\n  relay: [1, 2]\n", "expected a map"},
       {"glooAgent:\n  relay:\n    authority: [x\n", "not valid YAML"},
@@ -133,6 +163,9 @@ TEST(ValuesTest, BadValuesNameTheKeyPathAndFile) {
       {"glooMgmtServer:\n  relay:\n    clientCertTtl: 0s\n", "must be positive"},
       {"glooMgmtServer:\n  relay:\n    clientCertTtl: soon\n", "expected a duration"},
       {"glooMgmtServer:\n  relay:\n    pushRBAC: true\n", "unknown key"},
+      {"glooMgmtServer:\n  relay:\n    state: {backend: redis}\n", "glooMgmtServer.relay.state.backend: expected one of: local, etcd"},
+      {"glooMgmtServer:\n  relay:\n    state: {etcd: {endpoints: [etcd]}}\n", "\"etcd\" is not host:port"},
+      {"glooMgmtServer:\n  relay:\n    state: {etcd: {endpoint: x:1}}\n", "glooMgmtServer.relay.state.etcd.endpoint: unknown key"},
   };
   for (const BadCase& c : mgmt_cases) {
     auto values = ParseMgmtServerValues(c.yaml, "mgmt.yaml");

@@ -199,18 +199,31 @@ absl::Status ClusterRegistry::ValidateRecord(absl::string_view key, absl::string
 void ClusterRegistry::OnStoreChange(const state::Change& change) {
   absl::string_view name = change.key;
   if (!absl::ConsumePrefix(&name, kKeyPrefix)) return;
-  absl::MutexLock lock(&mu_);
-  auto it = clusters_.find(std::string(name));
-  if (it != clusters_.end() && it->second.revision >= change.revision) return;  // ours, or older
-  if (!change.value) {
-    if (it != clusters_.end() && !it->second.busy) clusters_.erase(it);
-    return;
+  ClusterRecord before, after;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = clusters_.find(std::string(name));
+    if (it != clusters_.end() && it->second.revision >= change.revision) return;  // ours, or older
+    if (!change.value) {
+      if (it != clusters_.end() && !it->second.busy) clusters_.erase(it);
+      return;
+    }
+    absl::StatusOr<ClusterRecord> record = DecodeRecord(change.key, *change.value);
+    if (!record.ok()) return;  // a writer that is not us wrote something we cannot read: keep ours
+    Entry& entry = clusters_[std::string(name)];
+    before = entry.record;
+    before.name = std::string(name);
+    entry.record = *std::move(record);
+    entry.revision = change.revision;
+    after = entry.record;
   }
-  absl::StatusOr<ClusterRecord> record = DecodeRecord(change.key, *change.value);
-  if (!record.ok()) return;  // a writer that is not us wrote something we cannot read: keep ours
-  Entry& entry = clusters_[std::string(name)];
-  entry.record = *std::move(record);
-  entry.revision = change.revision;
+  absl::MutexLock lock(&listener_mu_);
+  if (listener_) listener_(before, after);
+}
+
+void ClusterRegistry::SetForeignChangeListener(ForeignChange listener) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(listener);
 }
 
 void ClusterRegistry::UpdateAsync(const std::string& cluster, Change change, Done done) {
@@ -376,6 +389,35 @@ absl::Status ClusterRegistry::RecordIssued(const std::string& cluster, const std
 }
 
 void ClusterRegistry::CheckIssuedSerialAsync(const std::string& cluster, const std::string& serial, Done done) {
+  CheckIssuedSerialAsync(cluster, serial, std::move(done), /*refreshed=*/false);
+}
+
+bool ClusterRegistry::RefreshFromStore(const std::string& cluster) {
+  absl::StatusOr<state::Record> stored = state_->Get(KeyOf(cluster));
+  if (!stored.ok()) return false;
+  absl::StatusOr<ClusterRecord> record = DecodeRecord(KeyOf(cluster), stored->value);
+  if (!record.ok()) return false;
+  absl::MutexLock lock(&mu_);
+  Entry& entry = clusters_[cluster];
+  if (entry.busy || entry.revision >= stored->revision) return false;
+  entry.record = *std::move(record);
+  entry.revision = stored->revision;
+  return true;
+}
+
+void ClusterRegistry::CheckIssuedSerialAsync(const std::string& cluster, const std::string& serial, Done done,
+                                             bool refreshed) {
+  if (!refreshed) {
+    // A certificate this registry does not know yet may come from another replica
+    // whose write has not reached the watch: read the record again before refusing.
+    done = [this, cluster, serial, done = std::move(done)](absl::Status status) mutable {
+      if (RefusalOf(status) == kRefusalUnknownCertificate && RefreshFromStore(cluster)) {
+        CheckIssuedSerialAsync(cluster, serial, std::move(done), /*refreshed=*/true);
+        return;
+      }
+      std::move(done)(status);
+    };
+  }
   bool current = false;
   {
     absl::MutexLock lock(&mu_);

@@ -131,6 +131,15 @@ class ClusterRegistry {
   std::optional<ClusterRecord> Find(const std::string& cluster) const;
   std::vector<ClusterRecord> List() const;
 
+  // Called when another writer of the store (another replica) changed a cluster's
+  // record, once the registry holds the new one: `before` is what it held (only the
+  // name for a cluster it did not know). Runs on the store's thread: it must not block.
+  // A write of this registry's own may also arrive here (its watch event can come
+  // before its acknowledgement): reactions must be idempotent. Null clears it; clearing
+  // waits for a call under way.
+  using ForeignChange = std::function<void(const ClusterRecord& before, const ClusterRecord& after)>;
+  void SetForeignChangeListener(ForeignChange listener);
+
  private:
   // A change of one record: edits `record`, sets *save when it is to be written.
   using Change = std::function<absl::Status(ClusterRecord& record, bool* save)>;
@@ -151,6 +160,10 @@ class ClusterRegistry {
   void Run(const std::string& cluster, Change change, Done done, int attempt);
   // The cluster's next waiting change; with none, the cluster is no longer busy.
   std::optional<Waiting> TakeNext(const std::string& cluster);
+  void CheckIssuedSerialAsync(const std::string& cluster, const std::string& serial, Done done, bool refreshed);
+  // Reads the cluster's record from the store and takes it when it is newer than ours
+  // (and no change of ours is being written). True when it took it.
+  bool RefreshFromStore(const std::string& cluster);
   // A change written by someone else (another replica): taken when newer.
   void OnStoreChange(const state::Change& change);
 
@@ -158,6 +171,8 @@ class ClusterRegistry {
   const std::string ns_;
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> clusters_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex listener_mu_;
+  ForeignChange listener_ ABSL_GUARDED_BY(listener_mu_);
   std::unique_ptr<state::StateWatch> watch_;
 };
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "common/version.h"
 #include "pki/certificate.h"
 #include "pki/pem.h"
@@ -94,6 +95,17 @@ void Core::MaybeRenewServerCertificate(absl::Time now) {
   }
   absl::StatusOr<absl::Time> due = pki::RenewAt(current, options_.server_cert_grace_ratio);
   if (!due.ok() || now < *due) return;
+  // Another replica sharing the store may have renewed it already: take theirs.
+  if (absl::StatusOr<pki::CertificateInfo> stored = StoredServerCertificate(); stored.ok() &&
+      stored->serial_hex != current.serial_hex) {
+    absl::StatusOr<absl::Time> stored_due = pki::RenewAt(*stored, options_.server_cert_grace_ratio);
+    if (stored_due.ok() && now < *stored_due) {
+      absl::MutexLock lock(&server_cert_mu_);
+      server_certificate_ = *stored;
+      metrics_.certificate_expiry.Set({"server"}, absl::ToUnixSeconds(stored->not_after));
+      return;
+    }
+  }
   absl::StatusOr<pki::CertificateInfo> renewed =
       WriteServerCertificate(state_->secrets(), PkiOptions(options_), *pki_.signer, pki_.root_bundle_pem, now);
   if (!renewed.ok()) {
@@ -104,6 +116,13 @@ void Core::MaybeRenewServerCertificate(absl::Time now) {
   absl::MutexLock lock(&server_cert_mu_);
   server_certificate_ = *renewed;
   metrics_.certificate_expiry.Set({"server"}, absl::ToUnixSeconds(renewed->not_after));
+}
+
+absl::StatusOr<pki::CertificateInfo> Core::StoredServerCertificate() {
+  ASSIGN_OR_RETURN(secrets::SecretData secret, state_->secrets().Get(options_.ns, options_.values.tls_secret));
+  ASSIGN_OR_RETURN(auto chain, pki::ParseCertificateChainPem(secret["tls.crt"]));
+  if (chain.empty()) return absl::NotFoundError("no server certificate");
+  return pki::InspectCertificate(chain[0].get());
 }
 
 ManagementPkiOptions Core::PkiOptions(const ServerOptions& options) {

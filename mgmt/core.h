@@ -57,6 +57,8 @@ class Core {
 
  private:
   void SetCaMetrics();
+  // The server certificate in the store (which another replica may have renewed).
+  absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();
 
   const ServerOptions options_;
   std::unique_ptr<state::StateStore> state_;

@@ -25,6 +25,24 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "layout), the registry journal, the store lock and the admin socket. Empty: "
           "<workspace>/.relay/mgmt under `bazel run`, else ./.relay/mgmt.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(relay::mgmt::StateBackend, state, relay::mgmt::StateBackend::kLocal,
+          "Where the state lives: local (everything in --secrets_dir; one server) or etcd (shared by "
+          "several replicas; --secrets_dir is then this replica's own working directory). Overrides "
+          "glooMgmtServer.relay.state.backend.");
+ABSL_FLAG(std::vector<std::string>, etcd_endpoints, {},
+          "With --state=etcd: host:port of the etcd members, comma-separated (state.etcd.endpoints).");
+ABSL_FLAG(std::string, etcd_ca_file, "",
+          "With --state=etcd: CA bundle that signed etcd's serving certificate; set, calls use TLS "
+          "(state.etcd.caFile).");
+ABSL_FLAG(std::string, etcd_cert_file, "", "Client certificate for etcd's client-cert auth (state.etcd.certFile).");
+ABSL_FLAG(std::string, etcd_key_file, "", "Key of --etcd_cert_file (state.etcd.keyFile).");
+ABSL_FLAG(std::string, state_encryption_key_file, "",
+          "With --state=etcd: 32-byte key (raw or base64) that seals CA keys and tokens in etcd with "
+          "AES-256-GCM; the same file on every replica (state.encryptionKeyFile). Make one with "
+          "`head -c 32 /dev/urandom | base64 > FILE`.");
+ABSL_FLAG(bool, state_plaintext_secrets, false,
+          "With --state=etcd and no key file: store secrets in etcd unencrypted instead of refusing to "
+          "start (state.plaintextSecrets).");
 ABSL_FLAG(std::string, grpc_address, "0.0.0.0:9900",
           "host:port of the relay (Register, Renew, Connect); port 0 picks a free port.");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
@@ -78,7 +96,7 @@ int main(int argc, char** argv) {
       "relay management server: creates the relay CAs, server certificate and identity token "
       "on first start, signs agents' CSRs and serves the mTLS relay.\n"
       "Usage: server [--values=values.yaml] [--flags...]");
-  std::vector<char*> args = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
+  std::vector<char*> args = relay::MergeRepeatedListFlags(argc, argv, {"server_san", "etcd_endpoints"});
   std::vector<char*> rest = relay::ParseFlags(static_cast<int>(args.size()), args.data());
   if (rest.size() > 1) Fail(absl::StrCat("unexpected argument \"", rest[1], "\": the server takes only flags"));
 
@@ -96,6 +114,21 @@ int main(int argc, char** argv) {
   }
   options.secrets_dir = relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "mgmt");
   options.ns = absl::GetFlag(FLAGS_namespace);
+  const relay::config::StateValues& state = options.values.state;
+  options.state_backend = state.backend == "etcd" ? relay::mgmt::StateBackend::kEtcd : relay::mgmt::StateBackend::kLocal;
+  if (relay::FlagGiven("state")) options.state_backend = absl::GetFlag(FLAGS_state);
+  options.etcd.endpoints = relay::FlagGiven("etcd_endpoints") ? absl::GetFlag(FLAGS_etcd_endpoints) : state.etcd_endpoints;
+  options.etcd.ca_file = relay::FlagGiven("etcd_ca_file") ? absl::GetFlag(FLAGS_etcd_ca_file) : state.etcd_ca_file;
+  options.etcd.cert_file = relay::FlagGiven("etcd_cert_file") ? absl::GetFlag(FLAGS_etcd_cert_file) : state.etcd_cert_file;
+  options.etcd.key_file = relay::FlagGiven("etcd_key_file") ? absl::GetFlag(FLAGS_etcd_key_file) : state.etcd_key_file;
+  options.state_encryption_key_file = relay::FlagGiven("state_encryption_key_file")
+                                          ? absl::GetFlag(FLAGS_state_encryption_key_file)
+                                          : state.encryption_key_file;
+  options.state_plaintext_secrets =
+      relay::FlagGiven("state_plaintext_secrets") ? absl::GetFlag(FLAGS_state_plaintext_secrets) : state.plaintext_secrets;
+  if (options.state_backend == relay::mgmt::StateBackend::kEtcd && options.etcd.endpoints.empty()) {
+    Fail("--state=etcd needs --etcd_endpoints=host:port[,host:port...] (or glooMgmtServer.relay.state.etcd.endpoints)");
+  }
   for (auto [name, address, may_be_empty] :
        {std::tuple<const char*, std::string, bool>{"grpc_address", absl::GetFlag(FLAGS_grpc_address), false},
         {"metrics_address", absl::GetFlag(FLAGS_metrics_address), true},
@@ -128,6 +161,7 @@ int main(int argc, char** argv) {
   relay::BlockTerminationSignals();
   uint64_t open_files = relay::RaiseOpenFileLimit();
   relay::LogInfo("starting", {{"secrets_dir", options.secrets_dir},
+                              {"state", relay::mgmt::AbslUnparseFlag(options.state_backend)},
                               {"namespace", options.ns},
                               {"open_file_limit", absl::StrCat(open_files)}});
   absl::StatusOr<std::unique_ptr<relay::mgmt::ManagementServer>> server =

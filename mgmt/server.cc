@@ -32,6 +32,8 @@
 #include "mgmt/core.h"
 #include "mgmt/registration_service.h"
 #include "mgmt/relay_hub.h"
+#include "mgmt/secret_mirror.h"
+#include "state/etcd_state_store.h"
 #include "state/local_state_store.h"
 
 // Wiring: the state, the services, the ports. The services live in their own files
@@ -46,12 +48,30 @@ constexpr size_t kMaxMessageBytes = 4 * 1024 * 1024;
 using secrets::DirectorySecretStore;
 constexpr auto KeyPath = &DirectorySecretStore::KeyPath;
 
+// With the state in etcd: this replica's hold on its working directory, and the copies
+// of the TLS secrets its relay port reads there.
+struct ReplicaFiles {
+  std::unique_ptr<StateLock> lock;
+  std::unique_ptr<secrets::DirectorySecretStore> store;
+  std::unique_ptr<SecretMirror> mirror;
+};
+
 class ServerImpl final : public ManagementServer {
  public:
-  explicit ServerImpl(std::unique_ptr<Core> core)
-      : core_(std::move(core)), hub_(core_.get()), identifier_(core_->signer(), &core_->registry()) {}
+  ServerImpl(std::unique_ptr<Core> core, ReplicaFiles files)
+      : core_(std::move(core)),
+        files_(std::move(files)),
+        hub_(core_.get()),
+        identifier_(core_->signer(), &core_->registry()) {}
 
   ~ServerImpl() override {
+    core_->registry().SetForeignChangeListener(nullptr);
+    {
+      // Foreign pushes under way use the hub: they finish first.
+      absl::MutexLock lock(&foreign_mu_);
+      foreign_mu_.Await(absl::Condition(
+          +[](int* pending) { return *pending == 0; }, &foreign_pushes_));
+    }
     Shutdown();
     if (sweeper_.joinable()) sweeper_.join();
   }
@@ -60,6 +80,8 @@ class ServerImpl final : public ManagementServer {
     const ServerOptions& options = core_->options();
 
     RETURN_IF_ERROR(grpc_tls::IssueNoSessionTickets());
+    core_->registry().SetForeignChangeListener(
+        [this](const ClusterRecord& before, const ClusterRecord& after) { OnForeignChange(before, after); });
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     relay_service_ = std::make_unique<RelayService>(core_.get(), &hub_, &identifier_);
@@ -162,6 +184,37 @@ class ServerImpl final : public ManagementServer {
   }
 
  private:
+  // What another replica did to a cluster reaches the cluster's stream here, wherever
+  // the agent is connected.
+  void OnForeignChange(const ClusterRecord& before, const ClusterRecord& after) {
+    const std::string& cluster = after.name;
+    if (after.deregistered && !before.deregistered) {
+      hub_.CloseCluster(cluster, "cluster deregistered by an operator",
+                        grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "cluster deregistered"));
+      core_->metrics().ForgetCluster(cluster);
+      LogInfo("cluster_deregistered", {{"cluster", cluster}, {"by", "another replica"}});
+      return;
+    }
+    if (after.registered_at > before.registered_at && !before.current_serial.empty()) {
+      hub_.CloseClusterUnlessSerial(cluster, after.current_serial,
+                                    "the cluster registered again: this certificate is revoked",
+                                    grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "certificate revoked"));
+    }
+    if (after.snapshot_version > before.snapshot_version && hub_.Connected(cluster, nullptr)) {
+      // Reading the snapshot waits on the store: not on its thread.
+      {
+        absl::MutexLock lock(&foreign_mu_);
+        foreign_pushes_++;
+      }
+      core_->work().Post([this, cluster] {
+        absl::StatusOr<relay::v1::ServerMessage> snapshot = RelayHub::SnapshotMessage(core_->registry(), cluster);
+        if (snapshot.ok()) hub_.Send(cluster, *std::move(snapshot));
+        absl::MutexLock lock(&foreign_mu_);
+        foreign_pushes_--;
+      });
+    }
+  }
+
   void SweepLoop() {
     while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(250))) {
       absl::Time now = absl::Now();
@@ -216,6 +269,7 @@ class ServerImpl final : public ManagementServer {
   }
 
   std::unique_ptr<Core> core_;  // first: the state (and its lock) goes last
+  ReplicaFiles files_;          // watches the state's secrets: goes before it
   RelayHub hub_;
   CallerIdentifier identifier_;
   uint64_t shed_counted_ = 0;  // sweeper thread only
@@ -232,28 +286,89 @@ class ServerImpl final : public ManagementServer {
   int grpc_port_ = 0;
   std::atomic<bool> serving_{false};
   absl::Notification stop_;
+  absl::Mutex foreign_mu_;
+  int foreign_pushes_ ABSL_GUARDED_BY(foreign_mu_) = 0;
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 
+// The etcd backend as the options ask, with its secrets sealed unless plaintext is
+// asked for explicitly.
+absl::StatusOr<std::unique_ptr<state::StateStore>> OpenEtcdState(const ServerOptions& options) {
+  state::EtcdOptions etcd = options.etcd;
+  etcd.prefix = absl::StrCat("/relay/", options.ns, "/");
+  if (!options.state_encryption_key_file.empty()) {
+    ASSIGN_OR_RETURN(etcd.cipher, state::SecretCipher::FromKeyFile(options.state_encryption_key_file));
+  } else if (!options.state_plaintext_secrets) {
+    return absl::FailedPreconditionError(
+        "with --state=etcd the CA keys and tokens are stored in etcd, where they would be readable by anyone "
+        "who can read etcd or its backups: give --state_encryption_key_file=FILE (create it with `head -c 32 "
+        "/dev/urandom | base64 > FILE`, the same file on every replica), or --state_plaintext_secrets to "
+        "store them unencrypted");
+  } else {
+    LogWarning("state_secrets_unencrypted", {{"advice", "give --state_encryption_key_file to encrypt them"}});
+  }
+  absl::StatusOr<std::unique_ptr<state::StateStore>> store = state::OpenEtcdStateStore(std::move(etcd));
+  if (!store.ok()) {
+    return absl::Status(store.status().code(),
+                        absl::StrCat("cannot open the state in etcd: ", store.status().message()));
+  }
+  return store;
+}
+
 }  // namespace
+
+bool AbslParseFlag(absl::string_view text, StateBackend* backend, std::string* error) {
+  if (text == "local") {
+    *backend = StateBackend::kLocal;
+  } else if (text == "etcd") {
+    *backend = StateBackend::kEtcd;
+  } else {
+    *error = "use local (one server, its state in --secrets_dir) or etcd (replicas sharing --etcd_endpoints)";
+    return false;
+  }
+  return true;
+}
+
+std::string AbslUnparseFlag(StateBackend backend) { return backend == StateBackend::kEtcd ? "etcd" : "local"; }
 
 absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(ServerOptions options) {
   if (options.admin_socket.empty()) options.admin_socket = options.secrets_dir + "/admin.sock";
-  // First, before anything is read or written: one server per store (the local
-  // backend locks the directory).
-  state::LocalStateOptions local;
-  local.dir = options.secrets_dir;
-  local.ns = options.ns;
-  local.holder = "relay-mgmt-server";
-  local.busy_advice = "Stop that server, or start this one with another --secrets_dir.";
-  local.repair_command =
-      absl::StrCat("relayctl registry repair --mgmt_secrets_dir=", options.secrets_dir, " --namespace=", options.ns);
-  ASSIGN_OR_RETURN(std::unique_ptr<state::LocalStateStore> state, state::LocalStateStore::Open(local));
+  std::unique_ptr<state::StateStore> state;
+  ReplicaFiles files;
+  if (options.state_backend == StateBackend::kLocal) {
+    // First, before anything is read or written: one server per store (the local
+    // backend locks the directory).
+    state::LocalStateOptions local;
+    local.dir = options.secrets_dir;
+    local.ns = options.ns;
+    local.holder = "relay-mgmt-server";
+    local.busy_advice = "Stop that server, or start this one with another --secrets_dir.";
+    local.repair_command =
+        absl::StrCat("relayctl registry repair --mgmt_secrets_dir=", options.secrets_dir, " --namespace=", options.ns);
+    ASSIGN_OR_RETURN(state, state::LocalStateStore::Open(local));
+  } else {
+    // Replicas share etcd, but each has a working directory of its own.
+    ASSIGN_OR_RETURN(files.lock,
+                     StateLock::Acquire(options.secrets_dir, "relay-mgmt-server (etcd replica)",
+                                        "Each replica needs a --secrets_dir of its own: choose another."));
+    ASSIGN_OR_RETURN(state, OpenEtcdState(options));
+  }
   ASSIGN_OR_RETURN(ManagementPki pki, EnsureManagementPki(state->secrets(), Core::PkiOptions(options), absl::Now()));
+  if (options.state_backend == StateBackend::kEtcd) {
+    ASSIGN_OR_RETURN(files.store, secrets::DirectorySecretStore::Create(options.secrets_dir));
+    // What the relay port reads, and what an operator copies to workload clusters (the
+    // root certificate and the token), as a single server keeps them; never the CA keys.
+    const config::MgmtServerValues& values = options.values;
+    ASSIGN_OR_RETURN(files.mirror,
+                     SecretMirror::Start(state->secrets(), *files.store,
+                                         {{options.ns, values.tls_secret, {}},
+                                          {options.ns, values.root_tls_secret, {"ca.crt"}},
+                                          {TokenNamespace(values, options.ns), values.token_secret.name, {}}}));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<ClusterRegistry> registry, ClusterRegistry::Load(state.get(), options.ns));
   auto core = std::make_unique<Core>(std::move(options), std::move(state), std::move(pki), std::move(registry));
-  auto server = std::make_unique<ServerImpl>(std::move(core));
+  auto server = std::make_unique<ServerImpl>(std::move(core), std::move(files));
   RETURN_IF_ERROR(server->Serve());
   return server;
 }

@@ -8,11 +8,31 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "config/values.h"
+#include "state/etcd_state_store.h"
 
 namespace relay::mgmt {
 
+enum class StateBackend {
+  kLocal,  // secrets_dir holds everything; one server on it
+  kEtcd,   // etcd holds the state; several replicas share it
+};
+
+// As a flag: --state=local|etcd.
+bool AbslParseFlag(absl::string_view text, StateBackend* backend, std::string* error);
+std::string AbslUnparseFlag(StateBackend backend);
+
 struct ServerOptions {
+  // The state: with kLocal, the directory of everything; with kEtcd, this replica's own
+  // working directory (its admin socket, and the copies of the TLS secrets its relay
+  // port reads).
   std::string secrets_dir;
+  StateBackend state_backend = StateBackend::kLocal;
+  // With kEtcd: the members and TLS to them. Keys live under /relay/<ns>/.
+  state::EtcdOptions etcd;
+  // With kEtcd, secrets are sealed under this key (secret_cipher.h); without one the
+  // server refuses to start unless state_plaintext_secrets says so.
+  std::string state_encryption_key_file;
+  bool state_plaintext_secrets = false;
   std::string ns = config::kDefaultNamespace;
   config::MgmtServerValues values;
   std::string grpc_address = "0.0.0.0:9900";

@@ -1,0 +1,262 @@
+// Several management servers on one etcd (Debian's etcd-server, started by the test):
+// real server and agent processes, real etcd, on 127.0.0.1.
+#include <signal.h>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "api/relay/v1/relay.grpc.pb.h"
+#include "common/status_matchers.h"
+#include "common/unix_socket_path.h"
+#include "e2e/harness.h"
+#include "e2e/relay_client.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "pki/csr.h"
+#include "pki/keys.h"
+#include "state/etcd_testing.h"
+
+namespace relay::e2e {
+namespace {
+
+using ::relay::testing::IsOk;
+using ::testing::HasSubstr;
+
+class HaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = MakeTempDir("ha");
+    absl::StatusOr<std::unique_ptr<state::testing::EtcdUnderTest>> etcd = state::testing::EtcdUnderTest::Start();
+    ASSERT_THAT(etcd, IsOk());
+    etcd_ = *std::move(etcd);
+    WriteFile(dir_ + "/state.key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n");
+  }
+
+  std::vector<std::string> ReplicaFlags() const {
+    return {"--state=etcd", "--etcd_endpoints=" + etcd_->endpoint(),
+            "--state_encryption_key_file=" + dir_ + "/state.key"};
+  }
+
+  std::unique_ptr<ServerUnderTest> Replica(const std::string& name, std::vector<std::string> extra = {}) {
+    std::vector<std::string> flags = ReplicaFlags();
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    return std::make_unique<ServerUnderTest>(dir_ + "/" + name, flags);
+  }
+
+  // (The socket path may be longer than a Unix socket address takes: reached through
+  // its directory, as relayctl does.)
+  static std::unique_ptr<relay::v1::Admin::Stub> Admin(const ServerUnderTest& server,
+                                                       std::optional<UnixSocketPath>* hold) {
+    absl::StatusOr<UnixSocketPath> path = UnixSocketPath::For(server.admin_socket());
+    EXPECT_THAT(path, IsOk());
+    if (!path.ok()) return nullptr;
+    *hold = *std::move(path);
+    return relay::v1::Admin::NewStub(
+        grpc::CreateChannel("unix:" + (*hold)->usable(), grpc::InsecureChannelCredentials()));
+  }
+
+  std::string dir_;
+  std::unique_ptr<state::testing::EtcdUnderTest> etcd_;
+};
+
+// Replicas started at once on an empty etcd make one root, one intermediate, one token:
+// the others load them, and all serve the same server certificate.
+TEST_F(HaTest, ReplicasStartedAtOnceShareOnePki) {
+  std::vector<std::unique_ptr<ServerUnderTest>> replicas;
+  for (const char* name : {"a", "b", "c"}) replicas.push_back(Replica(name));
+  std::vector<std::thread> starting;
+  std::vector<std::string> errors(replicas.size());
+  std::atomic<int> started{0};
+  for (size_t i = 0; i < replicas.size(); ++i) {
+    starting.emplace_back([&, i] { started += replicas[i]->Start(&errors[i]) ? 1 : 0; });
+  }
+  for (std::thread& thread : starting) thread.join();
+  ASSERT_EQ(started, 3) << errors[0] << errors[1] << errors[2];
+
+  int roots_created = 0;
+  for (const auto& replica : replicas) {
+    roots_created += CountOccurrences(replica->Log(), "secret_created secret=gloo-mesh/relay-root-tls-secret");
+  }
+  EXPECT_EQ(roots_created, 1);
+  const std::string root = SecretFile(replicas[0]->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  const std::string token = SecretFile(replicas[0]->secrets_dir(), "relay-identity-token-secret", "token");
+  ASSERT_FALSE(root.empty());
+  ASSERT_FALSE(token.empty());
+  for (const auto& replica : replicas) {
+    EXPECT_EQ(SecretFile(replica->secrets_dir(), "relay-root-tls-secret", "ca.crt"), root);
+    EXPECT_EQ(SecretFile(replica->secrets_dir(), "relay-identity-token-secret", "token"), token);
+    // The CA keys stay in etcd, sealed; the replica's directory has only what it serves.
+    EXPECT_EQ(SecretFile(replica->secrets_dir(), "relay-root-tls-secret", "tls.key"), "");
+    EXPECT_EQ(SecretFile(replica->secrets_dir(), "relay-tls-signing-secret", "tls.key"), "");
+  }
+  // Several may have issued a server certificate at start; the last one written is
+  // the one every replica serves.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        std::set<std::string> served;
+        for (const auto& replica : replicas) {
+          served.insert(SecretFile(replica->secrets_dir(), "relay-server-tls-secret", "tls.crt"));
+        }
+        return served.size() == 1;
+      },
+      kPatience));
+  std::string sealed = state::testing::ReadEtcdValue(*etcd_, "/relay/gloo-mesh/s/gloo-mesh/relay-tls-signing-secret");
+  EXPECT_TRUE(absl::StartsWith(sealed, "relay:enc:aesgcm:v1:"));
+  EXPECT_FALSE(absl::StrContains(sealed, "PRIVATE KEY"));
+
+  // An agent registered through one replica is served by the others.
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(*replicas[0], dir_, "east");
+  agent->Stop();
+  AgentUnderTest moved("east", dir_ + "/east", replicas[2]->address());
+  moved.Start();
+  EXPECT_TRUE(moved.WaitConnected(kPatience)) << moved.Log();
+  // (Both runs write the same log: one registration in all.)
+  EXPECT_EQ(CountOccurrences(moved.Log(), "credentials_registered"), 1) << moved.Log();
+}
+
+TEST_F(HaTest, WithoutAKeyFileTheReplicaRefusesToStoreSecretsInTheClear) {
+  ServerUnderTest server(dir_ + "/plain", {"--state=etcd", "--etcd_endpoints=" + etcd_->endpoint()});
+  std::string error;
+  EXPECT_FALSE(server.Start(&error));
+  EXPECT_THAT(error, HasSubstr("--state_encryption_key_file"));
+  EXPECT_THAT(error, HasSubstr("--state_plaintext_secrets"));
+  EXPECT_EQ(state::testing::ReadEtcdValue(*etcd_, "/relay/gloo-mesh/s/gloo-mesh/relay-root-tls-secret"), "");
+}
+
+// Two replicas race for every bootstrap token: each use is consumed exactly once.
+TEST_F(HaTest, ReplicasRacingForBootstrapTokensConsumeEachUseOnce) {
+  std::unique_ptr<ServerUnderTest> a = Replica("a");
+  std::unique_ptr<ServerUnderTest> b = Replica("b");
+  std::string error;
+  ASSERT_TRUE(a->Start(&error)) << error;
+  ASSERT_TRUE(b->Start(&error)) << error;
+  const std::string root = SecretFile(a->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  // In rounds: a server keeps at most 64 live bootstrap tokens.
+  constexpr int kRounds = 25;
+  constexpr int kRacesPerRound = 40;  // 1,000 races in all
+  constexpr int kWorkers = 4;
+  std::optional<UnixSocketPath> admin_path;
+  auto admin = Admin(*a, &admin_path);
+  ASSERT_TRUE(admin);
+  auto register_a = relay::v1::Registration::NewStub(ServerAuthChannel(a->address(), root));
+  auto register_b = relay::v1::Registration::NewStub(ServerAuthChannel(b->address(), root));
+  std::atomic<int> double_spends{0}, unspent{0}, errors{0};
+  absl::Mutex error_mu;
+  std::string first_error;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<std::string> tokens(kRacesPerRound);
+    for (int i = 0; i < kRacesPerRound; ++i) {
+      grpc::ClientContext context;
+      SetDeadline(&context);
+      relay::v1::CreateBootstrapTokenRequest request;
+      request.set_cluster(absl::StrCat("race-", round, "-", i));
+      request.set_ttl_seconds(3600);
+      request.set_uses(1);
+      relay::v1::CreateBootstrapTokenResponse response;
+      ASSERT_THAT(admin->CreateBootstrapToken(&context, request, &response), IsOk());
+      tokens[i] = response.token();
+    }
+    std::vector<std::thread> workers;
+    for (int worker = 0; worker < kWorkers; ++worker) {
+      workers.emplace_back([&, worker] {
+        for (int i = worker; i < kRacesPerRound; i += kWorkers) {
+          const std::string cluster = absl::StrCat("race-", round, "-", i);
+          std::atomic<int> won{0};
+          auto attempt = [&](relay::v1::Registration::Stub* stub) {
+            auto key = pki::GenerateKey();
+            grpc::ClientContext context;
+            SetDeadline(&context, 30);
+            context.AddMetadata("authorization", "Bearer " + tokens[i]);
+            relay::v1::RegisterRequest request;
+            request.set_cluster(cluster);
+            request.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
+            relay::v1::CertificateResponse response;
+            grpc::Status status = stub->Register(&context, request, &response);
+            if (status.ok()) {
+              won++;
+            } else if (status.error_code() != grpc::StatusCode::UNAUTHENTICATED &&
+                       status.error_code() != grpc::StatusCode::PERMISSION_DENIED &&
+                       status.error_code() != grpc::StatusCode::ALREADY_EXISTS) {
+              errors++;
+              absl::MutexLock lock(&error_mu);
+              if (first_error.empty()) first_error = absl::StrCat(status.error_code(), ": ", status.error_message());
+            }
+          };
+          std::thread on_b([&] { attempt(register_b.get()); });
+          attempt(register_a.get());
+          on_b.join();
+          if (won > 1) double_spends++;
+          if (won == 0) unspent++;
+        }
+      });
+    }
+    for (std::thread& worker : workers) worker.join();
+  }
+  EXPECT_EQ(double_spends, 0);
+  EXPECT_EQ(errors, 0) << first_error;
+  EXPECT_EQ(unspent, 0) << first_error;
+}
+
+// Agents know both replicas. The one that holds them is killed: they all come back on
+// the other with the certificates they have (none registers again), and an operator's
+// push and deregistration through either replica reach them.
+TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
+  std::unique_ptr<ServerUnderTest> a = Replica("a");
+  std::unique_ptr<ServerUnderTest> b = Replica("b");
+  std::string error;
+  ASSERT_TRUE(a->Start(&error)) << error;
+  ASSERT_TRUE(b->Start(&error)) << error;
+  constexpr int kAgents = 20;
+  std::vector<std::unique_ptr<AgentUnderTest>> agents;
+  for (int i = 0; i < kAgents; ++i) {
+    std::string cluster = absl::StrCat("c", i);
+    std::string store = dir_ + "/" + cluster;
+    CommandResult registered = a->Relayctl({"register", "--cluster=" + cluster, "--secrets_dir=" + store});
+    ASSERT_EQ(registered.exit_code, 0) << registered.output;
+    // Everyone starts on A (the list is shuffled, so list only A until they are up).
+    agents.push_back(std::make_unique<AgentUnderTest>(cluster, store, a->address() + "," + b->address()));
+  }
+  b->Stop();
+  for (auto& agent : agents) agent->Start();
+  for (auto& agent : agents) ASSERT_TRUE(agent->WaitConnected(kPatience)) << agent->Log();
+  ASSERT_TRUE(b->Start(&error)) << error;
+
+  a->process()->Signal(SIGKILL);
+  a->process()->Wait(kPatience);
+  auto connected_to_b = [&] {
+    std::string metrics = b->Metrics();
+    for (int i = 0; i < kAgents; ++i) {
+      if (!absl::StrContains(metrics, absl::StrCat("relay_push_clients_connected{cluster=\"c", i, "\"} 1"))) {
+        return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(WaitFor(connected_to_b, kPatience)) << b->Metrics();
+  for (auto& agent : agents) {
+    EXPECT_EQ(CountOccurrences(agent->Log(), "credentials_registered"), 1) << agent->Log();
+  }
+
+  // A returns; an operator acts through A on agents that are connected to B.
+  ASSERT_TRUE(a->Start(&error)) << error;
+  WriteFile(dir_ + "/policy.yaml", "pushed through a");
+  CommandResult pushed = a->Relayctl({"push", "--cluster=c0", dir_ + "/policy.yaml"});
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.output;
+  EXPECT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agents[0]->output_dir() + "/policy.yaml") == "pushed through a"; },
+                      kPatience))
+      << agents[0]->Log();
+  CommandResult deregistered = a->Relayctl({"clusters", "deregister", "c1"});
+  ASSERT_EQ(deregistered.exit_code, 0) << deregistered.output;
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agents[1]->Log(), "cluster deregistered"); }, kPatience))
+      << agents[1]->Log();
+}
+
+}  // namespace
+}  // namespace relay::e2e
