@@ -258,5 +258,46 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
       << agents[1]->Log();
 }
 
+// A single server's store grows into HA: `relayctl state migrate` copies it to etcd
+// (twice is the same as once), and a replica on etcd serves its clusters, which keep
+// their certificates.
+TEST_F(HaTest, AMigratedStoreServesItsClustersWithoutRegisteringThemAgain) {
+  ServerUnderTest single(dir_ + "/single");
+  std::string error;
+  ASSERT_TRUE(single.Start(&error)) << error;
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(single, dir_, "east");
+  const int port = single.grpc_port();
+  const std::string root = SecretFile(single.secrets_dir(), "relay-root-tls-secret", "ca.crt");
+
+  std::vector<std::string> migrate = {RelayctlBinary(),
+                                      "state",
+                                      "migrate",
+                                      "--from=local",
+                                      "--to=etcd",
+                                      "--mgmt_secrets_dir=" + single.secrets_dir(),
+                                      "--etcd_endpoints=" + etcd_->endpoint(),
+                                      "--state_encryption_key_file=" + dir_ + "/state.key"};
+  CommandResult refused = RunCommand(migrate);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.output, HasSubstr("Stop the server"));
+  single.Stop();
+  CommandResult first = RunCommand(migrate);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  CommandResult again = RunCommand(migrate);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_THAT(again.output, HasSubstr("copied 0 record(s)"));
+
+  std::vector<std::string> flags = ReplicaFlags();
+  ServerUnderTest replica(dir_ + "/replica", flags, port);
+  ASSERT_TRUE(replica.Start(&error)) << error;
+  EXPECT_EQ(SecretFile(replica.secrets_dir(), "relay-root-tls-secret", "ca.crt"), root);
+  EXPECT_EQ(CountOccurrences(replica.Log(), "secret_created"), 0) << replica.Log();
+  EXPECT_TRUE(WaitFor([&] { return CountOccurrences(agent->Log(), "relay_connected") >= 2; }, kPatience))
+      << agent->Log();
+  EXPECT_EQ(CountOccurrences(agent->Log(), "credentials_registered"), 1) << agent->Log();
+  CommandResult list = replica.Relayctl({"clusters", "list"});
+  EXPECT_THAT(list.output, HasSubstr("east")) << list.output;
+}
+
 }  // namespace
 }  // namespace relay::e2e

@@ -24,6 +24,7 @@
 #include "common/state_lock.h"
 #include "mgmt/cluster_registry.h"
 #include "mgmt/management_pki.h"
+#include "state/etcd_state_store.h"
 #include "state/local_state_store.h"
 #include "pki/certificate.h"
 #include "pki/pem.h"
@@ -62,6 +63,17 @@ ABSL_FLAG(std::string, authority, relay::config::kDefaultAuthority,
 ABSL_FLAG(std::string, server_address, "",
           "check: relay address to test a TLS handshake against, e.g. 127.0.0.1:9900.");
 ABSL_FLAG(std::string, log_level, "warning", "debug, info, warning or error.");
+ABSL_FLAG(std::string, from, "local", "state migrate: where the state is now (local: --mgmt_secrets_dir).");
+ABSL_FLAG(std::string, to, "etcd", "state migrate: where it goes (etcd: --etcd_endpoints).");
+ABSL_FLAG(std::vector<std::string>, etcd_endpoints, {}, "state migrate: host:port of the etcd members, comma-separated.");
+ABSL_FLAG(std::string, etcd_ca_file, "", "state migrate: CA bundle of etcd's serving certificate (TLS when set).");
+ABSL_FLAG(std::string, etcd_cert_file, "", "state migrate: client certificate for etcd.");
+ABSL_FLAG(std::string, etcd_key_file, "", "state migrate: key of --etcd_cert_file.");
+ABSL_FLAG(std::string, state_encryption_key_file, "",
+          "state migrate: the key file the replicas will use (--state_encryption_key_file of the server): "
+          "secrets are sealed with it in etcd.");
+ABSL_FLAG(bool, state_plaintext_secrets, false,
+          "state migrate: store secrets in etcd unencrypted (as the server's --state_plaintext_secrets).");
 
 namespace {
 
@@ -82,6 +94,12 @@ Commands:
                                 subject, SANs, serial, validity, time left, rotation due
   clusters list                 registered vs connected clusters and certificate expiry
   clusters deregister NAME      revoke a cluster: its streams close, Renew and Connect fail
+  state migrate --from=local --to=etcd --etcd_endpoints=H:P,...
+                                copy a single server's store (records and secrets of
+                                --namespace) into etcd, so replicas take over its clusters
+                                without re-registering them; the server must be stopped.
+                                Idempotent: what etcd already holds is left as it is, and
+                                a value that differs is reported, never overwritten
   registry repair               when the server refuses to start on a damaged registry
                                 journal: keep the damaged file aside and write one with every
                                 whole record (the server must be stopped)
@@ -376,6 +394,90 @@ int RegistryRepair() {
   return 0;
 }
 
+int StateMigrate() {
+  if (absl::GetFlag(FLAGS_from) != "local" || absl::GetFlag(FLAGS_to) != "etcd") {
+    return Fail("state migrate copies --from=local --to=etcd (the only direction there is)");
+  }
+  const std::string ns = absl::GetFlag(FLAGS_namespace);
+  relay::state::EtcdOptions etcd;
+  etcd.endpoints = absl::GetFlag(FLAGS_etcd_endpoints);
+  if (etcd.endpoints.empty()) return Fail("state migrate needs --etcd_endpoints=host:port[,host:port...]");
+  etcd.ca_file = absl::GetFlag(FLAGS_etcd_ca_file);
+  etcd.cert_file = absl::GetFlag(FLAGS_etcd_cert_file);
+  etcd.key_file = absl::GetFlag(FLAGS_etcd_key_file);
+  etcd.prefix = absl::StrCat("/relay/", ns, "/");  // where the server looks (mgmt/server.cc)
+  if (std::string key_file = absl::GetFlag(FLAGS_state_encryption_key_file); !key_file.empty()) {
+    absl::StatusOr<relay::state::SecretCipher> cipher = relay::state::SecretCipher::FromKeyFile(key_file);
+    if (!cipher.ok()) return Fail(std::string(cipher.status().message()));
+    etcd.cipher = *std::move(cipher);
+  } else if (!absl::GetFlag(FLAGS_state_plaintext_secrets)) {
+    return Fail("give --state_encryption_key_file (the file the replicas will use) so the CA keys and tokens are "
+                "sealed in etcd, or --state_plaintext_secrets to copy them unencrypted");
+  }
+  // The local store's lock: the server must be stopped, and nothing changes under us.
+  relay::state::LocalStateOptions local_options;
+  local_options.dir = MgmtDir();
+  local_options.ns = ns;
+  local_options.holder = "relayctl state migrate";
+  local_options.busy_advice = "Stop the server before migrating its state.";
+  absl::StatusOr<std::unique_ptr<relay::state::LocalStateStore>> local =
+      relay::state::LocalStateStore::Open(local_options);
+  if (!local.ok()) return Fail(std::string(local.status().message()));
+  absl::StatusOr<std::unique_ptr<relay::state::StateStore>> target = relay::state::OpenEtcdStateStore(etcd);
+  if (!target.ok()) return Fail(std::string(target.status().message()));
+
+  int copied = 0, present = 0;
+  std::vector<std::string> conflicts;
+  absl::StatusOr<std::map<std::string, relay::state::Record>> records = (*local)->List("");
+  if (!records.ok()) return Fail(std::string(records.status().message()));
+  for (const auto& [key, record] : *records) {
+    absl::StatusOr<relay::state::Record> there = (*target)->Get(key);
+    if (there.ok()) {
+      if (there->value == record.value) {
+        present++;
+      } else {
+        conflicts.push_back(absl::StrCat("record ", key));
+      }
+      continue;
+    }
+    if (!absl::IsNotFound(there.status())) return Fail(std::string(there.status().message()));
+    absl::StatusOr<int64_t> written = (*target)->CompareAndSetAndWait(key, record.value, 0);
+    if (!written.ok()) return Fail(absl::StrCat("copying record ", key, ": ", written.status().message()));
+    copied++;
+  }
+  absl::StatusOr<std::vector<std::string>> names = (*local)->secrets().List(ns);
+  if (!names.ok()) return Fail(std::string(names.status().message()));
+  for (const std::string& name : *names) {
+    absl::StatusOr<relay::secrets::SecretData> data = (*local)->secrets().Get(ns, name);
+    if (!data.ok()) return Fail(absl::StrCat("reading secret ", ns, "/", name, ": ", data.status().message()));
+    absl::Status created = (*target)->secrets().Create(ns, name, *data);
+    if (created.ok()) {
+      copied++;
+    } else if (absl::IsAlreadyExists(created)) {
+      absl::StatusOr<relay::secrets::SecretData> there = (*target)->secrets().Get(ns, name);
+      if (there.ok() && *there == *data) {
+        present++;
+      } else {
+        conflicts.push_back(absl::StrCat("secret ", ns, "/", name));
+      }
+    } else {
+      return Fail(absl::StrCat("copying secret ", ns, "/", name, ": ", created.message()));
+    }
+  }
+  std::cout << "copied " << copied << " record(s) and secret(s) of namespace " << ns << " from " << MgmtDir()
+            << " to etcd (" << absl::StrJoin(etcd.endpoints, ",") << ", under " << etcd.prefix << "); " << present
+            << " were there already\n";
+  if (!conflicts.empty()) {
+    std::cerr << "relayctl: etcd already holds different values for these, left as they are (another "
+                 "installation's state under the same namespace?):\n";
+    for (const std::string& conflict : conflicts) std::cerr << "  " << conflict << "\n";
+    return 1;
+  }
+  std::cout << "start the replicas with --state=etcd and the same --namespace; the clusters keep their "
+               "certificates\n";
+  return 0;
+}
+
 int Push(const std::vector<std::string>& files) {
   std::string cluster = absl::GetFlag(FLAGS_cluster);
   if (cluster.empty()) return Fail("push needs --cluster NAME");
@@ -557,7 +659,7 @@ int Check() {
 
 int main(int argc, char** argv) {
   relay::SetUsage("relayctl", kUsage);
-  std::vector<char*> merged = relay::MergeRepeatedListFlags(argc, argv, {"server_san"});
+  std::vector<char*> merged = relay::MergeRepeatedListFlags(argc, argv, {"server_san", "etcd_endpoints"});
   std::vector<char*> args = relay::ParseFlags(static_cast<int>(merged.size()), merged.data());
   relay::LogLevel level;
   if (relay::ParseLogLevel(absl::GetFlag(FLAGS_log_level), &level)) relay::SetLogLevel(level);
@@ -574,6 +676,7 @@ int main(int argc, char** argv) {
   if (command == "clusters" && words.size() == 2 && words[1] == "list") return ClustersList();
   if (command == "clusters" && words.size() == 3 && words[1] == "deregister") return ClustersDeregister(words[2]);
   if (command == "registry" && words.size() == 2 && words[1] == "repair") return RegistryRepair();
+  if (command == "state" && words.size() == 2 && words[1] == "migrate") return StateMigrate();
   if (command == "push" && words.size() >= 2) return Push({words.begin() + 1, words.end()});
   if (command == "check" && words.size() == 1) return Check();
   std::cerr << "relayctl: unknown command \"" << absl::StrJoin(words, " ") << "\"\n";
