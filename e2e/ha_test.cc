@@ -258,6 +258,53 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
       << agents[1]->Log();
 }
 
+// etcd goes away: the streams that are up stay up and their heartbeats are answered;
+// what must write is refused with UNAVAILABLE naming etcd; when etcd is back, all of
+// it works again without restarting anything.
+TEST_F(HaTest, WhileEtcdIsAwayStreamsStayUpAndWritesSayWhy) {
+  std::unique_ptr<ServerUnderTest> replica = Replica("a");
+  std::string error;
+  ASSERT_TRUE(replica->Start(&error)) << error;
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(*replica, dir_, "east");
+  const std::string root = SecretFile(replica->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  const std::string token = SecretFile(replica->secrets_dir(), "relay-identity-token-secret", "token");
+  auto acks = [&] { return MetricValue(agent->Metrics(), "relay_agent_heartbeat_acks_total"); };
+  auto register_west = [&] {
+    auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(replica->address(), root));
+    auto key = pki::GenerateKey();
+    grpc::ClientContext context;
+    SetDeadline(&context, 30);
+    context.AddMetadata("authorization", "Bearer " + token);
+    relay::v1::RegisterRequest request;
+    request.set_cluster("west");
+    request.set_csr_pem(*pki::CreateCsrPem(key->get(), "west"));
+    relay::v1::CertificateResponse response;
+    return stub->Register(&context, request, &response);
+  };
+
+  etcd_->Stop();
+  double acks_when_etcd_stopped = acks();
+  EXPECT_TRUE(WaitFor([&] { return acks() >= acks_when_etcd_stopped + 4; }, kPatience)) << agent->Log();
+  grpc::Status refused = register_west();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_THAT(refused.error_message(), HasSubstr("etcd"));
+  CommandResult deregister = replica->Relayctl({"clusters", "deregister", "east"});
+  EXPECT_NE(deregister.exit_code, 0);
+  EXPECT_THAT(deregister.output, HasSubstr("etcd"));
+  EXPECT_EQ(CountOccurrences(agent->Log(), "relay_connected"), 1) << agent->Log();
+
+  ASSERT_THAT(etcd_->Restart(), IsOk());
+  EXPECT_TRUE(WaitFor([&] { return register_west().ok(); }, kPatience));
+  WriteFile(dir_ + "/after.yaml", "etcd is back");
+  EXPECT_TRUE(WaitFor([&] { return replica->Relayctl({"push", "--cluster=east", dir_ + "/after.yaml"}).exit_code == 0; },
+                      kPatience));
+  EXPECT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/after.yaml") == "etcd is back"; }, kPatience))
+      << agent->Log();
+  EXPECT_EQ(CountOccurrences(agent->Log(), "relay_connected"), 1) << agent->Log();
+  // Nothing half-written: the deregistration that failed did not happen.
+  EXPECT_THAT(replica->Relayctl({"clusters", "list"}).output, ::testing::Not(HasSubstr("deregistered")));
+}
+
 // A single server's store grows into HA: `relayctl state migrate` copies it to etcd
 // (twice is the same as once), and a replica on etcd serves its clusters, which keep
 // their certificates.
