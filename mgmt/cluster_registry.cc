@@ -204,6 +204,8 @@ void ClusterRegistry::OnStoreChange(const state::Change& change) {
     absl::MutexLock lock(&mu_);
     auto it = clusters_.find(std::string(name));
     if (it != clusters_.end() && it->second.revision >= change.revision) return;  // ours, or older
+    // Our own write, seen by the watch before its acknowledgement: not another writer's.
+    if (it != clusters_.end() && it->second.busy && change.value && *change.value == it->second.writing) return;
     if (!change.value) {
       if (it != clusters_.end() && !it->second.busy) clusters_.erase(it);
       return;
@@ -258,6 +260,10 @@ void ClusterRegistry::Run(const std::string& cluster, Change change, Done done, 
     return;
   }
   std::string value = Encode(record);
+  {
+    absl::MutexLock lock(&mu_);
+    clusters_[cluster].writing = value;
+  }
   state_->CompareAndSet(
       KeyOf(cluster), std::move(value), revision,
       [this, cluster, record = std::move(record), change = std::move(change), done = std::move(done),

@@ -134,9 +134,8 @@ class ClusterRegistry {
   // Called when another writer of the store (another replica) changed a cluster's
   // record, once the registry holds the new one: `before` is what it held (only the
   // name for a cluster it did not know). Runs on the store's thread: it must not block.
-  // A write of this registry's own may also arrive here (its watch event can come
-  // before its acknowledgement): reactions must be idempotent. Null clears it; clearing
-  // waits for a call under way.
+  // This registry's own writes are not reported (also when their watch event comes
+  // before their acknowledgement). Null clears it; clearing waits for a call under way.
   using ForeignChange = std::function<void(const ClusterRecord& before, const ClusterRecord& after)>;
   void SetForeignChangeListener(ForeignChange listener);
 
@@ -149,6 +148,7 @@ class ClusterRegistry {
     ClusterRecord record;
     int64_t revision = 0;  // 0: not in the store yet
     bool busy = false;     // a change is being written
+    std::string writing;   // the value being written while busy
     std::deque<Waiting> waiting;
   };
 

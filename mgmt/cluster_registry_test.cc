@@ -278,5 +278,41 @@ TEST_F(ClusterRegistryTest, AnAckForAVersionNeverPushedIsRefused) {
   EXPECT_EQ(registry->Find("east")->acked_version, 1);
 }
 
+// Two registries on one store stand for two replicas: each hears what the other wrote,
+// and never its own writes (whatever order its watch and its acknowledgements come in).
+TEST(ClusterRegistryReplicasTest, ForeignChangesAreReportedAndOwnWritesAreNot) {
+  std::unique_ptr<state::StateStore> store = state::NewMemoryStateStore();
+  absl::StatusOr<std::unique_ptr<ClusterRegistry>> a = ClusterRegistry::Load(store.get(), "gloo-mesh");
+  absl::StatusOr<std::unique_ptr<ClusterRegistry>> b = ClusterRegistry::Load(store.get(), "gloo-mesh");
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  absl::Mutex mu;
+  std::vector<std::string> heard_by_a, heard_by_b;
+  (*a)->SetForeignChangeListener([&](const ClusterRecord&, const ClusterRecord& after) {
+    absl::MutexLock lock(&mu);
+    heard_by_a.push_back(after.name);
+  });
+  (*b)->SetForeignChangeListener([&](const ClusterRecord& before, const ClusterRecord& after) {
+    absl::MutexLock lock(&mu);
+    if (after.deregistered && !before.deregistered) heard_by_b.push_back(after.name);
+  });
+  constexpr int kClusters = 50;
+  for (int i = 0; i < kClusters; ++i) {
+    std::string cluster = absl::StrCat("c", i);
+    ASSERT_THAT((*a)->RecordRegistered(cluster, absl::StrCat("AA", i), kNow + absl::Hours(1), kNow, {}), IsOk());
+    ASSERT_THAT((*a)->PushSnapshot(cluster, {{"a.txt", "A"}}), IsOk());
+    ASSERT_THAT((*a)->Deregister(cluster), IsOk());
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto all_heard = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return heard_by_b.size() == kClusters; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all_heard), absl::Seconds(30)));
+  }
+  (*a)->SetForeignChangeListener(nullptr);
+  (*b)->SetForeignChangeListener(nullptr);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(heard_by_a, ElementsAre());
+}
+
 }  // namespace
 }  // namespace relay::mgmt

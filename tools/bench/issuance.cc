@@ -48,6 +48,9 @@ ABSL_FLAG(std::vector<std::string>, concurrency, std::vector<std::string>({"1", 
           "Concurrent callers, comma-separated.");
 ABSL_FLAG(bool, cfssl, true, "Also measure `cfssl serve` when /usr/bin/cfssl exists.");
 ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server binary.");
+ABSL_FLAG(std::vector<std::string>, server_flags, {},
+          "Extra flags for the server, comma-separated, e.g. --state=etcd,--etcd_endpoints=127.0.0.1:2379,"
+          "--state_plaintext_secrets to measure a replica on etcd.");
 
 namespace {
 
@@ -239,10 +242,12 @@ int main(int argc, char** argv) {
 
   std::string dir = absl::StrCat("/tmp/relay-bench-issuance.", getpid());
   std::filesystem::create_directories(dir);
-  pid_t server = Spawn({"taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
-                        "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
-                        "--health_address=127.0.0.1:0", "--ready_file=" + dir + "/ready", "--log_level=error"},
-                       dir + "/server.log");
+  std::vector<std::string> server_argv = {"taskset", "-c", "0", absl::GetFlag(FLAGS_server),
+                                         "--secrets_dir=" + dir + "/mgmt", "--grpc_address=127.0.0.1:0",
+                                         "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
+                                         "--ready_file=" + dir + "/ready", "--log_level=error"};
+  for (const std::string& flag : absl::GetFlag(FLAGS_server_flags)) server_argv.push_back(flag);
+  pid_t server = Spawn(server_argv, dir + "/server.log");
   for (int i = 0; i < 200 && ReadFile(dir + "/ready").empty(); ++i) absl::SleepFor(absl::Milliseconds(50));
   std::string ready = ReadFile(dir + "/ready");
   if (ready.empty()) {
