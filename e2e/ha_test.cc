@@ -227,6 +227,11 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
   for (auto& agent : agents) agent->Start();
   for (auto& agent : agents) ASSERT_TRUE(agent->WaitConnected(kPatience)) << agent->Log();
   ASSERT_TRUE(b->Start(&error)) << error;
+  // B lists the streams A holds.
+  EXPECT_TRUE(WaitFor([&] { return ::testing::Matches(::testing::ContainsRegex("\nc0 +yes +yes"))(
+                                b->Relayctl({"clusters", "list"}).output); },
+                      kPatience))
+      << b->Relayctl({"clusters", "list"}).output;
 
   a->process()->Signal(SIGKILL);
   a->process()->Wait(kPatience);
@@ -246,6 +251,23 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
 
   // A returns; an operator acts through A on agents that are connected to B.
   ASSERT_TRUE(a->Start(&error)) << error;
+  // The shared token cannot take over a name that is live on another replica.
+  const std::string root = SecretFile(a->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  const std::string token = SecretFile(a->secrets_dir(), "relay-identity-token-secret", "token");
+  auto takeover = [&] {
+    auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(a->address(), root));
+    auto key = pki::GenerateKey();
+    grpc::ClientContext context;
+    SetDeadline(&context, 30);
+    context.AddMetadata("authorization", "Bearer " + token);
+    relay::v1::RegisterRequest request;
+    request.set_cluster("c2");
+    request.set_csr_pem(*pki::CreateCsrPem(key->get(), "c2"));
+    relay::v1::CertificateResponse response;
+    return stub->Register(&context, request, &response);
+  };
+  grpc::Status taken = takeover();
+  EXPECT_EQ(taken.error_code(), grpc::StatusCode::ALREADY_EXISTS) << taken.error_message();
   WriteFile(dir_ + "/policy.yaml", "pushed through a");
   CommandResult pushed = a->Relayctl({"push", "--cluster=c0", dir_ + "/policy.yaml"});
   ASSERT_EQ(pushed.exit_code, 0) << pushed.output;

@@ -21,7 +21,14 @@ grpc::Status AdminService::ListClusters(grpc::ServerContext*, const v1::ListClus
     info->set_snapshot_version(record.snapshot_version);
     info->set_acked_version(record.acked_version);
     std::string serial;
-    info->set_connected(hub_->Connected(record.name, &serial));
+    bool connected = hub_->Connected(record.name, &serial);
+    if (!connected && core_->connections()) {
+      if (auto holder = core_->connections()->HeldElsewhere(record.name)) {
+        connected = true;
+        serial = holder->serial;
+      }
+    }
+    info->set_connected(connected);
     info->set_connected_serial(serial);
   }
   return grpc::Status::OK;

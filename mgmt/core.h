@@ -14,6 +14,7 @@
 #include "common/metrics.h"
 #include "common/work_queue.h"
 #include "mgmt/cluster_registry.h"
+#include "mgmt/connection_directory.h"
 #include "mgmt/management_pki.h"
 #include "mgmt/server.h"
 #include "mgmt/server_metrics.h"
@@ -37,6 +38,9 @@ class Core {
 
   state::StateStore& state() { return *state_; }
   ClusterRegistry& registry() { return *registry_; }
+  // Streams held by other replicas (with the state in etcd); null for a single server.
+  ConnectionDirectory* connections() { return connections_.get(); }
+  void AttachConnections(std::unique_ptr<ConnectionDirectory> connections) { connections_ = std::move(connections); }
   tokens::BootstrapTokens& bootstrap_tokens() { return bootstrap_tokens_; }
   ServerMetrics& metrics() { return metrics_; }
   std::string RenderMetrics() const { return metrics_registry_.Render(); }
@@ -64,6 +68,7 @@ class Core {
   std::unique_ptr<state::StateStore> state_;
   ManagementPki pki_;
   std::unique_ptr<ClusterRegistry> registry_;
+  std::unique_ptr<ConnectionDirectory> connections_;  // goes before the registry and the state
   tokens::BootstrapTokens bootstrap_tokens_;
   Metrics metrics_registry_;
   ServerMetrics metrics_{metrics_registry_};

@@ -116,7 +116,9 @@ grpc::ServerUnaryReactor* RegistrationService::Register(grpc::CallbackServerCont
 
   if (shared) {
     RegistrationRules rules;
-    rules.live_stream = hub_->Connected(cluster, nullptr);
+    // Live on this replica, or on another one sharing the store.
+    rules.live_stream = hub_->Connected(cluster, nullptr) ||
+                        (core_->connections() && core_->connections()->HeldElsewhere(cluster).has_value());
     rules.strict = core_->options().strict_reregistration;
     // Checked before the CSR is verified and signed: refusing a live name costs no crypto.
     absl::StatusOr<RegistrationKind> kind = core_->registry().CheckRegistration(cluster, now, rules);

@@ -201,6 +201,7 @@ void RelayHub::Add(RelayStream* stream) {
   // not yet used does not move it).
   core_->metrics().client_certificate_expiry.Set({stream->cluster()}, absl::ToUnixSeconds(stream->cert_not_after()));
   LogInfo("agent_connected", {{"cluster", stream->cluster()}, {"serial", stream->serial()}});
+  if (ConnectionDirectory* connections = core_->connections()) connections->Connected(stream->cluster(), stream->serial());
 }
 
 void RelayHub::Remove(RelayStream* stream) {
@@ -216,6 +217,7 @@ void RelayHub::Remove(RelayStream* stream) {
   if (was_current) {
     core_->metrics().SetConnected(stream->cluster(), false);
     LogInfo("agent_disconnected", {{"cluster", stream->cluster()}});
+    if (ConnectionDirectory* connections = core_->connections()) connections->Disconnected(stream->cluster());
   }
 }
 

@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -44,6 +45,9 @@ namespace relay::mgmt {
 namespace {
 
 constexpr size_t kMaxMessageBytes = 4 * 1024 * 1024;
+// How long a replica's streams count as held after it last vouched for them: a killed
+// replica's clusters read disconnected on the others within this.
+constexpr absl::Duration kReplicaLivenessTtl = absl::Seconds(15);
 
 using secrets::DirectorySecretStore;
 constexpr auto KeyPath = &DirectorySecretStore::KeyPath;
@@ -367,7 +371,16 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
                                           {TokenNamespace(values, options.ns), values.token_secret.name, {}}}));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ClusterRegistry> registry, ClusterRegistry::Load(state.get(), options.ns));
+  const bool shared_state = options.state_backend == StateBackend::kEtcd;
   auto core = std::make_unique<Core>(std::move(options), std::move(state), std::move(pki), std::move(registry));
+  if (shared_state) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    absl::BitGen random;
+    std::string replica = absl::StrCat(host, "-", getpid(), "-", absl::Hex(absl::Uniform<uint32_t>(random)));
+    core->AttachConnections(std::make_unique<ConnectionDirectory>(&core->state(), replica, kReplicaLivenessTtl));
+    LogInfo("replica", {{"id", replica}});
+  }
   auto server = std::make_unique<ServerImpl>(std::move(core), std::move(files));
   RETURN_IF_ERROR(server->Serve());
   return server;
