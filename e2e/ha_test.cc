@@ -29,6 +29,20 @@ namespace {
 using ::relay::testing::IsOk;
 using ::testing::HasSubstr;
 
+// Register `cluster` with `token` (shared or bootstrap) and a fresh key's CSR.
+grpc::Status RegisterWithToken(relay::v1::Registration::Stub& stub, const std::string& token,
+                               const std::string& cluster) {
+  auto key = pki::GenerateKey();
+  grpc::ClientContext context;
+  SetDeadline(&context, 30);
+  context.AddMetadata("authorization", "Bearer " + token);
+  relay::v1::RegisterRequest request;
+  request.set_cluster(cluster);
+  request.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
+  relay::v1::CertificateResponse response;
+  return stub.Register(&context, request, &response);
+}
+
 class HaTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -170,15 +184,7 @@ TEST_F(HaTest, ReplicasRacingForBootstrapTokensConsumeEachUseOnce) {
           const std::string cluster = absl::StrCat("race-", round, "-", i);
           std::atomic<int> won{0};
           auto attempt = [&](relay::v1::Registration::Stub* stub) {
-            auto key = pki::GenerateKey();
-            grpc::ClientContext context;
-            SetDeadline(&context, 30);
-            context.AddMetadata("authorization", "Bearer " + tokens[i]);
-            relay::v1::RegisterRequest request;
-            request.set_cluster(cluster);
-            request.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
-            relay::v1::CertificateResponse response;
-            grpc::Status status = stub->Register(&context, request, &response);
+            grpc::Status status = RegisterWithToken(*stub, tokens[i], cluster);
             if (status.ok()) {
               won++;
             } else if (status.error_code() != grpc::StatusCode::UNAUTHENTICATED &&
@@ -254,19 +260,8 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
   // The shared token cannot take over a name that is live on another replica.
   const std::string root = SecretFile(a->secrets_dir(), "relay-root-tls-secret", "ca.crt");
   const std::string token = SecretFile(a->secrets_dir(), "relay-identity-token-secret", "token");
-  auto takeover = [&] {
-    auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(a->address(), root));
-    auto key = pki::GenerateKey();
-    grpc::ClientContext context;
-    SetDeadline(&context, 30);
-    context.AddMetadata("authorization", "Bearer " + token);
-    relay::v1::RegisterRequest request;
-    request.set_cluster("c2");
-    request.set_csr_pem(*pki::CreateCsrPem(key->get(), "c2"));
-    relay::v1::CertificateResponse response;
-    return stub->Register(&context, request, &response);
-  };
-  grpc::Status taken = takeover();
+  auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(a->address(), root));
+  grpc::Status taken = RegisterWithToken(*stub, token, "c2");
   EXPECT_EQ(taken.error_code(), grpc::StatusCode::ALREADY_EXISTS) << taken.error_message();
   WriteFile(dir_ + "/policy.yaml", "pushed through a");
   CommandResult pushed = a->Relayctl({"push", "--cluster=c0", dir_ + "/policy.yaml"});
@@ -291,18 +286,8 @@ TEST_F(HaTest, WhileEtcdIsAwayStreamsStayUpAndWritesSayWhy) {
   const std::string root = SecretFile(replica->secrets_dir(), "relay-root-tls-secret", "ca.crt");
   const std::string token = SecretFile(replica->secrets_dir(), "relay-identity-token-secret", "token");
   auto acks = [&] { return MetricValue(agent->Metrics(), "relay_agent_heartbeat_acks_total"); };
-  auto register_west = [&] {
-    auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(replica->address(), root));
-    auto key = pki::GenerateKey();
-    grpc::ClientContext context;
-    SetDeadline(&context, 30);
-    context.AddMetadata("authorization", "Bearer " + token);
-    relay::v1::RegisterRequest request;
-    request.set_cluster("west");
-    request.set_csr_pem(*pki::CreateCsrPem(key->get(), "west"));
-    relay::v1::CertificateResponse response;
-    return stub->Register(&context, request, &response);
-  };
+  auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(replica->address(), root));
+  auto register_west = [&] { return RegisterWithToken(*stub, token, "west"); };
 
   etcd_->Stop();
   double acks_when_etcd_stopped = acks();
