@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -34,6 +35,12 @@ bool FlagGiven(const char* name);
 template <typename T>
 T GivenFlag(const absl::Flag<T>& flag, const char* name) {
   return FlagGiven(name) ? absl::GetFlag(flag) : T();
+}
+
+// The flag's value when given on the command line, else `otherwise` (its Helm value).
+template <typename T>
+T FlagOr(const absl::Flag<T>& flag, const char* name, T otherwise) {
+  return FlagGiven(name) ? absl::GetFlag(flag) : std::move(otherwise);
 }
 
 // OK when `address` is host:port with a port number (0 picks a free one), or empty when

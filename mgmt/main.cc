@@ -116,16 +116,15 @@ int main(int argc, char** argv) {
   options.ns = absl::GetFlag(FLAGS_namespace);
   const relay::config::StateValues& state = options.values.state;
   options.state_backend = state.backend == "etcd" ? relay::mgmt::StateBackend::kEtcd : relay::mgmt::StateBackend::kLocal;
-  if (relay::FlagGiven("state")) options.state_backend = absl::GetFlag(FLAGS_state);
-  options.etcd.endpoints = relay::FlagGiven("etcd_endpoints") ? absl::GetFlag(FLAGS_etcd_endpoints) : state.etcd_endpoints;
-  options.etcd.ca_file = relay::FlagGiven("etcd_ca_file") ? absl::GetFlag(FLAGS_etcd_ca_file) : state.etcd_ca_file;
-  options.etcd.cert_file = relay::FlagGiven("etcd_cert_file") ? absl::GetFlag(FLAGS_etcd_cert_file) : state.etcd_cert_file;
-  options.etcd.key_file = relay::FlagGiven("etcd_key_file") ? absl::GetFlag(FLAGS_etcd_key_file) : state.etcd_key_file;
-  options.state_encryption_key_file = relay::FlagGiven("state_encryption_key_file")
-                                          ? absl::GetFlag(FLAGS_state_encryption_key_file)
-                                          : state.encryption_key_file;
+  options.state_backend = relay::FlagOr(FLAGS_state, "state", options.state_backend);
+  options.etcd.endpoints = relay::FlagOr(FLAGS_etcd_endpoints, "etcd_endpoints", state.etcd_endpoints);
+  options.etcd.ca_file = relay::FlagOr(FLAGS_etcd_ca_file, "etcd_ca_file", state.etcd_ca_file);
+  options.etcd.cert_file = relay::FlagOr(FLAGS_etcd_cert_file, "etcd_cert_file", state.etcd_cert_file);
+  options.etcd.key_file = relay::FlagOr(FLAGS_etcd_key_file, "etcd_key_file", state.etcd_key_file);
+  options.state_encryption_key_file =
+      relay::FlagOr(FLAGS_state_encryption_key_file, "state_encryption_key_file", state.encryption_key_file);
   options.state_plaintext_secrets =
-      relay::FlagGiven("state_plaintext_secrets") ? absl::GetFlag(FLAGS_state_plaintext_secrets) : state.plaintext_secrets;
+      relay::FlagOr(FLAGS_state_plaintext_secrets, "state_plaintext_secrets", state.plaintext_secrets);
   if (options.state_backend == relay::mgmt::StateBackend::kEtcd && options.etcd.endpoints.empty()) {
     Fail("--state=etcd needs --etcd_endpoints=host:port[,host:port...] (or glooMgmtServer.relay.state.etcd.endpoints)");
   }

@@ -300,7 +300,7 @@ class ServerImpl final : public ManagementServer {
 // asked for explicitly.
 absl::StatusOr<std::unique_ptr<state::StateStore>> OpenEtcdState(const ServerOptions& options) {
   state::EtcdOptions etcd = options.etcd;
-  etcd.prefix = absl::StrCat("/relay/", options.ns, "/");
+  etcd.prefix = state::EtcdPrefixFor(options.ns);
   if (!options.state_encryption_key_file.empty()) {
     ASSIGN_OR_RETURN(etcd.cipher, state::SecretCipher::FromKeyFile(options.state_encryption_key_file));
   } else if (!options.state_plaintext_secrets) {

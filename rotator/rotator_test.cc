@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/fake_clock.h"
+#include "common/process_testing.h"
 #include "common/status_matchers.h"
 #include "common/test_dir.h"
 #include "config/values.h"
@@ -136,10 +137,7 @@ class RotatorLoopTest : public ::testing::Test {
   // Waits (real time, up to kPatience) until `condition` holds: for what the rotator's
   // thread does after the clock moved.
   static bool Eventually(const std::function<bool()>& condition) {
-    for (absl::Time give_up = absl::Now() + kPatience; absl::Now() < give_up; absl::SleepFor(absl::Milliseconds(10))) {
-      if (condition()) return true;
-    }
-    return condition();
+    return relay::testing::WaitFor(condition, kPatience);
   }
 
   // Waits until east's usable client certificate is not `serial`.

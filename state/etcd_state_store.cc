@@ -557,6 +557,8 @@ std::unique_ptr<secrets::SecretWatch> EtcdSecretStore::Watch(absl::string_view n
 
 }  // namespace
 
+std::string EtcdPrefixFor(const std::string& ns) { return absl::StrCat("/relay/", ns, "/"); }
+
 absl::StatusOr<std::unique_ptr<StateStore>> OpenEtcdStateStore(EtcdOptions options) {
   if (options.prefix.empty() || options.prefix.back() != '/') {
     return absl::InvalidArgumentError(absl::StrCat("etcd key prefix \"", options.prefix, "\" must end with '/'"));

@@ -44,6 +44,10 @@ struct EtcdOptions {
   std::optional<SecretCipher> cipher;
 };
 
+// The key prefix of a namespace's state: /relay/<namespace>/ (the server's and
+// `relayctl state migrate`'s, which must agree).
+std::string EtcdPrefixFor(const std::string& ns);
+
 // Connects and checks that etcd answers (UNAVAILABLE naming the endpoints when it does
 // not), then starts watching the prefix.
 absl::StatusOr<std::unique_ptr<StateStore>> OpenEtcdStateStore(EtcdOptions options);

@@ -405,7 +405,7 @@ int StateMigrate() {
   etcd.ca_file = absl::GetFlag(FLAGS_etcd_ca_file);
   etcd.cert_file = absl::GetFlag(FLAGS_etcd_cert_file);
   etcd.key_file = absl::GetFlag(FLAGS_etcd_key_file);
-  etcd.prefix = absl::StrCat("/relay/", ns, "/");  // where the server looks (mgmt/server.cc)
+  etcd.prefix = relay::state::EtcdPrefixFor(ns);
   if (std::string key_file = absl::GetFlag(FLAGS_state_encryption_key_file); !key_file.empty()) {
     absl::StatusOr<relay::state::SecretCipher> cipher = relay::state::SecretCipher::FromKeyFile(key_file);
     if (!cipher.ok()) return Fail(std::string(cipher.status().message()));
