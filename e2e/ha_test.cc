@@ -2,6 +2,7 @@
 // real server and agent processes, real etcd, on 127.0.0.1.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -10,6 +11,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/status_matchers.h"
@@ -21,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "pki/csr.h"
 #include "pki/keys.h"
+#include "pki/pem.h"
 #include "state/etcd_testing.h"
 
 namespace relay::e2e {
@@ -47,14 +51,17 @@ class HaTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = MakeTempDir("ha");
-    absl::StatusOr<std::unique_ptr<state::testing::EtcdUnderTest>> etcd = state::testing::EtcdUnderTest::Start();
+    absl::StatusOr<std::unique_ptr<state::testing::EtcdUnderTest>> etcd =
+        state::testing::EtcdUnderTest::Start(EtcdMembers());
     ASSERT_THAT(etcd, IsOk());
     etcd_ = *std::move(etcd);
     WriteFile(dir_ + "/state.key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n");
   }
 
+  virtual int EtcdMembers() const { return 1; }
+
   std::vector<std::string> ReplicaFlags() const {
-    return {"--state=etcd", "--etcd_endpoints=" + etcd_->endpoint(),
+    return {"--state=etcd", "--etcd_endpoints=" + etcd_->endpoints(),
             "--state_encryption_key_file=" + dir_ + "/state.key"};
   }
 
@@ -273,6 +280,96 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
   ASSERT_EQ(deregistered.exit_code, 0) << deregistered.output;
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agents[1]->Log(), "cluster deregistered"); }, kPatience))
       << agents[1]->Log();
+}
+
+class HaOnThreeMembersTest : public HaTest {
+ protected:
+  int EtcdMembers() const override { return 3; }
+};
+
+// A fresh key, its CSR for `cluster`, and what Register answered with it.
+struct Registered {
+  grpc::Status status;
+  std::string key_pem;
+  relay::v1::CertificateResponse response;
+};
+Registered RegisterFresh(relay::v1::Registration::Stub& stub, const std::string& token, const std::string& cluster) {
+  Registered registered;
+  auto key = pki::GenerateKey();
+  registered.key_pem = *pki::PrivateKeyToPem(key->get());
+  grpc::ClientContext context;
+  SetDeadline(&context, 30);
+  context.AddMetadata("authorization", "Bearer " + token);
+  relay::v1::RegisterRequest request;
+  request.set_cluster(cluster);
+  request.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
+  registered.status = stub.Register(&context, request, &registered.response);
+  return registered;
+}
+
+// The etcd leader of three members is killed (SIGKILL) under two replicas, one of
+// which was talking to it. Once the other two members have elected a leader, no request
+// fails: registrations, renewals, tokens, pushes and deregistrations on either replica;
+// and the agents' streams never dropped.
+TEST_F(HaOnThreeMembersTest, KillingTheEtcdLeaderFailsNoRequestAfterTheElection) {
+  absl::StatusOr<int> leader = etcd_->WaitForLeader();
+  ASSERT_THAT(leader, IsOk());
+  std::vector<std::string> endpoints = absl::StrSplit(etcd_->endpoints(), ',');
+  std::rotate(endpoints.begin(), endpoints.begin() + *leader, endpoints.end());
+  // A starts at the leader; B at a follower (the last --etcd_endpoints wins).
+  std::unique_ptr<ServerUnderTest> a = Replica("a", {"--etcd_endpoints=" + absl::StrJoin(endpoints, ",")});
+  std::rotate(endpoints.begin(), endpoints.begin() + 1, endpoints.end());
+  std::unique_ptr<ServerUnderTest> b = Replica("b", {"--etcd_endpoints=" + absl::StrJoin(endpoints, ",")});
+  std::string error;
+  ASSERT_TRUE(a->Start(&error)) << error;
+  ASSERT_TRUE(b->Start(&error)) << error;
+  std::vector<std::unique_ptr<AgentUnderTest>> agents;
+  agents.push_back(StartConnectedAgent(*a, dir_, "on-a"));
+  agents.push_back(StartConnectedAgent(*b, dir_, "on-b"));
+
+  etcd_->Kill(*leader);
+  absl::StatusOr<int> next_leader = etcd_->WaitForLeader();
+  ASSERT_THAT(next_leader, IsOk());
+  EXPECT_NE(*next_leader, *leader);
+
+  const std::string root = SecretFile(a->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  const std::string token = SecretFile(a->secrets_dir(), "relay-identity-token-secret", "token");
+  constexpr int kClustersPerReplica = 10;
+  for (ServerUnderTest* replica : {a.get(), b.get()}) {
+    const std::string name = replica == a.get() ? "a" : "b";
+    auto registration = relay::v1::Registration::NewStub(ServerAuthChannel(replica->address(), root));
+    for (int i = 0; i < kClustersPerReplica; ++i) {
+      const std::string cluster = absl::StrCat("new-", name, i);
+      Registered registered = RegisterFresh(*registration, token, cluster);
+      ASSERT_THAT(registered.status, IsOk()) << cluster << " on " << name;
+      auto renewal = relay::v1::Registration::NewStub(MutualTlsChannel(
+          replica->address(), root, registered.key_pem, registered.response.certificate_chain_pem()));
+      auto key = pki::GenerateKey();
+      grpc::ClientContext context;
+      SetDeadline(&context, 30);
+      relay::v1::RenewRequest renew;
+      renew.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
+      relay::v1::CertificateResponse renewed;
+      ASSERT_THAT(renewal->Renew(&context, renew, &renewed), IsOk()) << cluster << " on " << name;
+    }
+    CommandResult token_made = replica->Relayctl({"register", "--cluster=by-token-" + name, "--bootstrap_token_ttl=1h",
+                                                  "--secrets_dir=" + dir_ + "/by-token-" + name});
+    EXPECT_EQ(token_made.exit_code, 0) << token_made.output;
+    WriteFile(dir_ + "/policy-" + name + ".yaml", "pushed through " + name);
+    for (const char* cluster : {"on-a", "on-b"}) {
+      CommandResult pushed = replica->Relayctl({"push", absl::StrCat("--cluster=", cluster),
+                                                dir_ + "/policy-" + name + ".yaml"});
+      EXPECT_EQ(pushed.exit_code, 0) << pushed.output;
+    }
+    CommandResult deregistered = replica->Relayctl({"clusters", "deregister", "new-" + name + "0"});
+    EXPECT_EQ(deregistered.exit_code, 0) << deregistered.output;
+  }
+  for (auto& agent : agents) {
+    EXPECT_TRUE(WaitFor([&] { return ReadFileOrEmpty(agent->output_dir() + "/policy-b.yaml") == "pushed through b"; },
+                        kPatience))
+        << agent->Log();
+    EXPECT_EQ(CountOccurrences(agent->Log(), "relay_connected"), 1) << agent->Log();
+  }
 }
 
 // etcd goes away: the streams that are up stay up and their heartbeats are answered;

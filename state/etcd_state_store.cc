@@ -93,6 +93,32 @@ class Members {
   Member& Current() { return members_[current_.load() % members_.size()]; }
   size_t size() const { return members_.size(); }
 
+  // The current member if its channel is connected or connects; else the next one that
+  // does (each given up to `connect_timeout`), which becomes current. So a request is
+  // only ever sent to a member that was reachable a moment ago, and a write's outcome is
+  // unknown only when a member fails with the request under way, not when it was down
+  // before (a killed member is skipped, not written to). The current one when none is.
+  Member& Reachable(absl::Duration connect_timeout) {
+    for (size_t attempt = 0; attempt < members_.size(); ++attempt) {
+      Member& member = Current();
+      if (Connects(member, connect_timeout)) return member;
+      Failed(member);
+    }
+    return Current();
+  }
+
+  static bool Connects(Member& member, absl::Duration timeout) {
+    grpc_connectivity_state state = member.channel->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) return true;
+    const auto deadline = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout);
+    while (state != GRPC_CHANNEL_READY) {
+      if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) return false;
+      if (!member.channel->WaitForStateChange(state, deadline)) return false;
+      state = member.channel->GetState(/*try_to_connect=*/true);
+    }
+    return true;
+  }
+
   // `member` failed to answer: the next call goes to the next one.
   void Failed(const Member& member) {
     size_t index = current_.load();
@@ -212,7 +238,7 @@ class EtcdStateStore final : public StateStore {
     auto call = std::make_shared<Call>();
     call->request = CompareAndSetTxn(key, value, expected_revision);
     call->context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
-    call->member = &members_->Current();
+    call->member = &members_->Reachable(ConnectTimeout());
     call->done = std::move(done);
     {
       absl::MutexLock lock(&mu_);
@@ -233,7 +259,7 @@ class EtcdStateStore final : public StateStore {
   absl::StatusOr<int64_t> CompareAndSetAndWait(std::string key, std::optional<std::string> value,
                                                int64_t expected_revision) override {
     RETURN_IF_ERROR(Precheck(key, value, expected_revision));
-    Members::Member& member = members_->Current();
+    Members::Member& member = members_->Reachable(ConnectTimeout());
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
     pb::TxnResponse response;
@@ -268,7 +294,7 @@ class EtcdStateStore final : public StateStore {
     request.set_count_only(count_only);
     grpc::Status status;
     for (size_t attempt = 0; attempt < members_->size(); ++attempt) {
-      Members::Member& member = members_->Current();
+      Members::Member& member = members_->Reachable(ConnectTimeout());
       grpc::ClientContext context;
       context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
       status = member.kv->Range(&context, request, response);
@@ -281,7 +307,7 @@ class EtcdStateStore final : public StateStore {
 
   // One transaction, not retried elsewhere: its outcome may be unknown when it fails.
   absl::Status Txn(const pb::TxnRequest& request, pb::TxnResponse* response) {
-    Members::Member& member = members_->Current();
+    Members::Member& member = members_->Reachable(ConnectTimeout());
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
     grpc::Status status = member.kv->Txn(&context, request, response);
@@ -290,6 +316,9 @@ class EtcdStateStore final : public StateStore {
   }
 
  private:
+  // How long a member not yet connected may take to connect before the next is tried.
+  absl::Duration ConnectTimeout() const { return std::min(options_.timeout, absl::Seconds(1)); }
+
   std::string RecordKey(absl::string_view key) const { return absl::StrCat(options_.prefix, kRecords, key); }
 
   // What can be refused without asking etcd.
@@ -355,7 +384,7 @@ class EtcdStateStore final : public StateStore {
   void WatchLoop() {
     int failures = 0;
     while (true) {
-      Members::Member& member = members_->Current();
+      Members::Member& member = members_->Reachable(ConnectTimeout());
       auto context = std::make_shared<grpc::ClientContext>();
       {
         absl::MutexLock lock(&mu_);

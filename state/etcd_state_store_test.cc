@@ -2,10 +2,13 @@
 // store and an etcd that goes away mean for it. Real etcd, started by the test.
 #include "state/etcd_state_store.h"
 
+#include <algorithm>
 #include <atomic>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/process_testing.h"
 #include "common/status_matchers.h"
@@ -151,6 +154,70 @@ TEST_F(EtcdStateStoreTest, NoEtcdAtAllIsAClearErrorAtOpen) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("--etcd_endpoints")));
   options.endpoints = {};
   EXPECT_THAT(OpenEtcdStateStore(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// Three members; the leader is killed (SIGKILL) under two replicas' stores, one of
+// which was talking to it. Once the other two have elected a new leader, no call fails:
+// writes go only to members that are up, reads move on, the watch resumes elsewhere.
+TEST(EtcdClusterTest, KillingTheLeaderFailsNoCallAfterTheElection) {
+  absl::StatusOr<std::unique_ptr<testing::EtcdUnderTest>> started = testing::EtcdUnderTest::Start(3);
+  ASSERT_THAT(started, IsOk());
+  testing::EtcdUnderTest& etcd = **started;
+  absl::StatusOr<int> leader = etcd.WaitForLeader();
+  ASSERT_THAT(leader, IsOk());
+  std::vector<std::string> endpoints = absl::StrSplit(etcd.endpoints(), ',');
+  // The first store starts at the leader, the second at a follower.
+  std::rotate(endpoints.begin(), endpoints.begin() + *leader, endpoints.end());
+  auto open = [&](std::vector<std::string> members) {
+    EtcdOptions options;
+    options.endpoints = std::move(members);
+    options.prefix = "/relay/gloo-mesh/";
+    absl::StatusOr<std::unique_ptr<StateStore>> store = OpenEtcdStateStore(options);
+    EXPECT_THAT(store, IsOk());
+    return store.ok() ? *std::move(store) : nullptr;
+  };
+  std::unique_ptr<StateStore> on_leader = open(endpoints);
+  std::unique_ptr<StateStore> on_follower = open({endpoints[1], endpoints[2], endpoints[0]});
+  ASSERT_TRUE(on_leader && on_follower);
+  absl::Mutex mu;
+  std::set<std::string> seen;
+  auto watch = on_follower->Watch("k/", [&](const Change& change) {
+    absl::MutexLock lock(&mu);
+    seen.insert(change.key);
+  });
+  ASSERT_THAT(on_leader->CompareAndSetAndWait("k/before", "1", 0), IsOk());
+
+  etcd.Kill(*leader);
+  absl::StatusOr<int> next_leader = etcd.WaitForLeader();
+  ASSERT_THAT(next_leader, IsOk());
+  EXPECT_NE(*next_leader, *leader);
+
+  constexpr int kWrites = 100;
+  for (int i = 0; i < kWrites; ++i) {
+    for (StateStore* store : {on_leader.get(), on_follower.get()}) {
+      std::string key = absl::StrCat("k/", store == on_leader.get() ? "a" : "b", i);
+      ASSERT_THAT(store->CompareAndSetAndWait(key, "v", 0), IsOk()) << key;
+      absl::StatusOr<Record> read = store->Get(key);
+      ASSERT_THAT(read, IsOk()) << key;
+    }
+  }
+  // The asynchronous path too.
+  std::atomic<int> answered{0};
+  std::atomic<int> failed{0};
+  for (int i = 0; i < kWrites; ++i) {
+    on_leader->CompareAndSet(absl::StrCat("k/c", i), "v", 0, [&](absl::StatusOr<int64_t> revision) {
+      if (!revision.ok()) failed++;
+      answered++;
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return answered == kWrites; }, kPatience));
+  EXPECT_EQ(failed, 0);
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return seen.size() == 3 * kWrites + 1;
+      },
+      kPatience));
 }
 
 }  // namespace
