@@ -131,6 +131,18 @@ namespace {
 
 // Every secret is read and checked, and what is missing is made in memory, before
 // anything is written: a check that fails leaves the store as it was.
+// A secret that does not chain to the root this server is about to create may have
+// been made, with its root, by another server starting at the same moment, between our
+// read of the root and our read of it: ALREADY_EXISTS (read everything again) when the
+// root exists now.
+absl::Status RootCreatedMeanwhile(secrets::SecretStore& store, const std::string& ns, const std::string& root_name,
+                                  bool root_was_read) {
+  if (root_was_read) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::optional<SecretData> root_now, Find(store, ns, root_name));
+  if (!root_now) return absl::OkStatus();
+  return absl::AlreadyExistsError(absl::StrCat("secret ", ns, "/", root_name, " was created by another server"));
+}
+
 absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const ManagementPkiOptions& options,
                                          absl::Time now) {
   const config::MgmtServerValues& values = options.values;
@@ -186,6 +198,7 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
     absl::Status chains = pki::VerifyChain(pair.chain[0].get(),
                                            pki::Borrow(pair.chain), pki::Borrow(roots), now);
     if (!chains.ok()) {
+      RETURN_IF_ERROR(RootCreatedMeanwhile(store, ns, root_name, root_secret.has_value()));
       std::string root_note = root_secret ? absl::StrCat("the root in ", ns, "/", root_name, " ca.crt")
                                           : absl::StrCat(ns, "/", root_name,
                                                          " does not exist, and a new root would not be "
@@ -244,7 +257,10 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
       std::vector<const X509*> intermediates = pki::Borrow(pair.chain);
       absl::Status chains = pki::VerifyChain(pair.chain[0].get(), intermediates, pki::Borrow(roots),
                                              now, pki::Purpose::kServerAuth);
-      if (!chains.ok()) return InSecret(ns, server_name, "tls.crt", chains);
+      if (!chains.ok()) {
+        RETURN_IF_ERROR(RootCreatedMeanwhile(store, ns, root_name, root_secret.has_value()));
+        return InSecret(ns, server_name, "tls.crt", chains);
+      }
       // Clients verify against the root bundle: keep ca.crt in step with it.
       if (server_secret->count("ca.crt") == 0 || server_secret->at("ca.crt") != result.root_bundle_pem) {
         SecretData updated = *server_secret;

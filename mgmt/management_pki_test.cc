@@ -1,6 +1,8 @@
 #include "mgmt/management_pki.h"
 
 #include <cstdlib>
+#include <functional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_matchers.h"
@@ -104,6 +106,48 @@ TEST_F(ManagementPkiTest, MissingRootWithAPresentSigningSecretWritesNothing) {
   EXPECT_THAT(pki.status().message(), HasSubstr("restore the root secret"));
   EXPECT_THAT(Names(), UnorderedElementsAre("relay-identity-token-secret", "relay-server-tls-secret",
                                             "relay-tls-signing-secret"));
+}
+
+// Another server starting at the same moment: it creates every secret between this
+// server's read of the root (absent) and its read of the signing secret.
+class AnotherServerBetweenReads final : public secrets::SecretStore {
+ public:
+  AnotherServerBetweenReads(secrets::SecretStore& store, std::function<void()> other_server)
+      : store_(store), other_server_(std::move(other_server)) {}
+  absl::StatusOr<secrets::SecretData> Get(absl::string_view ns, absl::string_view name) override {
+    if (name == "relay-tls-signing-secret" && other_server_) std::exchange(other_server_, nullptr)();
+    return store_.Get(ns, name);
+  }
+  absl::Status Put(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) override {
+    return store_.Put(ns, name, data);
+  }
+  absl::Status Create(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) override {
+    return store_.Create(ns, name, data);
+  }
+  absl::Status Delete(absl::string_view ns, absl::string_view name) override { return store_.Delete(ns, name); }
+  absl::StatusOr<std::vector<std::string>> List(absl::string_view ns) override { return store_.List(ns); }
+  std::unique_ptr<secrets::SecretWatch> Watch(absl::string_view ns, absl::string_view name,
+                                              std::function<void()> on_change) override {
+    return store_.Watch(ns, name, std::move(on_change));
+  }
+
+ private:
+  secrets::SecretStore& store_;
+  std::function<void()> other_server_;
+};
+
+TEST_F(ManagementPkiTest, ARootCreatedByAnotherServerDuringStartUpIsTakenNotRefused) {
+  std::string other_root;
+  AnotherServerBetweenReads racing(*store_, [&] {
+    absl::StatusOr<ManagementPki> other = EnsureManagementPki(*store_, options_, kNow);
+    ASSERT_THAT(other, IsOk());
+    other_root = other->root_bundle_pem;
+  });
+  absl::StatusOr<ManagementPki> pki = EnsureManagementPki(racing, options_, kNow);
+  ASSERT_THAT(pki, IsOk());
+  ASSERT_FALSE(other_root.empty());
+  EXPECT_EQ(pki->root_bundle_pem, other_root);
+  EXPECT_THAT(pki->created, IsEmpty());
 }
 
 TEST_F(ManagementPkiTest, BrokenSecretStopsStartUpNamingTheSecretAndKey) {
