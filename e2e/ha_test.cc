@@ -226,7 +226,7 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
   std::string error;
   ASSERT_TRUE(a->Start(&error)) << error;
   ASSERT_TRUE(b->Start(&error)) << error;
-  constexpr int kAgents = 20;
+  constexpr int kAgents = 100;
   std::vector<std::unique_ptr<AgentUnderTest>> agents;
   for (int i = 0; i < kAgents; ++i) {
     std::string cluster = absl::StrCat("c", i);
