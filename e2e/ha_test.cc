@@ -128,6 +128,22 @@ TEST_F(HaTest, ReplicasStartedAtOnceShareOnePki) {
         return served.size() == 1;
       },
       kPatience));
+  // One of them is elected to run once-only work; when it stops, another takes over.
+  auto leaders = [&] {
+    std::vector<int> leading;
+    for (size_t i = 0; i < replicas.size(); ++i) {
+      if (replicas[i]->process()->Running() &&
+          MetricValue(replicas[i]->Metrics(), "relay_housekeeping_leader") == 1) {
+        leading.push_back(static_cast<int>(i));
+      }
+    }
+    return leading;
+  };
+  ASSERT_TRUE(WaitFor([&] { return leaders().size() == 1; }, kPatience));
+  const int first_leader = leaders()[0];
+  replicas[first_leader]->Stop();
+  EXPECT_TRUE(WaitFor([&] { return leaders().size() == 1 && leaders()[0] != first_leader; }, kPatience));
+  ASSERT_TRUE(replicas[first_leader]->Start(&errors[0])) << errors[0];
   std::string sealed = state::testing::ReadEtcdValue(*etcd_, "/relay/gloo-mesh/s/gloo-mesh/relay-tls-signing-secret");
   EXPECT_TRUE(absl::StartsWith(sealed, "relay:enc:aesgcm:v1:"));
   EXPECT_FALSE(absl::StrContains(sealed, "PRIVATE KEY"));
@@ -261,6 +277,9 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
   for (auto& agent : agents) {
     EXPECT_EQ(CountOccurrences(agent->Log(), "credentials_registered"), 1) << agent->Log();
   }
+  // A crashed leader is replaced once its lease (15 s) has run out.
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(b->Metrics(), "relay_housekeeping_leader") == 1; }, kPatience))
+      << b->Log();
 
   // A returns; an operator acts through A on agents that are connected to B.
   ASSERT_TRUE(a->Start(&error)) << error;

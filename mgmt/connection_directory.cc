@@ -1,5 +1,7 @@
 #include "mgmt/connection_directory.h"
 
+#include <cstring>
+#include <set>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -117,6 +119,35 @@ std::optional<ConnectionDirectory::Holder> ConnectionDirectory::HeldElsewhere(co
   auto alive = replicas_.find(it->second.replica);
   if (alive == replicas_.end() || alive->second < absl::Now()) return std::nullopt;
   return it->second;
+}
+
+int ConnectionDirectory::ForgetDeadReplicas(absl::Time now, absl::Duration after) {
+  absl::StatusOr<std::map<std::string, state::Record>> replicas = store_->List(kReplicas);
+  absl::StatusOr<std::map<std::string, state::Record>> connections = store_->List(kConnections);
+  if (!replicas.ok() || !connections.ok()) return 0;
+  // Recorded and not yet silent for `after`: their entries stay, even while a
+  // replica's record is a little late (an etcd outage delays every beat).
+  std::set<std::string> kept = {replica_};
+  int forgotten = 0;
+  for (const auto& [key, record] : *replicas) {
+    std::string replica = key.substr(strlen(kReplicas));
+    int64_t until = 0;
+    if (replica == replica_ ||
+        (absl::SimpleAtoi(record.value, &until) && now < absl::FromUnixSeconds(until) + after)) {
+      kept.insert(replica);
+      continue;
+    }
+    if (store_->CompareAndSetAndWait(key, std::nullopt, record.revision).ok()) {
+      forgotten++;
+      LogInfo("replica_forgotten", {{"replica", replica}});
+    }
+  }
+  for (const auto& [key, record] : *connections) {
+    std::vector<std::string> fields = absl::StrSplit(record.value, absl::MaxSplits('\t', 1));
+    if (kept.count(fields[0])) continue;
+    if (store_->CompareAndSetAndWait(key, std::nullopt, record.revision).ok()) forgotten++;
+  }
+  return forgotten;
 }
 
 }  // namespace relay::mgmt

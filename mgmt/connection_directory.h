@@ -48,6 +48,13 @@ class ConnectionDirectory {
   // The live replica other than this one that holds the cluster's stream, if any.
   std::optional<Holder> HeldElsewhere(const std::string& cluster) const;
 
+  // Housekeeping, on one replica (the elected leader): deletes the liveness records of
+  // replicas silent for `after` past their last promise, and the connection entries of
+  // replicas that are not live (every restart is a new replica id, so without this
+  // both would only grow). Each delete is a compare-and-set on the revision read, so an
+  // entry rewritten meanwhile stays. Blocking; returns how many records went.
+  int ForgetDeadReplicas(absl::Time now, absl::Duration after);
+
  private:
   void OnConnectionChange(const state::Change& change);
   void OnReplicaChange(const state::Change& change);

@@ -106,6 +106,7 @@ void Core::MaybeRenewServerCertificate(absl::Time now) {
       return;
     }
   }
+  if (!LeadsHousekeeping()) return;  // the leader renews it; we take it on a later sweep
   absl::StatusOr<pki::CertificateInfo> renewed =
       WriteServerCertificate(state_->secrets(), PkiOptions(options_), *pki_.signer, pki_.root_bundle_pem, now);
   if (!renewed.ok()) {

@@ -18,6 +18,7 @@
 #include "mgmt/management_pki.h"
 #include "mgmt/server.h"
 #include "mgmt/server_metrics.h"
+#include "state/leader_election.h"
 #include "state/state_store.h"
 #include "tokens/bootstrap_tokens.h"
 
@@ -41,6 +42,9 @@ class Core {
   // Streams held by other replicas (with the state in etcd); null for a single server.
   ConnectionDirectory* connections() { return connections_.get(); }
   void AttachConnections(std::unique_ptr<ConnectionDirectory> connections) { connections_ = std::move(connections); }
+  // Replicas elect one to run once-only work; a single server (no election) always runs it.
+  void AttachElection(std::unique_ptr<state::LeaderElection> election) { election_ = std::move(election); }
+  bool LeadsHousekeeping() const { return !election_ || election_->IsLeader(); }
   tokens::BootstrapTokens& bootstrap_tokens() { return bootstrap_tokens_; }
   ServerMetrics& metrics() { return metrics_; }
   std::string RenderMetrics() const { return metrics_registry_.Render(); }
@@ -54,7 +58,8 @@ class Core {
   absl::Status CheckAgentVersion(const std::string& version);
 
   // Renews the server certificate once its grace ratio has passed (when we own a CA).
-  // The relay port re-reads the secret's files, so no restart is needed.
+  // The relay port re-reads the secret's files, so no restart is needed. Of several
+  // replicas the elected one renews it; the others take what it stored.
   void MaybeRenewServerCertificate(absl::Time now);
 
   static ManagementPkiOptions PkiOptions(const ServerOptions& options);
@@ -69,6 +74,7 @@ class Core {
   ManagementPki pki_;
   std::unique_ptr<ClusterRegistry> registry_;
   std::unique_ptr<ConnectionDirectory> connections_;  // goes before the registry and the state
+  std::unique_ptr<state::LeaderElection> election_;   // goes first of the state's users
   tokens::BootstrapTokens bootstrap_tokens_;
   Metrics metrics_registry_;
   ServerMetrics metrics_{metrics_registry_};

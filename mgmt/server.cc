@@ -48,6 +48,9 @@ constexpr size_t kMaxMessageBytes = 4 * 1024 * 1024;
 // How long a replica's streams count as held after it last vouched for them: a killed
 // replica's clusters read disconnected on the others within this.
 constexpr absl::Duration kReplicaLivenessTtl = absl::Seconds(15);
+// How long a replica may stay silent before the leader forgets it and its streams.
+constexpr absl::Duration kForgetReplicasAfter = absl::Minutes(2);
+constexpr absl::Duration kForgetEvery = absl::Minutes(1);
 
 using secrets::DirectorySecretStore;
 constexpr auto KeyPath = &DirectorySecretStore::KeyPath;
@@ -227,6 +230,15 @@ class ServerImpl final : public ManagementServer {
       core_->metrics().connections_shed.Increment({}, static_cast<double>(shed - shed_counted_));
       shed_counted_ = shed;
       core_->MaybeRenewServerCertificate(now);
+      const bool leads = core_->LeadsHousekeeping();
+      core_->metrics().housekeeping_leader.Set({}, leads ? 1 : 0);
+      if (leads && core_->connections() && now >= next_forget_ && !forgetting_.exchange(true)) {
+        next_forget_ = now + kForgetEvery;
+        core_->work().Post([this, now] {
+          core_->connections()->ForgetDeadReplicas(now, kForgetReplicasAfter);
+          forgetting_ = false;
+        });
+      }
     }
   }
 
@@ -277,6 +289,8 @@ class ServerImpl final : public ManagementServer {
   RelayHub hub_;
   CallerIdentifier identifier_;
   uint64_t shed_counted_ = 0;  // sweeper thread only
+  absl::Time next_forget_;     // sweeper thread only
+  std::atomic<bool> forgetting_{false};
   std::optional<std::pair<dev_t, ino_t>> admin_socket_id_;
   std::optional<UnixSocketPath> admin_socket_path_;  // holds its directory open while served
   std::unique_ptr<RelayService> relay_service_;
@@ -379,6 +393,7 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
     absl::BitGen random;
     std::string replica = absl::StrCat(host, "-", getpid(), "-", absl::Hex(absl::Uniform<uint32_t>(random)));
     core->AttachConnections(std::make_unique<ConnectionDirectory>(&core->state(), replica, kReplicaLivenessTtl));
+    core->AttachElection(std::make_unique<state::LeaderElection>(&core->state(), "housekeeping", replica));
     LogInfo("replica", {{"id", replica}});
   }
   auto server = std::make_unique<ServerImpl>(std::move(core), std::move(files));

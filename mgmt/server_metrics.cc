@@ -35,7 +35,11 @@ ServerMetrics::ServerMetrics(Metrics& registry)
           "relay_agent_version_skew_total",
           "Agent connections whose version differs from the server's, by how (major: refused; minor, patch; "
           "unknown: no readable version).",
-          {"how"})) {
+          {"how"})),
+      housekeeping_leader(registry.AddGauge(
+          "relay_housekeeping_leader",
+          "1 on the replica elected to run once-only work (server certificate renewal, clearing dead "
+          "replicas' records); a single server always is.")) {
   connections_shed.Touch();
   reregistrations.Touch();
 }
