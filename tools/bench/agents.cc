@@ -50,6 +50,7 @@
 #include "pki/keys.h"
 #include "pki/pem.h"
 #include "tools/bench/bench_util.h"
+#include "tools/bench/fleet.h"
 
 ABSL_FLAG(int, agents, 10000, "Number of agents.");
 ABSL_FLAG(int, callers, 32, "Concurrent callers for Register and Renew.");
@@ -69,129 +70,11 @@ constexpr const char* kAuthority = ::relay::config::kDefaultAuthority;
 using ::relay::bench::CpuSeconds;
 using ::relay::bench::PinTo;
 using ::relay::bench::ReadFile;
-
-double RssMiB(pid_t pid) {
-  for (absl::string_view line : absl::StrSplit(ReadFile(absl::StrCat("/proc/", pid, "/status")), '\n')) {
-    if (absl::StartsWith(line, "VmRSS:")) {
-      double kib = 0;
-      std::vector<std::string> parts = absl::StrSplit(line, ' ', absl::SkipEmpty());
-      if (parts.size() >= 2 && absl::SimpleAtod(parts[1], &kib)) return kib / 1024;
-    }
-  }
-  return 0;
-}
-
-// One agent's relay stream, on gRPC's callback API (no thread per agent).
-class AgentStream : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerMessage> {
- public:
-  AgentStream(v1::Relay::Stub* stub, std::string cluster, std::atomic<int>* connected,
-              absl::Mutex* rtt_mu, std::vector<double>* rtts)
-      : cluster_(std::move(cluster)), connected_(connected), rtt_mu_(rtt_mu), rtts_(rtts) {
-    stub->async()->Connect(&context_, this);
-    v1::AgentMessage hello;
-    hello.mutable_hello()->set_cluster(cluster_);
-    Send(std::move(hello));
-    StartRead(&incoming_);
-    StartCall();
-  }
-
-  void Heartbeat(bool record) {
-    record_ = record;
-    v1::AgentMessage beat;
-    beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
-    Send(std::move(beat));
-  }
-
-  void Send(v1::AgentMessage message) {
-    absl::MutexLock lock(&mu_);
-    if (done_) return;
-    queue_.push_back(std::move(message));
-    if (!writing_) {
-      writing_ = true;
-      StartWrite(&queue_.front());
-    }
-  }
-
-  void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    queue_.pop_front();
-    if (!ok || queue_.empty()) {
-      writing_ = false;
-      return;
-    }
-    StartWrite(&queue_.front());
-  }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    if (incoming_.has_welcome() && !welcomed_.exchange(true)) connected_->fetch_add(1);
-    if (incoming_.has_heartbeat_ack() && record_) {
-      double ms = absl::ToDoubleMilliseconds(
-          absl::Now() - absl::FromUnixNanos(incoming_.heartbeat_ack().sent_unix_nanos()));
-      absl::MutexLock lock(rtt_mu_);
-      rtts_->push_back(ms);
-    }
-    StartRead(&incoming_);
-  }
-
-  void OnDone(const grpc::Status& status) override {
-    {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-      status_ = status;
-    }
-    if (welcomed_) connected_->fetch_sub(1);
-    finished_ = true;
-  }
-
-  void Cancel() { context_.TryCancel(); }
-  bool finished() const { return finished_; }
-  bool welcomed() const { return welcomed_; }
-
- private:
-  grpc::ClientContext context_;
-  std::string cluster_;
-  std::atomic<int>* connected_;
-  absl::Mutex* rtt_mu_;
-  std::vector<double>* rtts_;
-  v1::ServerMessage incoming_;
-  std::atomic<bool> welcomed_{false};
-  std::atomic<bool> record_{false};
-  std::atomic<bool> finished_{false};
-  absl::Mutex mu_;
-  std::deque<v1::AgentMessage> queue_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-struct Agent {
-  std::string cluster;
-  std::string key_pem;
-  std::string chain_pem;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::Relay::Stub> relay;
-  std::unique_ptr<v1::Registration::Stub> registration;
-  std::shared_ptr<AgentStream> stream;  // replaced on reconnect; read with std::atomic_load
-};
-
-template <typename Work>
-void Parallel(int callers, int total, Work work) {
-  std::atomic<int> next{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < callers; ++t) {
-    threads.emplace_back([&] {
-      for (int i; (i = next++) < total;) work(i);
-    });
-  }
-  for (auto& thread : threads) thread.join();
-}
-
-double Percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, static_cast<size_t>(values.size() * p))];
-}
+using ::relay::bench::Agent;
+using ::relay::bench::AgentStream;
+using ::relay::bench::Parallel;
+using ::relay::bench::Percentile;
+using ::relay::bench::RssMiB;
 
 }  // namespace
 
