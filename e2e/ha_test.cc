@@ -158,6 +158,15 @@ TEST_F(HaTest, ReplicasStartedAtOnceShareOnePki) {
   EXPECT_EQ(CountOccurrences(moved.Log(), "credentials_registered"), 1) << moved.Log();
 }
 
+// The elected replica compacts etcd's history, one interval behind (here 1 s).
+TEST_F(HaTest, TheLeaderCompactsEtcdsHistory) {
+  std::unique_ptr<ServerUnderTest> replica = Replica("a", {"--etcd_compaction_interval=1s"});
+  std::string error;
+  ASSERT_TRUE(replica->Start(&error)) << error;
+  EXPECT_TRUE(WaitFor([&] { return state::testing::EtcdCompactedPast(*etcd_, 2); }, kPatience)) << replica->Log();
+  EXPECT_EQ(CountOccurrences(replica->Log(), "etcd_compaction_failed"), 0) << replica->Log();
+}
+
 TEST_F(HaTest, WithoutAKeyFileTheReplicaRefusesToStoreSecretsInTheClear) {
   ServerUnderTest server(dir_ + "/plain", {"--state=etcd", "--etcd_endpoints=" + etcd_->endpoint()});
   std::string error;

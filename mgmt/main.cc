@@ -43,6 +43,12 @@ ABSL_FLAG(std::string, state_encryption_key_file, "",
 ABSL_FLAG(bool, state_plaintext_secrets, false,
           "With --state=etcd and no key file: store secrets in etcd unencrypted instead of refusing to "
           "start (state.plaintextSecrets).");
+ABSL_FLAG(absl::Duration, etcd_compaction_interval, absl::Minutes(5),
+          "With --state=etcd: every this long, the elected replica compacts etcd's history to the "
+          "revision of the previous round, as kube-apiserver's --etcd-compaction-interval does (etcd "
+          "otherwise keeps every revision until its space quota refuses all writes). 0: never; leave it "
+          "to etcd's --auto-compaction-retention. Compaction is etcd-wide: with an etcd shared with "
+          "others, agree on who compacts.");
 ABSL_FLAG(std::string, grpc_address, "0.0.0.0:9900",
           "host:port of the relay (Register, Renew, Connect); port 0 picks a free port.");
 ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
@@ -143,6 +149,8 @@ int main(int argc, char** argv) {
   options.ready_file = absl::GetFlag(FLAGS_ready_file);
   options.authority = absl::GetFlag(FLAGS_authority);
   options.heartbeat_interval = DurationFlag("heartbeat_interval", absl::GetFlag(FLAGS_heartbeat_interval));
+  options.etcd_compaction_interval = absl::GetFlag(FLAGS_etcd_compaction_interval);
+  if (options.etcd_compaction_interval < absl::ZeroDuration()) Fail("--etcd_compaction_interval must not be negative");
   options.server_cert_grace_ratio = absl::GetFlag(FLAGS_server_cert_grace_ratio);
   if (!(options.server_cert_grace_ratio > 0 && options.server_cert_grace_ratio < 1)) {
     Fail("--server_cert_grace_ratio must be strictly between 0 and 1");

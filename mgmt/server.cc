@@ -239,6 +239,16 @@ class ServerImpl final : public ManagementServer {
           forgetting_ = false;
         });
       }
+      const absl::Duration compaction = core_->options().etcd_compaction_interval;
+      if (leads && core_->connections() && compaction > absl::ZeroDuration() && now >= next_compaction_ &&
+          !compacting_.exchange(true)) {
+        next_compaction_ = now + compaction;
+        core_->work().Post([this] {
+          absl::Status compacted = core_->state().CompactHistory();
+          if (!compacted.ok()) LogWarning("etcd_compaction_failed", {{"error", std::string(compacted.message())}});
+          compacting_ = false;
+        });
+      }
     }
   }
 
@@ -291,6 +301,8 @@ class ServerImpl final : public ManagementServer {
   uint64_t shed_counted_ = 0;  // sweeper thread only
   absl::Time next_forget_;     // sweeper thread only
   std::atomic<bool> forgetting_{false};
+  absl::Time next_compaction_;  // sweeper thread only
+  std::atomic<bool> compacting_{false};
   std::optional<std::pair<dev_t, ino_t>> admin_socket_id_;
   std::optional<UnixSocketPath> admin_socket_path_;  // holds its directory open while served
   std::unique_ptr<RelayService> relay_service_;

@@ -33,6 +33,8 @@ struct ServerOptions {
   // server refuses to start unless state_plaintext_secrets says so.
   std::string state_encryption_key_file;
   bool state_plaintext_secrets = false;
+  // With kEtcd: how often the elected replica compacts etcd's history (0: never).
+  absl::Duration etcd_compaction_interval = absl::Minutes(5);
   std::string ns = config::kDefaultNamespace;
   config::MgmtServerValues values;
   std::string grpc_address = "0.0.0.0:9900";

@@ -277,6 +277,24 @@ class EtcdStateStore final : public StateStore {
 
   secrets::SecretStore& secrets() override { return secrets_; }
 
+  absl::Status CompactHistory() override {
+    pb::RangeResponse response;
+    RETURN_IF_ERROR(Range(options_.prefix, PrefixEnd(options_.prefix), /*count_only=*/true, &response));
+    const int64_t target = compact_next_.exchange(response.header().revision());
+    if (target <= 0) return absl::OkStatus();  // the first call only takes note
+    pb::CompactionRequest request;
+    request.set_revision(target);
+    Members::Member& member = members_->Reachable(ConnectTimeout());
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
+    pb::CompactionResponse compacted;
+    grpc::Status status = member.kv->Compact(&context, request, &compacted);
+    // Compacted already, by an earlier call or by etcd's own --auto-compaction: done.
+    if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE) return absl::OkStatus();
+    if (Unreachable(status)) members_->Failed(member);
+    return FromEtcd(status, member.endpoint, absl::StrCat("a compaction to revision ", target));
+  }
+
   // For the secret store.
   const EtcdOptions& options() const { return options_; }
   std::string SecretKey(absl::string_view ns, absl::string_view name) const {
@@ -457,6 +475,7 @@ class EtcdStateStore final : public StateStore {
   WatchList record_watchers_;
   WatchList secret_watchers_;
   int64_t watch_from_ = 0;  // the watch thread's, after Start()
+  std::atomic<int64_t> compact_next_{0};  // CompactHistory: the revision to compact to next time
   Wakeup watch_wakeup_;
   std::thread watch_thread_;
 

@@ -11,6 +11,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/process_testing.h"
+#include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -144,6 +146,42 @@ TEST_F(EtcdStateStoreTest, SecretsAreEncryptedAtRestUnderTheKeyFile) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("--state_encryption_key_file")));
   EXPECT_THAT(Open(absl::Seconds(5), other_key)->secrets().Get("gloo-mesh", "relay-tls-signing-secret"),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr(key.key_id())));
+}
+
+// A read of `key` as it was at `revision`, around the store: its gRPC status code.
+grpc::StatusCode ReadAtRevision(const std::string& endpoint, const std::string& key, int64_t revision) {
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  etcdserverpb::RangeRequest request;
+  request.set_key(key);
+  request.set_revision(revision);
+  etcdserverpb::RangeResponse response;
+  return kv->Range(&context, request, &response).error_code();
+}
+
+// Each call compacts etcd's history to the revision current at the previous one, so a
+// reader (or a watch) lagging by less than one interval never loses anything.
+TEST_F(EtcdStateStoreTest, CompactHistoryForgetsRevisionsOlderThanThePreviousCall) {
+  std::unique_ptr<StateStore> store = Open();
+  ASSERT_TRUE(store);
+  const std::string key = "/relay/gloo-mesh/r/clusters/east";
+  absl::StatusOr<int64_t> first = store->CompareAndSetAndWait("clusters/east", "1", 0);
+  ASSERT_THAT(first, IsOk());
+  absl::StatusOr<int64_t> second = store->CompareAndSetAndWait("clusters/east", "2", *first);
+  ASSERT_THAT(second, IsOk());
+  ASSERT_THAT(store->CompactHistory(), IsOk());  // takes note of the current revision
+  absl::StatusOr<int64_t> third = store->CompareAndSetAndWait("clusters/east", "3", *second);
+  ASSERT_THAT(third, IsOk());
+  EXPECT_EQ(ReadAtRevision(etcd_->endpoint(), key, *first), grpc::StatusCode::OK);
+
+  ASSERT_THAT(store->CompactHistory(), IsOk());  // compacts to the second write
+  EXPECT_EQ(ReadAtRevision(etcd_->endpoint(), key, *first), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(ReadAtRevision(etcd_->endpoint(), key, *second), grpc::StatusCode::OK);
+  EXPECT_EQ(store->Get("clusters/east")->value, "3");
+  // Twice in a row (or after etcd's own compaction) is not an error.
+  EXPECT_THAT(store->CompactHistory(), IsOk());
+  EXPECT_THAT(store->CompactHistory(), IsOk());
 }
 
 TEST_F(EtcdStateStoreTest, NoEtcdAtAllIsAClearErrorAtOpen) {

@@ -163,4 +163,15 @@ std::string ReadEtcdValue(EtcdUnderTest& etcd, const std::string& key) {
   return response.kvs(0).value();
 }
 
+bool EtcdCompactedPast(EtcdUnderTest& etcd, int64_t revision) {
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(etcd.endpoint(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  etcdserverpb::RangeRequest request;
+  request.set_key("any");
+  request.set_revision(revision);
+  etcdserverpb::RangeResponse response;
+  return kv->Range(&context, request, &response).error_code() == grpc::StatusCode::OUT_OF_RANGE;
+}
+
 }  // namespace relay::state::testing

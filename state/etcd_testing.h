@@ -57,6 +57,10 @@ class EtcdUnderTest {
 // The raw value of `key` in etcd (empty when absent), read around the store.
 std::string ReadEtcdValue(EtcdUnderTest& etcd, const std::string& key);
 
+// True when etcd's history before `revision` has been compacted away (a read at it is
+// refused as out of range).
+bool EtcdCompactedPast(EtcdUnderTest& etcd, int64_t revision);
+
 }  // namespace relay::state::testing
 
 #endif  // RELAY_STATE_ETCD_TESTING_H_

@@ -91,6 +91,14 @@ class StateStore {
 
   // The secrets: CA, server and token secrets, and each cluster's latest snapshot.
   virtual secrets::SecretStore& secrets() = 0;
+
+  // Housekeeping for a backend that keeps every revision (etcd, whose history would
+  // otherwise grow until it hits its space quota and refuses every write): forgets the
+  // revisions older than the one that was current at the previous call, as
+  // kube-apiserver compacts its etcd every --etcd-compaction-interval. One replica
+  // calls it, periodically. Backends that compact themselves (the local journal) do
+  // nothing.
+  virtual absl::Status CompactHistory() { return absl::OkStatus(); }
 };
 
 // Keys are printable ASCII without spaces, '\t' or '\n', at most 256 bytes, and do not
