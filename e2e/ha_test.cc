@@ -33,18 +33,30 @@ namespace {
 using ::relay::testing::IsOk;
 using ::testing::HasSubstr;
 
-// Register `cluster` with `token` (shared or bootstrap) and a fresh key's CSR.
-grpc::Status RegisterWithToken(relay::v1::Registration::Stub& stub, const std::string& token,
-                               const std::string& cluster) {
+// A fresh key, its CSR for `cluster`, and what Register answered with it.
+struct Registered {
+  grpc::Status status;
+  std::string key_pem;
+  relay::v1::CertificateResponse response;
+};
+Registered RegisterFresh(relay::v1::Registration::Stub& stub, const std::string& token, const std::string& cluster) {
+  Registered registered;
   auto key = pki::GenerateKey();
+  registered.key_pem = *pki::PrivateKeyToPem(key->get());
   grpc::ClientContext context;
   SetDeadline(&context, 30);
   context.AddMetadata("authorization", "Bearer " + token);
   relay::v1::RegisterRequest request;
   request.set_cluster(cluster);
   request.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
-  relay::v1::CertificateResponse response;
-  return stub.Register(&context, request, &response);
+  registered.status = stub.Register(&context, request, &registered.response);
+  return registered;
+}
+
+// Register `cluster` with `token` (shared or bootstrap) and a fresh key's CSR.
+grpc::Status RegisterWithToken(relay::v1::Registration::Stub& stub, const std::string& token,
+                               const std::string& cluster) {
+  return RegisterFresh(stub, token, cluster).status;
 }
 
 class HaTest : public ::testing::Test {
@@ -314,26 +326,6 @@ class HaOnThreeMembersTest : public HaTest {
  protected:
   int EtcdMembers() const override { return 3; }
 };
-
-// A fresh key, its CSR for `cluster`, and what Register answered with it.
-struct Registered {
-  grpc::Status status;
-  std::string key_pem;
-  relay::v1::CertificateResponse response;
-};
-Registered RegisterFresh(relay::v1::Registration::Stub& stub, const std::string& token, const std::string& cluster) {
-  Registered registered;
-  auto key = pki::GenerateKey();
-  registered.key_pem = *pki::PrivateKeyToPem(key->get());
-  grpc::ClientContext context;
-  SetDeadline(&context, 30);
-  context.AddMetadata("authorization", "Bearer " + token);
-  relay::v1::RegisterRequest request;
-  request.set_cluster(cluster);
-  request.set_csr_pem(*pki::CreateCsrPem(key->get(), cluster));
-  registered.status = stub.Register(&context, request, &registered.response);
-  return registered;
-}
 
 // The etcd leader of three members is killed (SIGKILL) under two replicas, one of
 // which was talking to it. Once the other two members have elected a leader, no request

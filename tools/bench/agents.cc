@@ -28,7 +28,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <random>
 #include <sstream>
 #include <thread>
 
@@ -267,31 +266,12 @@ int main(int argc, char** argv) {
   std::atomic<bool> stop_reconnects{false};
   std::atomic<int> stream_attempts{0};
   std::thread reconnects([&] {
-    std::mt19937 rng(7);
     const relay::agent::AgentOptions agent_defaults;
-    std::vector<absl::Time> retry_at(n, absl::InfinitePast());
-    std::vector<int> attempts(n, 0);
+    relay::bench::Reconnects reconnecting(n, 7, agent_defaults.initial_backoff, agent_defaults.max_backoff);
     while (!stop_reconnects) {
-      absl::Time now = absl::Now();
-      for (int i = 0; i < n; ++i) {
-        std::shared_ptr<AgentStream> stream = std::atomic_load(&agents[i].stream);
-        if (!stream->finished()) continue;
-        if (retry_at[i] == absl::InfinitePast()) {
-          if (stream->welcomed()) attempts[i] = 0;
-          absl::Duration wait = attempts[i] == 0 ? absl::ZeroDuration()
-                                                 : relay::FullJitterBackoff(
-                                                       attempts[i], agent_defaults.initial_backoff,
-                                                       agent_defaults.max_backoff,
-                                                       std::uniform_real_distribution<double>(0, 1)(rng));
-          attempts[i]++;
-          retry_at[i] = now + wait;
-        }
-        if (now >= retry_at[i]) {
-          retry_at[i] = absl::InfinitePast();
-          open_stream(agents[i]);
-          stream_attempts++;
-        }
-      }
+      stream_attempts += reconnecting.Pass(
+          absl::Now(), [&](int i) { return std::atomic_load(&agents[i].stream); },
+          [&](int i) { open_stream(agents[i]); });
       absl::SleepFor(absl::Milliseconds(50));
     }
   });

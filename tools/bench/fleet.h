@@ -11,6 +11,7 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "api/relay/v1/relay.grpc.pb.h"
+#include "common/backoff.h"
 #include "grpcpp/grpcpp.h"
 #include "tools/bench/bench_util.h"
 
@@ -151,6 +153,48 @@ inline double Percentile(std::vector<double> values, double p) {
   std::sort(values.begin(), values.end());
   return values[std::min(values.size() - 1, static_cast<size_t>(values.size() * p))];
 }
+
+// Opens finished streams again as the agent does: at once after losing a stream it had
+// been welcomed on, then after full-jitter exponential backoff between `initial` and
+// `max` (AgentOptions' defaults in the benchmarks).
+class Reconnects {
+ public:
+  Reconnects(int agents, uint32_t seed, absl::Duration initial, absl::Duration max)
+      : rng_(seed), initial_(initial), max_(max), retry_at_(agents, absl::InfinitePast()), attempts_(agents, 0) {}
+
+  // One pass over the agents: `reopen(i)` for each whose stream (`stream_of(i)`) has
+  // finished and whose wait is over. Returns how many were reopened.
+  template <typename StreamOf, typename Reopen>
+  int Pass(absl::Time now, StreamOf stream_of, Reopen reopen) {
+    int reopened = 0;
+    for (size_t i = 0; i < retry_at_.size(); ++i) {
+      std::shared_ptr<AgentStream> stream = stream_of(i);
+      if (!stream->finished()) continue;
+      if (retry_at_[i] == absl::InfinitePast()) {
+        if (stream->welcomed()) attempts_[i] = 0;
+        absl::Duration wait =
+            attempts_[i] == 0
+                ? absl::ZeroDuration()
+                : FullJitterBackoff(attempts_[i], initial_, max_, std::uniform_real_distribution<double>(0, 1)(rng_));
+        attempts_[i]++;
+        retry_at_[i] = now + wait;
+      }
+      if (now >= retry_at_[i]) {
+        retry_at_[i] = absl::InfinitePast();
+        reopen(i);
+        reopened++;
+      }
+    }
+    return reopened;
+  }
+
+ private:
+  std::mt19937 rng_;
+  const absl::Duration initial_;
+  const absl::Duration max_;
+  std::vector<absl::Time> retry_at_;
+  std::vector<int> attempts_;
+};
 
 }  // namespace relay::bench
 

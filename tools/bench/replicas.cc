@@ -26,7 +26,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <random>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -215,31 +214,12 @@ int RunWorker() {
   });
   // Reconnects as the agent does: at once after losing a stream it had been welcomed
   // on, then full-jitter exponential backoff (AgentOptions' defaults).
-  std::mt19937 rng(index);
   const relay::agent::AgentOptions agent_defaults;
-  std::vector<absl::Time> retry_at(live, absl::InfinitePast());
-  std::vector<int> attempts(live, 0);
+  relay::bench::Reconnects reconnecting(live, index, agent_defaults.initial_backoff, agent_defaults.max_backoff);
   while (!stop) {
-    absl::Time now = absl::Now();
-    for (int i = 0; i < live; ++i) {
-      std::shared_ptr<AgentStream> stream = std::atomic_load(&running[i]->stream);
-      if (!stream->finished()) continue;
-      if (retry_at[i] == absl::InfinitePast()) {
-        if (stream->welcomed()) attempts[i] = 0;
-        absl::Duration wait = attempts[i] == 0 ? absl::ZeroDuration()
-                                               : relay::FullJitterBackoff(
-                                                     attempts[i], agent_defaults.initial_backoff,
-                                                     agent_defaults.max_backoff,
-                                                     std::uniform_real_distribution<double>(0, 1)(rng));
-        attempts[i]++;
-        retry_at[i] = now + wait;
-      }
-      if (now >= retry_at[i]) {
-        retry_at[i] = absl::InfinitePast();
-        open_stream(*running[i]);
-        stream_attempts++;
-      }
-    }
+    stream_attempts += reconnecting.Pass(
+        absl::Now(), [&](int i) { return std::atomic_load(&running[i]->stream); },
+        [&](int i) { open_stream(*running[i]); });
     absl::SleepFor(absl::Milliseconds(20));
   }
   heartbeats.join();
