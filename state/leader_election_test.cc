@@ -134,7 +134,9 @@ TEST_F(LeaderElectionTest, ALeaderCutOffFromTheStoreStepsDownBeforeAnyoneTakesOv
     a->TryAcquireOrRenew();
     b->TryAcquireOrRenew();
     EXPECT_FALSE(a->IsLeader() && b->IsLeader()) << "at " << second << " s";
-    if (second < 10) EXPECT_TRUE(a->IsLeader()) << "at " << second << " s";
+    if (second < 10) {
+      EXPECT_TRUE(a->IsLeader()) << "at " << second << " s";
+    }
     clock_.Advance(absl::Seconds(1));
   }
   EXPECT_FALSE(a->IsLeader());
