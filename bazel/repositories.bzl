@@ -44,6 +44,7 @@ _HEADER_TREES = {
     "gtest": ["gtest", "gmock"],
     "benchmark": ["benchmark"],
     "yaml_cpp": ["yaml-cpp"],
+    "nlohmann_json": ["nlohmann"],
 }
 
 def _system_libraries_impl(ctx):

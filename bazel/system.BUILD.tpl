@@ -82,6 +82,13 @@ cc_library(
     linkopts = ["-lyaml-cpp"],
 )
 
+# JSON for Modern C++ (nlohmann-json3-dev), header-only: the Kubernetes API's bodies.
+cc_library(
+    name = "nlohmann_json",
+    hdrs = glob(["nlohmann_json/include/**"]),
+    includes = ["nlohmann_json/include"],
+)
+
 cc_library(
     name = "httplib",
     # Debian builds libcpp-httplib with these three; the header must see the same.

@@ -1,0 +1,119 @@
+#ifndef RELAY_KUBE_TEST_APISERVER_H_
+#define RELAY_KUBE_TEST_APISERVER_H_
+
+// A strict stand-in for kube-apiserver's Secrets API, for tests: no kube-apiserver can
+// be installed on these machines (Debian ships only kubectl and client libraries). It
+// serves core/v1 Secrets on 127.0.0.1 over HTTP (cpp-httplib) and models, each as the
+// Kubernetes API documents it:
+//
+// - Authentication: every request needs `Authorization: Bearer <token>`; without it,
+//   or with another token, 401 and a Status with reason Unauthorized
+//   (https://kubernetes.io/docs/reference/access-authn-authz/authentication/).
+// - resourceVersion: opaque to clients, one counter for the whole store, increased by
+//   every write; a write's response carries the object's new one
+//   (https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions).
+// - Create (POST .../secrets): 201; 409 with reason AlreadyExists when the name exists.
+// - Update (PUT .../secrets/NAME): with metadata.resourceVersion, 409 Conflict when it
+//   is not the stored one (optimistic concurrency); without one, an unconditional
+//   update, as Secrets allow; 404 when absent. Delete: 200 with a Status; 404.
+//   (https://kubernetes.io/docs/reference/using-api/api-concepts/#conflicts,
+//   https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#concurrency-control-and-consistency)
+// - Validation (422, reason Invalid): names are DNS-1123 subdomains; data keys match
+//   [-._a-zA-Z0-9]+; values are base64; `kubernetes.io/tls` needs tls.crt and tls.key;
+//   at most 1 MiB of data (https://kubernetes.io/docs/concepts/configuration/secret/).
+// - List: a SecretList whose metadata.resourceVersion is the store's.
+// - Watch (?watch=true&resourceVersion=RV[&fieldSelector=metadata.name=N]
+//   [&allowWatchBookmarks=true]): newline-delimited JSON events (ADDED, MODIFIED,
+//   DELETED, BOOKMARK) after RV. When RV is older than the compacted history, 410 Gone:
+//   as the HTTP status when the watch starts, or as an ERROR event carrying a Status
+//   with code 410 when the history is compacted under a running watch (the two forms
+//   clients meet; https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes).
+//
+// Test hooks: Compact() (forget history), InjectConflicts(n) (the next n updates answer
+// 409 as if another writer came first), Stop()/Start() (down and back on the same port).
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace relay::kube::testing {
+
+class TestApiServer {
+ public:
+  struct Options {
+    std::string token = "test-bearer-token";
+    absl::Duration bookmark_interval = absl::Seconds(1);
+  };
+
+  static absl::StatusOr<std::unique_ptr<TestApiServer>> Start(Options options);
+  static absl::StatusOr<std::unique_ptr<TestApiServer>> Start() { return Start(Options()); }
+  ~TestApiServer();
+
+  // http://127.0.0.1:<port>
+  std::string url() const;
+  const std::string& token() const { return options_.token; }
+
+  // Forgets every event so far: a watch from an older resourceVersion gets 410 when it
+  // starts, and every running watch gets an ERROR event with 410 and ends (as when the
+  // apiserver's watch cache drops a watcher that fell behind).
+  void Compact();
+  // The next `count` updates (PUT) are refused 409 Conflict.
+  void InjectConflicts(int count);
+  // Down (connections refused, watches cut) and back on the same port, state kept.
+  void Stop();
+  absl::Status Restart();
+
+  // How many requests of each kind it answered (e.g. "LIST", "WATCH", "PUT 409").
+  int64_t Count(const std::string& what) const;
+
+ private:
+  struct Stored {
+    std::string type;
+    std::map<std::string, std::string> data;  // base64 values, as sent
+    uint64_t resource_version = 0;
+    uint64_t uid = 0;
+  };
+  struct Event {
+    std::string type;  // ADDED, MODIFIED, DELETED
+    std::string ns;
+    std::string name;
+    Stored object;
+  };
+
+  explicit TestApiServer(Options options) : options_(std::move(options)) {}
+  absl::Status Listen();
+  void Routes();
+  std::string SecretJson(const std::string& ns, const std::string& name, const Stored& secret) const;
+  void Counted(const std::string& what);
+
+  const Options options_;
+  int port_ = 0;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  uint64_t revision_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t compacted_ ABSL_GUARDED_BY(mu_) = 0;  // events at or before it are gone
+  uint64_t next_uid_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::pair<std::string, std::string>, Stored> secrets_ ABSL_GUARDED_BY(mu_);
+  std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
+  int conflicts_to_inject_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;   // bumped by Stop: running watches end
+  uint64_t compactions_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by Compact: running watches get 410
+  std::map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace relay::kube::testing
+
+#endif  // RELAY_KUBE_TEST_APISERVER_H_
