@@ -106,6 +106,11 @@ void TestApiServer::InjectConflicts(int count) {
   conflicts_to_inject_ = count;
 }
 
+void TestApiServer::InjectConflictEvery(int n) {
+  absl::MutexLock lock(&mu_);
+  conflict_every_ = n;
+}
+
 void TestApiServer::Stop() {
   {
     absl::MutexLock lock(&mu_);
@@ -215,8 +220,9 @@ void TestApiServer::Routes() {
     const std::string conflict = "Operation cannot be fulfilled on secrets \"" + name +
                                  "\": the object has been modified; please apply your changes to the latest "
                                  "version and try again";
-    if (conflicts_to_inject_ > 0) {
-      conflicts_to_inject_--;
+    const bool injected = conflict_every_ > 0 && ++puts_ % conflict_every_ == 0;
+    if (injected || conflicts_to_inject_ > 0) {
+      if (!injected) conflicts_to_inject_--;
       counts_["PUT 409"]++;
       return Fail(response, 409, "Conflict", conflict);
     }

@@ -70,6 +70,9 @@ class TestApiServer {
   void Compact();
   // The next `count` updates (PUT) are refused 409 Conflict.
   void InjectConflicts(int count);
+  // From now on every `n`th update is refused 409 Conflict (0: none), as if another
+  // writer had come first.
+  void InjectConflictEvery(int n);
   // Down (connections refused, watches cut) and back on the same port, state kept.
   void Stop();
   absl::Status Restart();
@@ -109,6 +112,8 @@ class TestApiServer {
   std::map<std::pair<std::string, std::string>, Stored> secrets_ ABSL_GUARDED_BY(mu_);
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);
   int conflicts_to_inject_ ABSL_GUARDED_BY(mu_) = 0;
+  int conflict_every_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t puts_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;   // bumped by Stop: running watches end
   uint64_t compactions_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by Compact: running watches get 410
   std::map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);

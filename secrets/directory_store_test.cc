@@ -20,6 +20,7 @@
 #include "common/test_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "secrets/conformance.h"
 
 namespace relay::secrets {
 namespace {
@@ -37,6 +38,11 @@ constexpr char kName[] = "relay-client-tls-secret";
 std::string TempDir() {
   return relay::testing::MakeTestDir("secrets");
 }
+
+INSTANTIATE_TEST_SUITE_P(Directory, SecretStoreConformance,
+                         ::testing::Values(SecretStoreFactory{"directory", []() -> std::unique_ptr<SecretStore> {
+                           return *DirectorySecretStore::Create(TempDir());
+                         }}));
 
 int Mode(const std::string& path) {
   struct stat info;

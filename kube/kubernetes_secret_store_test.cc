@@ -1,0 +1,184 @@
+// The Kubernetes backend against the strict test apiserver: the SecretStore contract,
+// then what the API adds (conflicts, 410, outages, tokens, types).
+#include "kube/kubernetes_secret_store.h"
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/process_testing.h"
+#include "common/status_matchers.h"
+#include "common/test_dir.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "kube/test_apiserver.h"
+#include "nlohmann/json.hpp"
+#include "secrets/conformance.h"
+
+namespace relay::kube {
+namespace {
+
+using ::relay::testing::IsOk;
+using ::relay::testing::StatusIs;
+using ::relay::testing::WaitFor;
+using ::testing::HasSubstr;
+using secrets::SecretStoreConformance;
+using secrets::SecretStoreFactory;
+
+constexpr absl::Duration kPatience = absl::Seconds(30);
+
+// A test apiserver and a store on it; the server lives as long as the store.
+struct OnTestApiServer {
+  std::unique_ptr<testing::TestApiServer> server;
+  std::string token_file;
+  std::unique_ptr<secrets::SecretStore> store;
+};
+
+OnTestApiServer Start(absl::Duration bookmark_interval = absl::Milliseconds(200)) {
+  OnTestApiServer on;
+  testing::TestApiServer::Options options;
+  options.bookmark_interval = bookmark_interval;
+  on.server = *testing::TestApiServer::Start(options);
+  on.token_file = relay::testing::MakeTestDir("kube") + "/token";
+  std::ofstream(on.token_file) << on.server->token() << "\n";
+  KubernetesOptions store_options;
+  store_options.server = on.server->url();
+  store_options.token_file = on.token_file;
+  store_options.timeout = absl::Seconds(5);
+  on.store = *OpenKubernetesSecretStore(store_options);
+  return on;
+}
+
+// Keeps its apiserver alive with it.
+class StoreWithServer final : public secrets::SecretStore {
+ public:
+  explicit StoreWithServer(OnTestApiServer on) : on_(std::move(on)) {}
+  absl::StatusOr<secrets::SecretData> Get(absl::string_view ns, absl::string_view name) override {
+    return on_.store->Get(ns, name);
+  }
+  absl::Status Put(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) override {
+    return on_.store->Put(ns, name, data);
+  }
+  absl::Status Create(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) override {
+    return on_.store->Create(ns, name, data);
+  }
+  absl::Status Delete(absl::string_view ns, absl::string_view name) override { return on_.store->Delete(ns, name); }
+  absl::StatusOr<std::vector<std::string>> List(absl::string_view ns) override { return on_.store->List(ns); }
+  std::unique_ptr<secrets::SecretWatch> Watch(absl::string_view ns, absl::string_view name,
+                                              std::function<void()> on_change) override {
+    return on_.store->Watch(ns, name, std::move(on_change));
+  }
+
+ private:
+  OnTestApiServer on_;
+};
+
+INSTANTIATE_TEST_SUITE_P(TestApiServer, SecretStoreConformance,
+                         ::testing::Values(SecretStoreFactory{
+                             "kubernetes", []() -> std::unique_ptr<secrets::SecretStore> {
+                               return std::make_unique<StoreWithServer>(Start());
+                             }}));
+
+TEST(KubernetesSecretStoreTest, SecretsAreTlsTypedWhereTheKeysFitAndOpaqueElsewhere) {
+  OnTestApiServer on = Start();
+  ASSERT_THAT(on.store->Put("gloo-mesh", "relay-client-tls-secret",
+                            {{"tls.crt", "c"}, {"tls.key", "k"}, {"ca.crt", "r"}}),
+              IsOk());
+  ASSERT_THAT(on.store->Put("gloo-mesh", "relay-identity-token-secret", {{"token", "t"}}), IsOk());
+  httplib::Client client(on.server->url());
+  client.set_bearer_token_auth(on.server->token());
+  auto type_of = [&](const std::string& name) {
+    auto got = client.Get(("/api/v1/namespaces/gloo-mesh/secrets/" + name).c_str());
+    return nlohmann::json::parse(got->body).value("type", "");
+  };
+  EXPECT_EQ(type_of("relay-client-tls-secret"), "kubernetes.io/tls");
+  EXPECT_EQ(type_of("relay-identity-token-secret"), "Opaque");
+  // A TLS secret cannot lose its key: Kubernetes keeps a secret's type.
+  EXPECT_THAT(on.store->Put("gloo-mesh", "relay-client-tls-secret", {{"ca.crt", "r"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("delete it first")));
+}
+
+// 10 writers x 1,000 updates, a third of which meet an injected 409 Conflict: every
+// update is retried until it lands, none is lost or refused, each secret ends at its
+// writer's last value.
+TEST(KubernetesSecretStoreTest, WritersMeetingConflictsLoseNothing) {
+  OnTestApiServer on = Start();
+  constexpr int kWriters = 10;
+  constexpr int kUpdates = 1000;
+  std::atomic<int> failures{0};
+  absl::Mutex error_mu;
+  std::string first_error;
+  on.server->InjectConflictEvery(3);  // a third of all updates meet a conflict
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 1; i <= kUpdates; ++i) {
+        absl::Status own = on.store->Put("gloo-mesh", absl::StrCat("writer-", w), {{"count", absl::StrCat(i)}});
+        if (!own.ok() && failures++ == 0) {
+          absl::MutexLock lock(&error_mu);
+          first_error = own.ToString();
+        }
+      }
+    });
+  }
+  for (std::thread& writer : writers) writer.join();
+  EXPECT_EQ(failures, 0) << first_error;
+  for (int w = 0; w < kWriters; ++w) {
+    EXPECT_EQ(on.store->Get("gloo-mesh", absl::StrCat("writer-", w))->at("count"), absl::StrCat(kUpdates));
+  }
+  EXPECT_GT(on.server->Count("PUT 409"), 0);
+}
+
+// A 410, in either form, makes the watch list again exactly once and go on.
+TEST(KubernetesSecretStoreTest, AnExpiredWatchRelistsOnceAndGoesOn) {
+  OnTestApiServer on = Start();
+  std::atomic<int> changes{0};
+  auto watch = on.store->Watch("gloo-mesh", "watched", [&] { changes++; });
+  ASSERT_TRUE(WaitFor([&] { return on.server->Count("WATCH") >= 1; }, kPatience));
+  const int64_t lists = on.server->Count("LIST");
+  on.server->Compact();  // the running watch gets an ERROR event with 410
+  ASSERT_TRUE(WaitFor([&] { return on.server->Count("WATCH") >= 2; }, kPatience));
+  EXPECT_EQ(on.server->Count("LIST"), lists + 1);
+  ASSERT_THAT(on.store->Put("gloo-mesh", "watched", {{"k", "v"}}), IsOk());
+  EXPECT_TRUE(WaitFor([&] { return changes >= 1; }, kPatience));
+}
+
+// The apiserver away: calls fail UNAVAILABLE naming it, nothing half-written; back, the
+// watch resumes and reports what changed.
+TEST(KubernetesSecretStoreTest, WhileTheApiIsDownCallsFailCleanlyAndTheWatchResumes) {
+  OnTestApiServer on = Start();
+  ASSERT_THAT(on.store->Put("gloo-mesh", "watched", {{"k", "1"}}), IsOk());
+  std::atomic<int> changes{0};
+  auto watch = on.store->Watch("gloo-mesh", "watched", [&] { changes++; });
+  ASSERT_TRUE(WaitFor([&] { return on.server->Count("WATCH") >= 1; }, kPatience));
+  on.server->Stop();
+  EXPECT_THAT(on.store->Put("gloo-mesh", "watched", {{"k", "2"}}),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr(on.server->url())));
+  ASSERT_THAT(on.server->Restart(), IsOk());
+  EXPECT_EQ(on.store->Get("gloo-mesh", "watched")->at("k"), "1");
+  const int before = changes;
+  ASSERT_THAT(on.store->Put("gloo-mesh", "watched", {{"k", "3"}}), IsOk());
+  EXPECT_TRUE(WaitFor([&] { return changes > before; }, kPatience));
+}
+
+// A refused token is a clear error naming its file; a rotated token file is read again
+// after a 401, without waiting for the minute.
+TEST(KubernetesSecretStoreTest, ARefusedTokenSaysWhichFileAndARotatedOneIsReadAgain) {
+  OnTestApiServer on = Start();
+  std::ofstream(on.token_file, std::ios::trunc) << "not-the-token\n";
+  KubernetesOptions options;
+  options.server = on.server->url();
+  options.token_file = on.token_file;
+  std::unique_ptr<secrets::SecretStore> store = *OpenKubernetesSecretStore(options);
+  absl::Status refused = store->Put("gloo-mesh", "x", {{"k", "v"}});
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr(on.token_file)));
+  EXPECT_THAT(refused.message(), ::testing::Not(HasSubstr("not-the-token")));
+  std::ofstream(on.token_file, std::ios::trunc) << on.server->token() << "\n";
+  EXPECT_THAT(store->Put("gloo-mesh", "x", {{"k", "v"}}), IsOk());
+}
+
+}  // namespace
+}  // namespace relay::kube
