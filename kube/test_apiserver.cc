@@ -231,7 +231,10 @@ void TestApiServer::Routes() {
       return Fail(response, 409, "Conflict", conflict);
     }
     Stored& stored = it->second;
-    stored.type = body.value("type", "Opaque");
+    if (body.value("type", stored.type) != stored.type) {
+      return Fail(response, 422, "Invalid", "Secret \"" + name + "\" is invalid: type: Invalid value: \"" +
+                                               body.value("type", "") + "\": field is immutable");
+    }
     stored.data.clear();
     const json data = body.value("data", json::object());
     for (const auto& [key, value] : data.items()) stored.data[key] = value.get<std::string>();

@@ -20,7 +20,7 @@
 //   https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#concurrency-control-and-consistency)
 // - Validation (422, reason Invalid): names are DNS-1123 subdomains; data keys match
 //   [-._a-zA-Z0-9]+; values are base64; `kubernetes.io/tls` needs tls.crt and tls.key;
-//   at most 1 MiB of data (https://kubernetes.io/docs/concepts/configuration/secret/).
+//   a secret's type cannot change on update (field is immutable); at most 1 MiB of data (https://kubernetes.io/docs/concepts/configuration/secret/).
 // - List: a SecretList whose metadata.resourceVersion is the store's.
 // - Watch (?watch=true&resourceVersion=RV[&fieldSelector=metadata.name=N]
 //   [&allowWatchBookmarks=true]): newline-delimited JSON events (ADDED, MODIFIED,

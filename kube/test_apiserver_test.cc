@@ -72,6 +72,11 @@ TEST_F(TestApiServerTest, CreateUpdateAndDeleteFollowOptimisticConcurrency) {
   server_->InjectConflicts(1);
   EXPECT_EQ(client_->Put(Path("token").c_str(), Secret("token"), "application/json")->status, 409);
   EXPECT_EQ(client_->Put(Path("missing").c_str(), Secret("missing"), "application/json")->status, 404);
+  json retyped = json::parse(Secret("token", "", "kubernetes.io/tls"));
+  retyped["data"] = {{"tls.crt", "Yw=="}, {"tls.key", "aw=="}};
+  auto immutable = client_->Put(Path("token").c_str(), retyped.dump(), "application/json");
+  EXPECT_EQ(immutable->status, 422);
+  EXPECT_NE(json::parse(immutable->body).value("message", "").find("immutable"), std::string::npos);
 
   EXPECT_EQ(client_->Delete(Path("token").c_str())->status, 200);
   EXPECT_EQ(client_->Delete(Path("token").c_str())->status, 404);
