@@ -18,6 +18,9 @@
 #include "common/status_macros.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "openssl/pem.h"
+#include "openssl/x509.h"
+#include "yaml-cpp/yaml.h"
 
 namespace relay::kube {
 namespace {
@@ -38,9 +41,11 @@ absl::StatusOr<std::string> ReadWhole(const std::string& path, absl::string_view
 // The bearer token, read again once a minute has passed or when the API refused it.
 class TokenSource {
  public:
-  explicit TokenSource(std::string path) : path_(std::move(path)) {}
+  TokenSource(std::string path, std::string inline_token)
+      : path_(std::move(path)), inline_token_(std::move(inline_token)) {}
 
   absl::StatusOr<std::string> Get(bool reread) {
+    if (path_.empty()) return inline_token_;
     absl::MutexLock lock(&mu_);
     if (reread || token_.empty() || absl::Now() - read_at_ >= kTokenRereadAfter) {
       ASSIGN_OR_RETURN(std::string token, ReadWhole(path_, "Kubernetes API token file"));
@@ -49,10 +54,11 @@ class TokenSource {
     }
     return token_;
   }
-  const std::string& path() const { return path_; }
+  std::string Describe() const { return path_.empty() ? "the kubeconfig's inline token" : "the token in " + path_; }
 
  private:
   const std::string path_;
+  const std::string inline_token_;
   absl::Mutex mu_;
   std::string token_ ABSL_GUARDED_BY(mu_);
   absl::Time read_at_ ABSL_GUARDED_BY(mu_);
@@ -103,6 +109,31 @@ std::string ResourceVersion(const json& object) {
              : "";
 }
 
+// The certificates of a PEM bundle as a new X509_STORE (null when there are none).
+X509_STORE* CaStore(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  STACK_OF(X509_INFO)* infos = PEM_X509_INFO_read_bio(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (!infos) return nullptr;
+  X509_STORE* store = X509_STORE_new();
+  for (int i = 0; i < sk_X509_INFO_num(infos); ++i) {
+    X509_INFO* info = sk_X509_INFO_value(infos, i);
+    if (info->x509) X509_STORE_add_cert(store, info->x509);
+  }
+  sk_X509_INFO_pop_free(infos, X509_INFO_free);
+  return store;
+}
+
+// The entry of `list` (a kubeconfig's clusters, users or contexts) called `name`.
+YAML::Node Named(const YAML::Node& list, const std::string& name) {
+  if (list && list.IsSequence()) {
+    for (const YAML::Node& entry : list) {
+      if (entry["name"] && entry["name"].as<std::string>() == name) return entry;
+    }
+  }
+  return YAML::Node();
+}
+
 struct Answer {
   int status = 0;
   json body;
@@ -111,7 +142,7 @@ struct Answer {
 class KubernetesSecretStore final : public secrets::SecretStore {
  public:
   explicit KubernetesSecretStore(KubernetesOptions options)
-      : options_(std::move(options)), token_(options_.token_file) {}
+      : options_(std::move(options)), token_(options_.token_file, options_.token) {}
 
   absl::StatusOr<SecretData> Get(absl::string_view ns, absl::string_view name) override {
     RETURN_IF_ERROR(secrets::ValidateSecretNames(ns, name));
@@ -232,6 +263,7 @@ class KubernetesSecretStore final : public secrets::SecretStore {
   std::unique_ptr<httplib::Client> NewClient(absl::Duration read_timeout) {
     auto client = std::make_unique<httplib::Client>(options_.server);
     if (!options_.ca_file.empty()) client->set_ca_cert_path(options_.ca_file.c_str());
+    if (!options_.ca_pem.empty()) client->set_ca_cert_store(CaStore(options_.ca_pem));  // the client's SSL_CTX owns it
     client->set_connection_timeout(absl::ToChronoSeconds(options_.timeout));
     client->set_read_timeout(absl::ToChronoSeconds(read_timeout));
     client->set_write_timeout(absl::ToChronoSeconds(options_.timeout));
@@ -253,7 +285,7 @@ class KubernetesSecretStore final : public secrets::SecretStore {
         return absl::AbortedError(absl::StrCat("cannot ", what, ": ", message));
       case 401:
         return absl::UnauthenticatedError(absl::StrCat("the Kubernetes API at ", options_.server,
-                                                       " refused the token in ", token_.path(), " (", what,
+                                                       " refused ", token_.Describe(), " (", what,
                                                        "): check the service account token"));
       case 403:
         return absl::PermissionDeniedError(absl::StrCat(
@@ -420,6 +452,47 @@ absl::StatusOr<KubernetesOptions> InClusterOptions(const std::string& service_ac
   options.ca_file = service_account_dir + "/ca.crt";
   RETURN_IF_ERROR(ReadWhole(options.token_file, "service account token").status());
   return options;
+}
+
+absl::StatusOr<KubernetesOptions> KubeconfigOptions(const std::string& path, std::string* ns) {
+  ASSIGN_OR_RETURN(std::string text, ReadWhole(path, "kubeconfig"));
+  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  auto relative = [&](const std::string& file) { return file.empty() || file[0] == '/' ? file : dir + "/" + file; };
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("kubeconfig ", path, ": ", what));
+  };
+  try {
+    YAML::Node config = YAML::Load(text);
+    std::string context_name = config["current-context"] ? config["current-context"].as<std::string>() : "";
+    if (context_name.empty()) return bad("no current-context");
+    YAML::Node context = Named(config["contexts"], context_name)["context"];
+    if (!context) return bad("no context named " + context_name);
+    YAML::Node cluster = Named(config["clusters"], context["cluster"].as<std::string>(""))["cluster"];
+    YAML::Node user = Named(config["users"], context["user"].as<std::string>(""))["user"];
+    if (!cluster || !cluster["server"]) return bad("context " + context_name + " names no cluster with a server");
+    KubernetesOptions options;
+    options.server = cluster["server"].as<std::string>();
+    if (cluster["certificate-authority-data"]) {
+      if (!absl::Base64Unescape(cluster["certificate-authority-data"].as<std::string>(), &options.ca_pem)) {
+        return bad("certificate-authority-data is not base64");
+      }
+    } else if (cluster["certificate-authority"]) {
+      options.ca_file = relative(cluster["certificate-authority"].as<std::string>());
+    }
+    if (user && user["tokenFile"]) {
+      options.token_file = relative(user["tokenFile"].as<std::string>());
+    } else if (user && user["token"]) {
+      options.token = user["token"].as<std::string>();
+    } else {
+      return bad("user of context " + context_name +
+                 " has no token or tokenFile; relay authenticates with a bearer token only (client "
+                 "certificates, exec and auth-provider plugins are not supported): use a service account token");
+    }
+    if (ns && context["namespace"]) *ns = context["namespace"].as<std::string>();
+    return options;
+  } catch (const YAML::Exception& error) {
+    return bad(error.what());
+  }
 }
 
 absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenKubernetesSecretStore(KubernetesOptions options) {

@@ -33,10 +33,13 @@ namespace relay::kube {
 struct KubernetesOptions {
   // https://host:port (or http:// for a local test apiserver).
   std::string server;
-  // File holding the bearer token (a service account's, or a kubeconfig user's).
+  // File holding the bearer token (a service account's, or a kubeconfig user's); or,
+  // when empty, the token itself (a kubeconfig's inline `token`).
   std::string token_file;
-  // CA bundle that signed the apiserver's certificate (https).
+  std::string token;
+  // CA bundle that signed the apiserver's certificate (https): a file, or the PEM itself.
   std::string ca_file;
+  std::string ca_pem;
   // Per request; a watch's read waits longer (bookmarks arrive about every minute).
   absl::Duration timeout = absl::Seconds(10);
   // Attempts of a Put that keeps meeting 409 Conflict, before it gives up ABORTED.
@@ -48,6 +51,12 @@ struct KubernetesOptions {
 // saying what is missing when not in a pod.
 absl::StatusOr<KubernetesOptions> InClusterOptions(
     const std::string& service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
+
+// From a kubeconfig file: its current context's cluster (server, and
+// certificate-authority or certificate-authority-data) and user (token or tokenFile). Paths are relative to the file. Other kinds
+// of user credentials (client certificates, exec and auth-provider plugins) are
+// refused with a message saying so. The context's namespace, if any, in `*ns`.
+absl::StatusOr<KubernetesOptions> KubeconfigOptions(const std::string& path, std::string* ns = nullptr);
 
 absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenKubernetesSecretStore(KubernetesOptions options);
 

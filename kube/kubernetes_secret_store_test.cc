@@ -180,5 +180,43 @@ TEST(KubernetesSecretStoreTest, ARefusedTokenSaysWhichFileAndARotatedOneIsReadAg
   EXPECT_THAT(store->Put("gloo-mesh", "x", {{"k", "v"}}), IsOk());
 }
 
+// A kubeconfig's current context: its server and token (inline or a file beside it);
+// credentials relay does not speak are refused saying so.
+TEST(KubernetesSecretStoreTest, AKubeconfigNamesTheServerAndTheToken) {
+  OnTestApiServer on = Start();
+  const std::string dir = relay::testing::MakeTestDir("kubeconfig");
+  std::ofstream(dir + "/token") << on.server->token() << "\n";
+  auto write = [&](const std::string& user) {
+    std::ofstream(dir + "/config", std::ios::trunc)
+        << "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        << "contexts:\n- name: test\n  context: {cluster: local, user: relay, namespace: workload-ns}\n"
+        << "- name: other\n  context: {cluster: nowhere, user: relay}\n"
+        << "clusters:\n- name: local\n  cluster: {server: '" << on.server->url()
+        << "', certificate-authority-data: " << "Zm9v" << "}\n"
+        << "users:\n- name: relay\n  user: " << user << "\n";
+  };
+  write("{tokenFile: token}");
+  std::string ns;
+  absl::StatusOr<KubernetesOptions> options = KubeconfigOptions(dir + "/config", &ns);
+  ASSERT_THAT(options, IsOk());
+  EXPECT_EQ(options->server, on.server->url());
+  EXPECT_EQ(options->token_file, dir + "/token");
+  EXPECT_EQ(options->ca_pem, "foo");
+  EXPECT_EQ(ns, "workload-ns");
+  std::unique_ptr<secrets::SecretStore> store = *OpenKubernetesSecretStore(*options);
+  EXPECT_THAT(store->Put("workload-ns", "relay-identity-token-secret", {{"token", "t"}}), IsOk());
+
+  write("{token: '" + on.server->token() + "'}");
+  options = KubeconfigOptions(dir + "/config");
+  ASSERT_THAT(options, IsOk());
+  store = *OpenKubernetesSecretStore(*options);
+  EXPECT_EQ(store->Get("workload-ns", "relay-identity-token-secret")->at("token"), "t");
+
+  write("{client-certificate: c.crt, client-key: c.key}");
+  EXPECT_THAT(KubeconfigOptions(dir + "/config"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bearer token only")));
+  EXPECT_THAT(KubeconfigOptions(dir + "/missing"), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
 }  // namespace
 }  // namespace relay::kube
