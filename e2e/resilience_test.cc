@@ -28,12 +28,6 @@ using ::testing::Not;
 
 constexpr char kClientSecret[] = "relay-client-tls-secret";
 
-int Count(const std::string& text, const std::string& what) {
-  int count = 0;
-  for (size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) count++;
-  return count;
-}
-
 class ResilienceTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = MakeTempDir("resilience"); }
