@@ -81,6 +81,9 @@ class ServerImpl final : public ManagementServer {
     }
     Shutdown();
     if (sweeper_.joinable()) sweeper_.join();
+    // Housekeeping the sweeper posted touches this object: it finishes (within the
+    // store's timeout) before the members go.
+    while (forgetting_ || compacting_) absl::SleepFor(absl::Milliseconds(10));
   }
 
   absl::Status Serve() {
