@@ -43,7 +43,7 @@ constexpr char kStateSecret[] = "relay-agent-state";
 
 class AgentImpl final : public Agent {
  public:
-  AgentImpl(AgentOptions options, std::unique_ptr<secrets::DirectorySecretStore> store)
+  AgentImpl(AgentOptions options, std::unique_ptr<secrets::SecretStore> store)
       : options_(std::move(options)), clock_(*options_.clock), store_(std::move(store)) {}
 
   ~AgentImpl() override {
@@ -491,7 +491,7 @@ class AgentImpl final : public Agent {
   Clock& clock_;
   // Shutdown(), or a changed client secret: ends the loop's waits early.
   Wakeup wakeup_;
-  std::unique_ptr<secrets::DirectorySecretStore> store_;
+  std::unique_ptr<secrets::SecretStore> store_;
   Metrics registry_;
   struct AgentMetrics {
     explicit AgentMetrics(Metrics& registry)
@@ -565,8 +565,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(AgentOptions options) {
     return absl::InvalidArgumentError(
         "no management server address: set --server_address or glooAgent.relay.serverAddress");
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<secrets::DirectorySecretStore> store,
-                   secrets::DirectorySecretStore::Create(options.secrets_dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<secrets::SecretStore> store,
+                   kube::OpenSecretStore(options.secrets_backend, options.secrets_dir, options.kubeconfig));
   auto agent = std::make_unique<AgentImpl>(std::move(options), std::move(store));
   RETURN_IF_ERROR(agent->Init());
   return agent;

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/version.h"
 #include "enrolment/client_credentials.h"
+#include "kube/secret_backend.h"
 
 namespace relay::agent {
 
@@ -23,6 +24,11 @@ std::string AbslUnparseFlag(Rotation rotation);
 
 struct AgentOptions {
   std::string cluster;
+  // Where the root, token, client certificate and the agent's own state live: the
+  // directory secrets_dir, or Kubernetes Secrets (through kubeconfig, or in-cluster when
+  // empty), which outlive the pod.
+  kube::SecretBackend secrets_backend = kube::SecretBackend::kDirectory;
+  std::string kubeconfig;
   std::string secrets_dir;
   enrolment::WorkloadSecrets secrets;
   enrolment::ServerEndpoint server;

@@ -24,6 +24,12 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "first writes to it. Empty: <workspace>/.relay/agent-<cluster> under `bazel run`, else "
           "./.relay/agent-<cluster>.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(relay::kube::SecretBackend, secrets, relay::kube::SecretBackend::kDirectory,
+          "Where relay-root-tls-secret, the token, relay-client-tls-secret and the agent's state live: "
+          "directory (files in --secrets_dir) or kubernetes (Secrets in --namespace through the API, so "
+          "the certificate outlives the pod: in a pod through its service account, else through "
+          "--kubeconfig). Snapshots still go to --output_dir.");
+ABSL_FLAG(std::string, kubeconfig, "", relay::kube::kKubeconfigFlagHelp);
 ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
           "host:port of the management server's relay, or several comma-separated (replicas: a random one is "
           "used and the others on failure; a DNS name with several records works the same). Overrides "
@@ -95,6 +101,11 @@ int main(int argc, char** argv) {
   options.grace_period_ratio = settings->grace_period_ratio;
   options.secrets_dir =
       relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
+  options.secrets_backend = absl::GetFlag(FLAGS_secrets);
+  options.kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+  if (!options.kubeconfig.empty() && options.secrets_backend != relay::kube::SecretBackend::kKubernetes) {
+    Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  }
   options.output_dir = absl::GetFlag(FLAGS_output_dir).empty() ? options.secrets_dir + "/output"
                                                                : absl::GetFlag(FLAGS_output_dir);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
@@ -107,7 +118,8 @@ int main(int argc, char** argv) {
 
   relay::BlockTerminationSignals();
   relay::LogInfo("starting", {{"cluster", options.cluster},
-                              {"secrets_dir", options.secrets_dir},
+                              {"secrets", relay::kube::DescribeSecretBackend(options.secrets_backend,
+                                                                             options.secrets_dir, options.kubeconfig)},
                               {"server", options.server.address},
                               {"authority", options.server.authority}});
   absl::StatusOr<std::unique_ptr<relay::agent::Agent>> agent = relay::agent::Agent::Start(options);

@@ -128,6 +128,11 @@ ClientSecretState InspectClientSecret(secrets::SecretStore& store, const Workloa
     state.problem = std::string(status.message());
     return state;
   };
+  if (absl::IsUnavailable(data.status()) || absl::IsDeadlineExceeded(data.status())) {
+    state.kind = ClientSecretState::kUnreadable;
+    state.problem = std::string(data.status().message());
+    return state;
+  }
   if (!data.ok()) return unusable(data.status());
   // Checked as the agent would load it, at a moment inside the certificate's own
   // validity: an expired certificate is still this cluster's, to be replaced in time.

@@ -48,9 +48,11 @@ absl::StatusOr<ClientCredentials> LoadClientCredentials(secrets::SecretStore& st
 // relay-client-tls-secret as the rotator sees it: missing, usable (key matches, names
 // the cluster, chains to the root; it may have expired), or unusable, and why.
 struct ClientSecretState {
-  enum Kind { kMissing, kUsable, kUnusable } kind = kMissing;
+  // kUnreadable: the store cannot be reached now (an apiserver outage); the secret may
+  // be fine, and is to be read again later, never replaced for it.
+  enum Kind { kMissing, kUsable, kUnusable, kUnreadable } kind = kMissing;
   pki::CertificateInfo leaf;  // when usable
-  std::string problem;        // when unusable
+  std::string problem;        // when unusable or unreadable
 };
 ClientSecretState InspectClientSecret(secrets::SecretStore& store, const WorkloadSecrets& secrets,
                                       const std::string& cluster);

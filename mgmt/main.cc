@@ -25,6 +25,12 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "layout), the registry journal, the store lock and the admin socket. Empty: "
           "<workspace>/.relay/mgmt under `bazel run`, else ./.relay/mgmt.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(relay::kube::SecretBackend, secrets, relay::kube::SecretBackend::kDirectory,
+          "Where the root, signing, server and token secrets live: directory (with the state: in "
+          "--secrets_dir, or in etcd with --state=etcd) or kubernetes (Secrets in --namespace through the "
+          "API: in a pod through its service account, else through --kubeconfig). Records and snapshots "
+          "stay with --state either way.");
+ABSL_FLAG(std::string, kubeconfig, "", relay::kube::kKubeconfigFlagHelp);
 ABSL_FLAG(relay::mgmt::StateBackend, state, relay::mgmt::StateBackend::kLocal,
           "Where the state lives: local (everything in --secrets_dir; one server) or etcd (shared by "
           "several replicas; --secrets_dir is then this replica's own working directory). Overrides "
@@ -120,6 +126,11 @@ int main(int argc, char** argv) {
   }
   options.secrets_dir = relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "mgmt");
   options.ns = absl::GetFlag(FLAGS_namespace);
+  options.secrets_backend = absl::GetFlag(FLAGS_secrets);
+  options.kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+  if (!options.kubeconfig.empty() && options.secrets_backend != relay::kube::SecretBackend::kKubernetes) {
+    Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  }
   const relay::config::StateValues& state = options.values.state;
   options.state_backend = state.backend == "etcd" ? relay::mgmt::StateBackend::kEtcd : relay::mgmt::StateBackend::kLocal;
   options.state_backend = relay::FlagOr(FLAGS_state, "state", options.state_backend);
@@ -169,6 +180,8 @@ int main(int argc, char** argv) {
   uint64_t open_files = relay::RaiseOpenFileLimit();
   relay::LogInfo("starting", {{"secrets_dir", options.secrets_dir},
                               {"state", relay::mgmt::AbslUnparseFlag(options.state_backend)},
+                              {"secrets", relay::kube::DescribeSecretBackend(options.secrets_backend,
+                                                                             options.secrets_dir, options.kubeconfig)},
                               {"namespace", options.ns},
                               {"open_file_limit", absl::StrCat(open_files)}});
   absl::StatusOr<std::unique_ptr<relay::mgmt::ManagementServer>> server =

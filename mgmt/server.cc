@@ -387,17 +387,34 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
                                         "Each replica needs a --secrets_dir of its own: choose another."));
     ASSIGN_OR_RETURN(state, OpenEtcdState(options));
   }
+  const config::MgmtServerValues& values = options.values;
+  const bool secrets_in_kubernetes = options.secrets_backend == kube::SecretBackend::kKubernetes;
+  if (secrets_in_kubernetes) {
+    // The four relay secrets as Kubernetes Secrets, as the mesh keeps them; records and
+    // snapshots stay with the state (a Role can then name each secret it may touch).
+    ASSIGN_OR_RETURN(std::unique_ptr<secrets::SecretStore> kubernetes,
+                     kube::OpenSecretStore(options.secrets_backend, "", options.kubeconfig));
+    state = state::WithSecretsIn(std::move(state), std::move(kubernetes),
+                                 {{options.ns, values.root_tls_secret},
+                                  {options.ns, values.signing_tls_secret},
+                                  {options.ns, values.tls_secret},
+                                  {TokenNamespace(values, options.ns), values.token_secret.name}});
+  }
   ASSIGN_OR_RETURN(ManagementPki pki, EnsureManagementPki(state->secrets(), Core::PkiOptions(options), absl::Now()));
-  if (options.state_backend == StateBackend::kEtcd) {
+  if (options.state_backend == StateBackend::kEtcd || secrets_in_kubernetes) {
     ASSIGN_OR_RETURN(files.store, secrets::DirectorySecretStore::Create(options.secrets_dir));
     // What the relay port reads, and what an operator copies to workload clusters (the
     // root certificate and the token), as a single server keeps them; never the CA keys.
-    const config::MgmtServerValues& values = options.values;
     ASSIGN_OR_RETURN(files.mirror,
                      SecretMirror::Start(state->secrets(), *files.store,
-                                         {{options.ns, values.tls_secret, {}},
-                                          {options.ns, values.root_tls_secret, {"ca.crt"}},
-                                          {TokenNamespace(values, options.ns), values.token_secret.name, {}}}));
+                                         secrets_in_kubernetes
+                                             // The token stays in the API: relayctl secrets export reads it there.
+                                             ? std::vector<SecretMirror::Copied>{{options.ns, values.tls_secret, {}},
+                                                                               {options.ns, values.root_tls_secret, {"ca.crt"}}}
+                                             : std::vector<SecretMirror::Copied>{
+                                                   {options.ns, values.tls_secret, {}},
+                                                   {options.ns, values.root_tls_secret, {"ca.crt"}},
+                                                   {TokenNamespace(values, options.ns), values.token_secret.name, {}}}));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<ClusterRegistry> registry, ClusterRegistry::Load(state.get(), options.ns));
   const bool shared_state = options.state_backend == StateBackend::kEtcd;

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "config/values.h"
+#include "kube/secret_backend.h"
 #include "state/etcd_state_store.h"
 
 namespace relay::mgmt {
@@ -35,6 +36,11 @@ struct ServerOptions {
   bool state_plaintext_secrets = false;
   // With kEtcd: how often the elected replica compacts etcd's history (0: never).
   absl::Duration etcd_compaction_interval = absl::Minutes(5);
+  // Where the CA, server and token secrets live: with the state (kDirectory: in
+  // secrets_dir or, with kEtcd, in etcd), or as Kubernetes Secrets (kKubernetes, through
+  // `kubeconfig` or in-cluster). Records and snapshots stay with the state either way.
+  kube::SecretBackend secrets_backend = kube::SecretBackend::kDirectory;
+  std::string kubeconfig;
   std::string ns = config::kDefaultNamespace;
   config::MgmtServerValues values;
   std::string grpc_address = "0.0.0.0:9900";

@@ -15,7 +15,7 @@
 #include "common/ready_file.h"
 #include "config/values.h"
 #include "rotator/rotator.h"
-#include "secrets/directory_store.h"
+#include "kube/secret_backend.h"
 
 ABSL_FLAG(std::string, values, "",
           "Helm values file; the rotator reads glooAgent.relay from it. A flag given on the "
@@ -27,6 +27,11 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "The secret store it shares with the agent. Empty: <workspace>/.relay/agent-<cluster> "
           "under `bazel run`, else ./.relay/agent-<cluster>.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(relay::kube::SecretBackend, secrets, relay::kube::SecretBackend::kDirectory,
+          "Where the secrets it shares with the agent live: directory (files in --secrets_dir) or "
+          "kubernetes (Secrets in --namespace through the API, written whole in one update, which the "
+          "agent watches: in a pod through its service account, else through --kubeconfig).");
+ABSL_FLAG(std::string, kubeconfig, "", relay::kube::kKubeconfigFlagHelp);
 ABSL_FLAG(std::string, server_address, "127.0.0.1:9900",
           "host:port of the management server's relay, or several comma-separated (replicas: a random one is "
           "used and the others on failure; a DNS name with several records works the same). Overrides "
@@ -99,8 +104,13 @@ int main(int argc, char** argv) {
   options.force = absl::GetFlag(FLAGS_force);
   options.retry.max = DurationFlag("retry_max", absl::GetFlag(FLAGS_retry_max));
 
-  absl::StatusOr<std::unique_ptr<relay::secrets::DirectorySecretStore>> store =
-      relay::secrets::DirectorySecretStore::Create(secrets_dir);
+  const relay::kube::SecretBackend backend = absl::GetFlag(FLAGS_secrets);
+  const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+  if (!kubeconfig.empty() && backend != relay::kube::SecretBackend::kKubernetes) {
+    Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  }
+  absl::StatusOr<std::unique_ptr<relay::secrets::SecretStore>> store =
+      relay::kube::OpenSecretStore(backend, secrets_dir, kubeconfig);
   if (!store.ok()) Fail(std::string(store.status().message()));
   relay::Metrics metrics;
   relay::rotator::Rotator rotator(options, store->get(), &metrics);
@@ -127,7 +137,7 @@ int main(int argc, char** argv) {
     health_http = *std::move(started);
   }
   relay::LogInfo("starting", {{"cluster", options.cluster},
-                              {"secrets_dir", secrets_dir},
+                              {"secrets", relay::kube::DescribeSecretBackend(backend, secrets_dir, kubeconfig)},
                               {"server", options.server.address},
                               {"grace_period_ratio", absl::StrCat(options.grace_period_ratio)}});
   rotator.Start();

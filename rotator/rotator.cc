@@ -61,6 +61,8 @@ RotationState Rotator::ReadState() {
     metrics_.certificate_expiry.Set(absl::ToUnixSeconds(secret.leaf.not_after));
   } else if (secret.kind == enrolment::ClientSecretState::kUnusable) {
     state.certificate_problem = secret.problem;
+  } else if (secret.kind == enrolment::ClientSecretState::kUnreadable) {
+    state.store_problem = secret.problem;
   }
   state.token_available = enrolment::HasToken(*store_, options_.secrets);
   absl::MutexLock lock(&mu_);
@@ -154,6 +156,8 @@ absl::Status Rotator::RunOnce() {
       return absl::OkStatus();
     case Action::kStuck:
       return absl::FailedPreconditionError(decision.why);
+    case Action::kStoreUnavailable:
+      return absl::UnavailableError(decision.why);
     case Action::kRenew:
     case Action::kRegister:
       return Act(decision.action);
@@ -200,6 +204,10 @@ void Rotator::Loop() {
     if (decision.action == Action::kRenew || decision.action == Action::kRegister) {
       LogInfo("renewal_started", {{"cluster", options_.cluster}, {"why", decision.why}});
       (void)Act(decision.action);
+      continue;
+    }
+    if (decision.action == Action::kStoreUnavailable) {
+      RecordFailure(absl::UnavailableError(decision.why));  // the next decision waits on the retry schedule
       continue;
     }
     if (decision.action == Action::kStuck) {

@@ -38,6 +38,13 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
     retry_at = std::max(now, state.last_failure + delay);
   }
 
+  if (!state.store_problem.empty()) {
+    // Nothing is known until the store answers: no renewal, no registration, just a
+    // retry on the failure schedule.
+    std::string why = absl::StrCat("the secret store cannot be read (", state.store_problem, "): trying again");
+    if (retry_at > now) return {Action::kWait, retry_at, why};
+    return {Action::kStoreUnavailable, now, why};
+  }
   if (!state.have_certificate) {
     if (state.certificate_problem.empty() && !state.force) {
       // First contact is the agent's (it registers before it connects); a rotator that

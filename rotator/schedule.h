@@ -36,6 +36,8 @@ struct RotationState {
   absl::Time last_failure = absl::InfinitePast();
   bool last_failure_refused = false;  // PERMISSION_DENIED
   bool token_available = false;
+  // The secret store cannot be read now (why), so nothing above is known.
+  std::string store_problem;
   bool force = false;  // renew now, whatever the schedule and the state of the secret
 };
 
@@ -44,6 +46,7 @@ enum class Action {
   kRenew,      // call Renew with the current certificate
   kRegister,   // expired, unusable (or forced without one): Register with the token
   kStuck,      // that, and no token: only an operator can help
+  kStoreUnavailable,  // the secrets cannot be read now: count a failure, try again later
 };
 
 struct Decision {

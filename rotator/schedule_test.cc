@@ -117,6 +117,24 @@ TEST(ScheduleTest, AnUnusableSecretIsRepairedThroughRegisterOrReportedUnhealthy)
   EXPECT_THAT(HealthProblem(broken, kIssued, 0.5, Fixed(0)), HasSubstr("relayctl register"));
 }
 
+// An unreachable store (an apiserver outage) is neither a missing nor a broken secret:
+// no Register, no stuck state, no unhealthy probe; a failure counted and a retry on the
+// failure schedule.
+TEST(ScheduleTest, AnUnreadableStoreIsRetriedNeverRepaired) {
+  RotationState outage;
+  outage.store_problem = "the Kubernetes API at https://10.0.0.1:443 did not answer";
+  outage.token_available = false;
+  Decision now = Decide(outage, kIssued, 0.5, Fixed(0), RetryPolicy(), 0);
+  EXPECT_EQ(now.action, Action::kStoreUnavailable);
+  EXPECT_THAT(now.why, HasSubstr("did not answer"));
+  EXPECT_EQ(HealthProblem(outage, kIssued, 0.5, Fixed(0)), "");
+  outage.consecutive_failures = 3;
+  outage.last_failure = kIssued;
+  Decision later = Decide(outage, kIssued + absl::Seconds(1), 0.5, Fixed(0), RetryPolicy(), 0.5);
+  EXPECT_EQ(later.action, Action::kWait);
+  EXPECT_EQ(later.at, kIssued + RetryDelay(3, RetryPolicy(), 0.5));
+}
+
 TEST(ScheduleTest, ForceWithoutACertificateRegisters) {
   RotationState missing;
   missing.token_available = true;

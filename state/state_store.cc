@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
 #include "common/work_queue.h"
 #include "secrets/memory_store.h"
 #include "state/watch_list.h"
@@ -131,6 +132,94 @@ class MemoryStateStore : public StateStore {
 std::unique_ptr<StateStore> NewMemoryStateStore(std::unique_ptr<secrets::SecretStore> secrets) {
   if (!secrets) secrets = std::make_unique<secrets::MemorySecretStore>();
   return std::make_unique<MemoryStateStore>(std::move(secrets));
+}
+
+namespace {
+
+// Sends each secret to the store that holds it (see WithSecretsIn).
+class RoutedSecretStore final : public secrets::SecretStore {
+ public:
+  RoutedSecretStore(secrets::SecretStore* rest, std::unique_ptr<secrets::SecretStore> named, SecretNames names)
+      : rest_(rest), named_(std::move(named)), names_(std::move(names)) {}
+
+  absl::StatusOr<secrets::SecretData> Get(absl::string_view ns, absl::string_view name) override {
+    return For(ns, name).Get(ns, name);
+  }
+  absl::Status Put(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) override {
+    return For(ns, name).Put(ns, name, data);
+  }
+  absl::Status Create(absl::string_view ns, absl::string_view name, const secrets::SecretData& data) override {
+    return For(ns, name).Create(ns, name, data);
+  }
+  absl::Status Delete(absl::string_view ns, absl::string_view name) override { return For(ns, name).Delete(ns, name); }
+  absl::StatusOr<std::vector<std::string>> List(absl::string_view ns) override {
+    ASSIGN_OR_RETURN(std::vector<std::string> names, rest_->List(ns));
+    std::set<std::string> all;
+    for (std::string& name : names) {
+      if (!names_.count({std::string(ns), name})) all.insert(std::move(name));
+    }
+    for (const auto& [secret_ns, name] : names_) {
+      if (secret_ns != ns) continue;
+      absl::StatusOr<secrets::SecretData> found = named_->Get(secret_ns, name);
+      if (found.ok()) {
+        all.insert(name);
+      } else if (!absl::IsNotFound(found.status())) {
+        return found.status();
+      }
+    }
+    return std::vector<std::string>(all.begin(), all.end());
+  }
+  std::unique_ptr<secrets::SecretWatch> Watch(absl::string_view ns, absl::string_view name,
+                                              std::function<void()> on_change) override {
+    return For(ns, name).Watch(ns, name, std::move(on_change));
+  }
+
+ private:
+  secrets::SecretStore& For(absl::string_view ns, absl::string_view name) {
+    return names_.count({std::string(ns), std::string(name)}) ? *named_ : *rest_;
+  }
+
+  secrets::SecretStore* rest_;
+  std::unique_ptr<secrets::SecretStore> named_;
+  const SecretNames names_;
+};
+
+class SecretsElsewhere final : public StateStore {
+ public:
+  SecretsElsewhere(std::unique_ptr<StateStore> records, std::unique_ptr<secrets::SecretStore> named_secrets,
+                   SecretNames names)
+      : records_(std::move(records)),
+        secrets_(&records_->secrets(), std::move(named_secrets), std::move(names)) {}
+
+  absl::StatusOr<Record> Get(absl::string_view key) override { return records_->Get(key); }
+  absl::StatusOr<std::map<std::string, Record>> List(absl::string_view prefix) override {
+    return records_->List(prefix);
+  }
+  void CompareAndSet(std::string key, std::optional<std::string> value, int64_t expected_revision,
+                     Done done) override {
+    records_->CompareAndSet(std::move(key), std::move(value), expected_revision, std::move(done));
+  }
+  absl::StatusOr<int64_t> CompareAndSetAndWait(std::string key, std::optional<std::string> value,
+                                               int64_t expected_revision) override {
+    return records_->CompareAndSetAndWait(std::move(key), std::move(value), expected_revision);
+  }
+  std::unique_ptr<StateWatch> Watch(absl::string_view prefix, std::function<void(const Change&)> on_change) override {
+    return records_->Watch(prefix, std::move(on_change));
+  }
+  std::string Describe(absl::string_view key) override { return records_->Describe(key); }
+  secrets::SecretStore& secrets() override { return secrets_; }
+  absl::Status CompactHistory() override { return records_->CompactHistory(); }
+
+ private:
+  std::unique_ptr<StateStore> records_;
+  RoutedSecretStore secrets_;
+};
+
+}  // namespace
+
+std::unique_ptr<StateStore> WithSecretsIn(std::unique_ptr<StateStore> records,
+                                          std::unique_ptr<secrets::SecretStore> named_secrets, SecretNames names) {
+  return std::make_unique<SecretsElsewhere>(std::move(records), std::move(named_secrets), std::move(names));
 }
 
 }  // namespace relay::state

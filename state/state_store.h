@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/functional/any_invocable.h"
@@ -114,6 +115,16 @@ absl::Status ValidateWrite(absl::string_view key, const std::optional<std::strin
 // (`current_revision`, 0 when it has no record) against the one expected.
 absl::Status CheckCompareAndSet(absl::string_view key, const std::optional<std::string>& value,
                                 int64_t current_revision, int64_t expected_revision);
+
+// Secrets by (namespace, name).
+using SecretNames = std::set<std::pair<std::string, std::string>>;
+
+// `records`, except that the secrets named in `names` live in `named_secrets` (for
+// instance the CA, server and token secrets as Kubernetes Secrets) while the others
+// (snapshots) stay in `records`' own. List(ns) answers from both, looking up the named
+// ones one by one, so `named_secrets` needs no right to list.
+std::unique_ptr<StateStore> WithSecretsIn(std::unique_ptr<StateStore> records,
+                                          std::unique_ptr<secrets::SecretStore> named_secrets, SecretNames names);
 
 // A store that lives in memory only: for unit tests of the services. `secrets` may be
 // null (a memory secret store is made).

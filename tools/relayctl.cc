@@ -1,5 +1,6 @@
 // relayctl: the operator's command line for relay. See README.md ("relayctl").
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -22,6 +24,8 @@
 #include "config/values.h"
 #include "grpcpp/grpcpp.h"
 #include "common/state_lock.h"
+#include "common/status_macros.h"
+#include "yaml-cpp/yaml.h"
 #include "mgmt/cluster_registry.h"
 #include "mgmt/management_pki.h"
 #include "state/etcd_state_store.h"
@@ -29,6 +33,7 @@
 #include "pki/certificate.h"
 #include "pki/pem.h"
 #include "pki/rotation.h"
+#include "kube/secret_backend.h"
 #include "secrets/directory_store.h"
 #include "tokens/identity_token.h"
 
@@ -39,6 +44,12 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "A workload cluster's secret store (register, check, certs inspect --secret). Default: "
           "<workspace>/.relay/agent-<cluster>, the agent's own default.");
 ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(relay::kube::SecretBackend, secrets, relay::kube::SecretBackend::kDirectory,
+          "secrets export: where the management server keeps its secrets (its own --secrets): directory "
+          "(--mgmt_secrets_dir) or kubernetes (through --kubeconfig).");
+ABSL_FLAG(std::string, kubeconfig, "",
+          "secrets export with --secrets=kubernetes: kubeconfig of the management cluster (its current "
+          "context). Empty: in-cluster.");
 ABSL_FLAG(std::string, values, "",
           "Helm values file: glooMgmtServer.relay for install; glooAgent.relay for register, "
           "check and certs inspect.");
@@ -104,6 +115,11 @@ Commands:
                                 journal: keep the damaged file aside and write one with every
                                 whole record (the server must be stopped)
   push --cluster NAME FILE...   send files as the cluster's next snapshot
+  secrets export --cluster NAME print the root ca.crt and the identity token (or, with
+                                --bootstrap_token_ttl, a single-use token bound to NAME) as
+                                Kubernetes Secret manifests for the workload cluster:
+                                relayctl secrets export --cluster=east | kubectl apply -f -
+                                (refuses to print to a terminal)
   check                         reachability, registration vs connection, certificates past
                                 their rotation point, and whether the server and agent
                                 secrets trust each other; exits 1 on any problem
@@ -152,18 +168,25 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-int AdminFailure(const grpc::Status& status) {
+std::string AdminFailureMessage(const grpc::Status& status) {
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return Fail(absl::StrCat("cannot reach the management server's admin socket ", AdminSocket(),
-                             ": is the server running? (point --admin_socket or --mgmt_secrets_dir "
-                             "at it) [", status.error_message(), "]"));
+    return absl::StrCat("cannot reach the management server's admin socket ", AdminSocket(),
+                        ": is the server running? (point --admin_socket or --mgmt_secrets_dir "
+                        "at it) [", status.error_message(), "]");
   }
-  return Fail(status.error_message());
+  return status.error_message();
 }
+
+int AdminFailure(const grpc::Status& status) { return Fail(AdminFailureMessage(status)); }
 
 absl::StatusOr<std::unique_ptr<DirectorySecretStore>> OpenStore(const std::string& dir) {
   return DirectorySecretStore::Create(dir);
 }
+
+// A token for `cluster`: the shared one from `mgmt`, or a single-use one bound to the
+// cluster that the running server creates (--bootstrap_token_ttl). `note` says which.
+absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const std::string& cluster,
+                                     std::string* note);
 
 // ---------------------------------------------------------------------------
 
@@ -224,39 +247,10 @@ int Register() {
   absl::StatusOr<std::string> ca = relay::secrets::GetKey(*root, ns, mgmt_values.root_tls_secret, "ca.crt");
   if (!ca.ok()) return Fail(std::string(ca.status().message()));
 
-  std::string token;
   std::string token_note;
-  absl::Duration ttl = absl::GetFlag(FLAGS_bootstrap_token_ttl);
-  if (ttl < absl::ZeroDuration()) {
-    return Fail(absl::StrCat("--bootstrap_token_ttl=", absl::FormatDuration(ttl), " is not a positive duration (e.g. 1h)"));
-  }
-  if (ttl > absl::ZeroDuration()) {
-    v1::CreateBootstrapTokenRequest request;
-    request.set_cluster(cluster);
-    request.set_ttl_seconds(absl::ToInt64Seconds(ttl));
-    request.set_uses(1);
-    v1::CreateBootstrapTokenResponse response;
-    grpc::Status status = AdminStub()->CreateBootstrapToken(AdminContext().get(), request, &response);
-    if (!status.ok()) return AdminFailure(status);
-    token = response.token();
-    token_note = absl::StrCat("single-use bootstrap token, expires ",
-                              relay::pki::FormatUtc(absl::FromUnixSeconds(response.expires_unix())));
-  } else {
-    absl::StatusOr<std::string> shared = relay::tokens::LoadToken(
-        **mgmt, relay::mgmt::TokenNamespace(mgmt_values, ns), mgmt_values.token_secret.name,
-        mgmt_values.token_secret.key);
-    if (!shared.ok()) return Fail(std::string(shared.status().message()));
-    token = *shared;
-    token_note = "shared identity token";
-    // Lift a deregistration if the server is running; without it there is nothing to lift.
-    v1::ClusterRequest request;
-    request.set_cluster(cluster);
-    v1::AdminResponse response;
-    grpc::Status admitted = AdminStub()->AdmitCluster(AdminContext().get(), request, &response);
-    if (!admitted.ok() && admitted.error_code() != grpc::StatusCode::UNAVAILABLE) {
-      return AdminFailure(admitted);
-    }
-  }
+  absl::StatusOr<std::string> issued = TokenFor(**mgmt, cluster, &token_note);
+  if (!issued.ok()) return Fail(std::string(issued.status().message()));
+  const std::string& token = *issued;
   std::string token_ns = agent_values->token_secret.Namespace(ns);
   absl::Status wrote_root = (*workload)->Put(ns, agent_values->root_tls_secret, {{"ca.crt", *ca}});
   if (!wrote_root.ok()) return Fail(std::string(wrote_root.message()));
@@ -657,6 +651,114 @@ int Check() {
 
 }  // namespace
 
+namespace {
+
+absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const std::string& cluster,
+                                     std::string* note) {
+  absl::Duration ttl = absl::GetFlag(FLAGS_bootstrap_token_ttl);
+  if (ttl < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--bootstrap_token_ttl=", absl::FormatDuration(ttl), " is not a positive duration (e.g. 1h)"));
+  }
+  if (ttl > absl::ZeroDuration()) {
+    v1::CreateBootstrapTokenRequest request;
+    request.set_cluster(cluster);
+    request.set_ttl_seconds(absl::ToInt64Seconds(ttl));
+    request.set_uses(1);
+    v1::CreateBootstrapTokenResponse response;
+    grpc::Status status = AdminStub()->CreateBootstrapToken(AdminContext().get(), request, &response);
+    if (!status.ok()) return absl::UnavailableError(AdminFailureMessage(status));
+    *note = absl::StrCat("single-use bootstrap token, expires ",
+                         relay::pki::FormatUtc(absl::FromUnixSeconds(response.expires_unix())));
+    return response.token();
+  }
+  relay::config::MgmtServerValues mgmt_values;
+  const std::string ns = absl::GetFlag(FLAGS_namespace);
+  ASSIGN_OR_RETURN(std::string shared,
+                   relay::tokens::LoadToken(mgmt, relay::mgmt::TokenNamespace(mgmt_values, ns),
+                                            mgmt_values.token_secret.name, mgmt_values.token_secret.key));
+  *note = "shared identity token";
+  // Lift a deregistration if the server is running; without it there is nothing to lift.
+  v1::ClusterRequest request;
+  request.set_cluster(cluster);
+  v1::AdminResponse response;
+  grpc::Status admitted = AdminStub()->AdmitCluster(AdminContext().get(), request, &response);
+  if (!admitted.ok() && admitted.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    return absl::Status(static_cast<absl::StatusCode>(admitted.error_code()), AdminFailureMessage(admitted));
+  }
+  return shared;
+}
+
+// One Secret as a Kubernetes manifest (data base64, as the API takes it).
+void EmitSecret(YAML::Emitter& out, const std::string& ns, const std::string& name, const std::string& cluster,
+                const std::map<std::string, std::string>& data) {
+  out << YAML::BeginDoc << YAML::BeginMap;
+  out << YAML::Key << "apiVersion" << YAML::Value << "v1";
+  out << YAML::Key << "kind" << YAML::Value << "Secret";
+  out << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "name" << YAML::Value << name;
+  out << YAML::Key << "namespace" << YAML::Value << ns;
+  out << YAML::Key << "labels" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "app.kubernetes.io/part-of" << YAML::Value << "relay";
+  out << YAML::Key << "relay-cluster" << YAML::Value << cluster;
+  out << YAML::EndMap << YAML::EndMap;
+  out << YAML::Key << "type" << YAML::Value << "Opaque";
+  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
+  for (const auto& [key, value] : data) {
+    out << YAML::Key << key << YAML::Value << absl::Base64Escape(value);
+  }
+  out << YAML::EndMap << YAML::EndMap;
+}
+
+// The seed's two copy steps (root ca.crt, then the token, into the workload cluster) as
+// one manifest for `kubectl apply -f -`.
+int SecretsExport() {
+  std::string cluster = absl::GetFlag(FLAGS_cluster);
+  if (absl::Status name = relay::ValidateClusterName(cluster); !name.ok()) {
+    return Fail(cluster.empty() ? "secrets export needs --cluster NAME" : std::string(name.message()));
+  }
+  if (isatty(STDOUT_FILENO)) {
+    return Fail("secrets export prints the identity token: pipe it (| kubectl apply -f -) or redirect it to a "
+                "file, it is not shown on a terminal");
+  }
+  absl::StatusOr<relay::config::AgentValues> agent_values =
+      relay::config::LoadAgentValues(absl::GetFlag(FLAGS_values));
+  if (!agent_values.ok()) return Fail(std::string(agent_values.status().message()));
+  const relay::kube::SecretBackend backend = absl::GetFlag(FLAGS_secrets);
+  const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+  if (!kubeconfig.empty() && backend != relay::kube::SecretBackend::kKubernetes) {
+    return Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  }
+  absl::StatusOr<std::unique_ptr<relay::secrets::SecretStore>> mgmt =
+      relay::kube::OpenSecretStore(backend, MgmtDir(), kubeconfig);
+  if (!mgmt.ok()) return Fail(std::string(mgmt.status().message()));
+  const std::string ns = absl::GetFlag(FLAGS_namespace);
+  relay::config::MgmtServerValues mgmt_values;
+  absl::StatusOr<relay::secrets::SecretData> root = (*mgmt)->Get(ns, mgmt_values.root_tls_secret);
+  if (!root.ok()) {
+    return Fail(absl::StrCat(root.status().message(), " (in ",
+                             relay::kube::DescribeSecretBackend(backend, MgmtDir(), kubeconfig),
+                             "): start the server once, or point --secrets/--mgmt_secrets_dir/--kubeconfig at its "
+                             "store"));
+  }
+  absl::StatusOr<std::string> ca = relay::secrets::GetKey(*root, ns, mgmt_values.root_tls_secret, "ca.crt");
+  if (!ca.ok()) return Fail(std::string(ca.status().message()));
+  std::string token_note;
+  absl::StatusOr<std::string> token = TokenFor(**mgmt, cluster, &token_note);
+  if (!token.ok()) return Fail(std::string(token.status().message()));
+
+  YAML::Emitter out;
+  EmitSecret(out, ns, agent_values->root_tls_secret, cluster, {{"ca.crt", *ca}});
+  EmitSecret(out, agent_values->token_secret.Namespace(ns), agent_values->token_secret.name, cluster,
+             {{agent_values->token_secret.key, *token}});
+  std::cout << "# relay: the root CA and the " << token_note << " for cluster " << cluster
+            << ", for the workload cluster (kubectl apply -f -)\n"
+            << out.c_str() << "\n";
+  return std::cout.good() ? 0 : Fail("could not write the manifest to standard output");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   relay::SetUsage("relayctl", kUsage);
   std::vector<char*> merged = relay::MergeRepeatedListFlags(argc, argv, {"server_san", "etcd_endpoints"});
@@ -679,6 +781,7 @@ int main(int argc, char** argv) {
   if (command == "state" && words.size() == 2 && words[1] == "migrate") return StateMigrate();
   if (command == "push" && words.size() >= 2) return Push({words.begin() + 1, words.end()});
   if (command == "check" && words.size() == 1) return Check();
+  if (command == "secrets" && words.size() == 2 && words[1] == "export") return SecretsExport();
   std::cerr << "relayctl: unknown command \"" << absl::StrJoin(words, " ") << "\"\n";
   return usage();
 }
