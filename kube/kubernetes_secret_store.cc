@@ -1,5 +1,7 @@
 #include "kube/kubernetes_secret_store.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -497,6 +499,10 @@ absl::StatusOr<KubernetesOptions> KubeconfigOptions(const std::string& path, std
 
 absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenKubernetesSecretStore(KubernetesOptions options) {
   if (options.server.empty()) return absl::InvalidArgumentError("no Kubernetes API server address");
+  // OpenSSL writes to sockets with write(2) (a TLS close_notify on a connection the
+  // apiserver already closed, say), which raises SIGPIPE and would end the process; the
+  // error it returns is handled. gRPC ignores SIGPIPE for the same reason.
+  signal(SIGPIPE, SIG_IGN);
   auto store = std::make_unique<KubernetesSecretStore>(std::move(options));
   // Reachable, and the token accepted, before anyone relies on it.
   RETURN_IF_ERROR(store->token().Get(false).status());

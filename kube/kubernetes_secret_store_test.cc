@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/process_testing.h"
@@ -37,15 +38,16 @@ struct OnTestApiServer {
   std::unique_ptr<secrets::SecretStore> store;
 };
 
-OnTestApiServer Start(absl::Duration bookmark_interval = absl::Milliseconds(200)) {
+OnTestApiServer Start(absl::Duration bookmark_interval = absl::Milliseconds(200),
+                      testing::TestApiServer::Options options = {}) {
   OnTestApiServer on;
-  testing::TestApiServer::Options options;
   options.bookmark_interval = bookmark_interval;
   on.server = *testing::TestApiServer::Start(options);
   on.token_file = relay::testing::MakeTestDir("kube") + "/token";
   std::ofstream(on.token_file) << on.server->token() << "\n";
   KubernetesOptions store_options;
   store_options.server = on.server->url();
+  store_options.ca_pem = on.server->ca_pem();
   store_options.token_file = on.token_file;
   store_options.timeout = absl::Seconds(5);
   on.store = *OpenKubernetesSecretStore(store_options);
@@ -77,10 +79,18 @@ class StoreWithServer final : public secrets::SecretStore {
 };
 
 INSTANTIATE_TEST_SUITE_P(TestApiServer, SecretStoreConformance,
-                         ::testing::Values(SecretStoreFactory{
-                             "kubernetes", []() -> std::unique_ptr<secrets::SecretStore> {
-                               return std::make_unique<StoreWithServer>(Start());
-                             }}));
+                         ::testing::Values(SecretStoreFactory{"kubernetes",
+                                                              []() -> std::unique_ptr<secrets::SecretStore> {
+                                                                return std::make_unique<StoreWithServer>(Start());
+                                                              }},
+                                           SecretStoreFactory{"kubernetes_https",
+                                                              []() -> std::unique_ptr<secrets::SecretStore> {
+                                                                testing::TestApiServer::Options tls;
+                                                                tls.tls = true;
+                                                                return std::make_unique<StoreWithServer>(
+                                                                    Start(absl::Milliseconds(200), tls));
+                                                              }}),
+                         [](const ::testing::TestParamInfo<SecretStoreFactory>& info) { return info.param.name; });
 
 TEST(KubernetesSecretStoreTest, SecretsAreTlsTypedWhereTheKeysFitAndOpaqueElsewhere) {
   OnTestApiServer on = Start();
@@ -216,6 +226,55 @@ TEST(KubernetesSecretStoreTest, AKubeconfigNamesTheServerAndTheToken) {
   EXPECT_THAT(KubeconfigOptions(dir + "/config"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bearer token only")));
   EXPECT_THAT(KubeconfigOptions(dir + "/missing"), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// HTTPS: the cluster's CA is trusted, another CA is not.
+TEST(KubernetesSecretStoreTest, SpeaksHttpsTrustingOnlyTheClustersCa) {
+  testing::TestApiServer::Options tls;
+  tls.tls = true;
+  OnTestApiServer on = Start(absl::Milliseconds(200), tls);
+  ASSERT_TRUE(absl::StartsWith(on.server->url(), "https://"));
+  EXPECT_THAT(on.store->Put("gloo-mesh", "relay-root-tls-secret", {{"ca.crt", "root"}}), IsOk());
+  EXPECT_EQ(on.store->Get("gloo-mesh", "relay-root-tls-secret")->at("ca.crt"), "root");
+
+  std::unique_ptr<testing::TestApiServer> other = *testing::TestApiServer::Start(tls);
+  KubernetesOptions wrong_ca;
+  wrong_ca.server = on.server->url();
+  wrong_ca.token_file = on.token_file;
+  wrong_ca.ca_pem = other->ca_pem();
+  std::unique_ptr<secrets::SecretStore> untrusting = *OpenKubernetesSecretStore(wrong_ca);
+  EXPECT_THAT(untrusting->Get("gloo-mesh", "relay-root-tls-secret"), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// RBAC as a Role grants it: names restrict get/update/watch (a watch by field selector),
+// never create; what is not granted is PERMISSION_DENIED naming the verb and the Role's
+// place, and changes nothing.
+TEST(KubernetesSecretStoreTest, ARoleGrantsOnlyItsVerbsOnItsNames) {
+  testing::TestApiServer::Options rbac;
+  rbac.rules = std::vector<testing::TestApiServer::Rule>{
+      {{"create"}, {}},
+      {{"get", "update", "list", "watch"}, {"relay-client-tls-secret"}},
+      {{"get"}, {"relay-root-tls-secret"}},
+  };
+  OnTestApiServer on = Start(absl::Milliseconds(200), rbac);
+  EXPECT_THAT(on.store->Put("gloo-mesh", "relay-client-tls-secret", {{"tls.crt", "c"}, {"tls.key", "k"}}), IsOk());
+  EXPECT_THAT(on.store->Put("gloo-mesh", "relay-client-tls-secret", {{"tls.crt", "c2"}, {"tls.key", "k2"}}), IsOk());
+  EXPECT_THAT(on.store->Get("gloo-mesh", "relay-root-tls-secret"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(on.store->Put("gloo-mesh", "relay-root-tls-secret", {{"ca.crt", "x"}}), IsOk());  // created
+  EXPECT_THAT(on.store->Put("gloo-mesh", "relay-root-tls-secret", {{"ca.crt", "y"}}),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("update")));
+  EXPECT_EQ(on.store->Get("gloo-mesh", "relay-root-tls-secret")->at("ca.crt"), "x");
+  EXPECT_THAT(on.store->Get("gloo-mesh", "other"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(on.store->Delete("gloo-mesh", "relay-client-tls-secret"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(on.store->List("gloo-mesh"), StatusIs(absl::StatusCode::kPermissionDenied));
+  // A watch by name is a list and a watch with metadata.name=: granted for the client secret.
+  std::atomic<int> changes{0};
+  std::unique_ptr<secrets::SecretWatch> watch =
+      on.store->Watch("gloo-mesh", "relay-client-tls-secret", [&] { changes++; });
+  ASSERT_TRUE(WaitFor([&] { return on.server->Count("WATCH") >= 1; }, kPatience));
+  ASSERT_THAT(on.store->Put("gloo-mesh", "relay-client-tls-secret", {{"tls.crt", "c3"}, {"tls.key", "k3"}}), IsOk());
+  EXPECT_TRUE(WaitFor([&] { return changes > 0; }, kPatience));
+  EXPECT_EQ(on.server->Count("403"), 4);
 }
 
 }  // namespace

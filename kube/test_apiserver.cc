@@ -1,9 +1,19 @@
 #include "kube/test_apiserver.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/time/clock.h"
+#include "pki/ca.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
@@ -74,6 +84,10 @@ std::string Invalid(const json& body, const std::string& name) {
 
 absl::StatusOr<std::unique_ptr<TestApiServer>> TestApiServer::Start(Options options) {
   std::unique_ptr<TestApiServer> server(new TestApiServer(std::move(options)));
+  server->port_ = server->options_.port;
+  if (server->options_.tls) {
+    if (absl::Status made = server->MakeCertificate(); !made.ok()) return made;
+  }
   absl::Status listening = server->Listen();
   if (!listening.ok()) return listening;
   return server;
@@ -81,7 +95,53 @@ absl::StatusOr<std::unique_ptr<TestApiServer>> TestApiServer::Start(Options opti
 
 TestApiServer::~TestApiServer() { Stop(); }
 
-std::string TestApiServer::url() const { return absl::StrCat("http://127.0.0.1:", port_); }
+std::string TestApiServer::url() const {
+  return absl::StrCat(options_.tls ? "https" : "http", "://127.0.0.1:", port_);
+}
+
+absl::Status TestApiServer::MakeCertificate() {
+  const absl::Time now = absl::Now();
+  auto root_key = pki::GenerateKey();
+  if (!root_key.ok()) return root_key.status();
+  auto root = pki::CreateSelfSignedCertificate(root_key->get(), pki::RootCaSpec("test-apiserver-ca", now, absl::Hours(24)));
+  if (!root.ok()) return root.status();
+  auto root_pem = pki::CertificateToPem(root->get());
+  if (!root_pem.ok()) return root_pem.status();
+  auto issuer = pki::Issuer::Create(*std::move(root), *std::move(root_key), now);
+  if (!issuer.ok()) return issuer.status();
+  auto key = pki::GenerateKey();
+  if (!key.ok()) return key.status();
+  auto cert = (*issuer)->Issue(key->get(), pki::ServerSpec("kube-apiserver", {"localhost"}, {"127.0.0.1"}, now,
+                                                         absl::Hours(24)));
+  if (!cert.ok()) return cert.status();
+  auto cert_pem = pki::CertificateToPem(cert->get());
+  auto key_pem = pki::PrivateKeyToPem(key->get());
+  if (!cert_pem.ok() || !key_pem.ok()) return absl::InternalError("test apiserver: cannot encode its certificate");
+  ca_pem_ = *root_pem;
+  cert_pem_ = *cert_pem;
+  key_pem_ = *key_pem;
+  return absl::OkStatus();
+}
+
+std::string TestApiServer::Forbidden(const std::string& verb, const std::string& name,
+                                     const std::string& field_selector) const {
+  if (!options_.rules) return "";
+  for (const Rule& rule : *options_.rules) {
+    bool verb_granted = false;
+    for (const std::string& granted : rule.verbs) verb_granted = verb_granted || granted == verb || granted == "*";
+    if (!verb_granted) continue;
+    if (rule.resource_names.empty()) return "";
+    if (verb == "create") continue;  // never restricted by name: the name is not known yet
+    std::string named = name;
+    if (verb == "list" || verb == "watch") {
+      named = absl::StartsWith(field_selector, "metadata.name=") ? field_selector.substr(14) : "";
+    }
+    for (const std::string& allowed : rule.resource_names) {
+      if (!named.empty() && allowed == named) return "";
+    }
+  }
+  return absl::StrCat("cannot ", verb, " resource \"secrets\"", name.empty() ? "" : " named \"" + name + "\"");
+}
 
 void TestApiServer::Counted(const std::string& what) {
   absl::MutexLock lock(&mu_);
@@ -127,7 +187,19 @@ absl::Status TestApiServer::Restart() {
 }
 
 absl::Status TestApiServer::Listen() {
-  server_ = std::make_unique<httplib::Server>();
+  if (options_.tls) {
+    // SSLServer takes files: they live in the test's temporary directory.
+    const char* tmp = std::getenv("TEST_TMPDIR");
+    std::string dir = absl::StrCat(tmp ? tmp : "/tmp", "/test-apiserver-", getpid(), "-", reinterpret_cast<uintptr_t>(this));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/tls.crt") << cert_pem_;
+    std::ofstream(dir + "/tls.key") << key_pem_;
+    auto tls = std::make_unique<httplib::SSLServer>((dir + "/tls.crt").c_str(), (dir + "/tls.key").c_str());
+    if (!tls->is_valid()) return absl::InternalError("test apiserver: cannot load its TLS certificate");
+    server_ = std::move(tls);
+  } else {
+    server_ = std::make_unique<httplib::Server>();
+  }
   // Watches hold a thread each for their life.
   server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
   Routes();
@@ -165,6 +237,22 @@ void TestApiServer::Routes() {
     if (request.get_header_value("Authorization") != "Bearer " + options_.token) {
       Counted("401");
       Fail(response, 401, "Unauthorized", "Unauthorized");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    static const std::regex kItem(R"(/api/v1/namespaces/[^/]+/secrets/([^/]+))");
+    std::smatch match;
+    std::string name, verb;
+    if (std::regex_match(request.path, match, kItem)) {
+      name = match[1];
+      verb = request.method == "GET" ? "get" : request.method == "PUT" ? "update" : request.method == "DELETE" ? "delete" : "";
+    } else {
+      const bool watch = request.get_param_value("watch") == "true" || request.get_param_value("watch") == "1";
+      verb = request.method == "POST" ? "create" : watch ? "watch" : "list";
+    }
+    if (std::string why = Forbidden(verb, name, request.get_param_value("fieldSelector")); !why.empty()) {
+      Counted("403");
+      Fail(response, 403, "Forbidden",
+           absl::StrCat("secrets is forbidden: User \"system:serviceaccount:test\" ", why));
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;

@@ -29,12 +29,23 @@
 //   with code 410 when the history is compacted under a running watch (the two forms
 //   clients meet; https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes).
 //
+// - Authorization (RBAC), when rules are given: a request is allowed when a rule grants
+//   its verb (get, list, watch, create, update, delete) on secrets; a rule with
+//   resourceNames matches only requests naming one of them — list and watch only with
+//   fieldSelector=metadata.name=<that name>, and never create, whose name is not known
+//   at authorization time; otherwise 403 Forbidden
+//   (https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources).
+// - TLS (optional): HTTPS with a certificate for 127.0.0.1 and localhost under a CA of
+//   its own (ca_pem()), as a cluster's CA bundle.
+//
 // Test hooks: Compact() (forget history), InjectConflicts(n) (the next n updates answer
 // 409 as if another writer came first), Stop()/Start() (down and back on the same port).
 
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
+#include <vector>
 #include <memory>
 #include <string>
 #include <thread>
@@ -51,17 +62,29 @@ namespace relay::kube::testing {
 
 class TestApiServer {
  public:
+  // One rule of a Role, for secrets.
+  struct Rule {
+    std::vector<std::string> verbs;
+    std::vector<std::string> resource_names;  // empty: every secret
+  };
   struct Options {
     std::string token = "test-bearer-token";
     absl::Duration bookmark_interval = absl::Seconds(1);
+    // Unset: every authenticated request is allowed. Set: only what a rule grants.
+    std::optional<std::vector<Rule>> rules;
+    bool tls = false;
+    int port = 0;  // 0: a free one
   };
 
   static absl::StatusOr<std::unique_ptr<TestApiServer>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<TestApiServer>> Start() { return Start(Options()); }
   ~TestApiServer();
 
-  // http://127.0.0.1:<port>
+  // http://127.0.0.1:<port>, or https:// with tls.
   std::string url() const;
+  int port() const { return port_; }
+  // With tls: the CA that signed its certificate (PEM).
+  const std::string& ca_pem() const { return ca_pem_; }
   const std::string& token() const { return options_.token; }
 
   // Forgets every event so far: a watch from an older resourceVersion gets 410 when it
@@ -101,7 +124,14 @@ class TestApiServer {
   void Counted(const std::string& what);
 
   const Options options_;
+  // Forbidden: why (empty when the rules allow it).
+  std::string Forbidden(const std::string& verb, const std::string& name, const std::string& field_selector) const;
+  absl::Status MakeCertificate();
+
   int port_ = 0;
+  std::string ca_pem_;
+  std::string cert_pem_;
+  std::string key_pem_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
 

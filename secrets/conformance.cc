@@ -16,7 +16,7 @@ using ::relay::testing::IsOk;
 using ::relay::testing::StatusIs;
 using ::testing::ElementsAre;
 
-constexpr char kNs[] = "relay-conformance";
+constexpr const char* kNs = kConformanceNamespace;
 
 bool Eventually(const std::function<bool()>& condition) {
   absl::Time deadline = absl::Now() + absl::Seconds(30);

@@ -18,6 +18,9 @@
 
 namespace relay::secrets {
 
+// The namespace the suite writes in (a real cluster needs it to exist).
+inline constexpr char kConformanceNamespace[] = "relay-conformance";
+
 struct SecretStoreFactory {
   std::string name;
   // A store with nothing in the namespace the tests use (a fresh one per test).
