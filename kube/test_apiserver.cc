@@ -123,6 +123,22 @@ absl::Status TestApiServer::MakeCertificate() {
   return absl::OkStatus();
 }
 
+absl::Status TestApiServer::Seed(const std::string& ns, const std::string& name, const std::string& type,
+                                 const std::map<std::string, std::string>& data) {
+  json body = {{"metadata", {{"name", name}}}, {"type", type}, {"data", data}};
+  if (std::string invalid = Invalid(body, name); !invalid.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("secret ", ns, "/", name, " is invalid: ", invalid));
+  }
+  absl::MutexLock lock(&mu_);
+  Stored& stored = secrets_[{ns, name}];
+  stored.type = type;
+  stored.data = data;
+  stored.resource_version = ++revision_;
+  stored.uid = next_uid_++;
+  events_.push_back({"ADDED", ns, name, stored});
+  return absl::OkStatus();
+}
+
 std::string TestApiServer::Forbidden(const std::string& verb, const std::string& name,
                                      const std::string& field_selector) const {
   if (!options_.rules) return "";

@@ -100,6 +100,11 @@ class TestApiServer {
   void Stop();
   absl::Status Restart();
 
+  // Stores a secret as an administrator's `kubectl apply` would (no RBAC, validated
+  // like a create): `data` holds base64 values. INVALID_ARGUMENT saying what is wrong.
+  absl::Status Seed(const std::string& ns, const std::string& name, const std::string& type,
+                    const std::map<std::string, std::string>& data);
+
   // How many requests of each kind it answered (e.g. "LIST", "WATCH", "PUT 409").
   int64_t Count(const std::string& what) const;
 

@@ -25,6 +25,9 @@ ABSL_FLAG(std::string, rbac, "",
           "--role are the only ones granted (RBAC). Empty: everything is allowed.");
 ABSL_FLAG(std::string, role, "", "With --rbac: the name of the Role to enforce.");
 ABSL_FLAG(std::string, ready_file, "", "Written once serving: port=N.");
+ABSL_FLAG(std::string, preload, "",
+          "Secret manifests (several documents) stored before serving, as `kubectl apply -f` by an "
+          "administrator would (e.g. the output of relayctl secrets export).");
 
 namespace {
 
@@ -87,6 +90,17 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<TestApiServer>> server = TestApiServer::Start(options);
   if (!server.ok()) Fail(std::string(server.status().message()));
+  if (!absl::GetFlag(FLAGS_preload).empty()) {
+    for (const YAML::Node& document : YAML::LoadAll(ReadFile(absl::GetFlag(FLAGS_preload)))) {
+      if (!document.IsMap() || document["kind"].as<std::string>("") != "Secret") continue;
+      std::map<std::string, std::string> data;
+      for (const auto& entry : document["data"]) data[entry.first.as<std::string>()] = entry.second.as<std::string>();
+      absl::Status seeded = (*server)->Seed(document["metadata"]["namespace"].as<std::string>("default"),
+                                            document["metadata"]["name"].as<std::string>(""),
+                                            document["type"].as<std::string>("Opaque"), data);
+      if (!seeded.ok()) Fail(std::string(seeded.message()));
+    }
+  }
   if (options.tls && !absl::GetFlag(FLAGS_ca_file).empty()) {
     std::ofstream(absl::GetFlag(FLAGS_ca_file)) << (*server)->ca_pem();
   }
