@@ -23,7 +23,9 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "relay-root-tls-secret, the token and relay-client-tls-secret. Created when the agent "
           "first writes to it. Empty: <workspace>/.relay/agent-<cluster> under `bazel run`, else "
           "./.relay/agent-<cluster>.");
-ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(std::string, namespace, "gloo-mesh",
+          "Namespace of the relay secrets. With --secrets=kubernetes and this flag not given: the pod's "
+          "namespace (in-cluster) or the kubeconfig context's, when it names one.");
 ABSL_FLAG(relay::kube::SecretBackend, secrets, relay::kube::SecretBackend::kDirectory,
           "Where relay-root-tls-secret, the token, relay-client-tls-secret and the agent's state live: "
           "directory (files in --secrets_dir) or kubernetes (Secrets in --namespace through the API, so "
@@ -88,7 +90,10 @@ int main(int argc, char** argv) {
   if (!values.ok()) Fail(std::string(values.status().message()));
 
   absl::StatusOr<relay::enrolment::WorkloadSettings> settings = relay::enrolment::ResolveWorkloadSettings(
-      *values, absl::GetFlag(FLAGS_namespace), relay::GivenFlag(FLAGS_cluster, "cluster"),
+      *values,
+      relay::kube::NamespaceFor(absl::GetFlag(FLAGS_namespace), relay::FlagGiven("namespace"),
+                                absl::GetFlag(FLAGS_secrets), absl::GetFlag(FLAGS_kubeconfig)),
+      relay::GivenFlag(FLAGS_cluster, "cluster"),
       relay::GivenFlag(FLAGS_server_address, "server_address"),
       relay::GivenFlag(FLAGS_authority, "authority"),
       relay::GivenFlag(FLAGS_grace_period_ratio, "grace_period_ratio"));

@@ -83,7 +83,7 @@ void Apply(const std::string& manifest, secrets::SecretStore& store) {
       ASSERT_TRUE(absl::Base64Unescape(entry.second.as<std::string>(), &value));
       data[entry.first.as<std::string>()] = value;
     }
-    ASSERT_THAT(store.Put(document["metadata"]["namespace"].as<std::string>(),
+    ASSERT_THAT(store.Put(document["metadata"]["namespace"].as<std::string>(kNamespace),  // kubectl apply -n
                           document["metadata"]["name"].as<std::string>(), data),
                 IsOk());
   }

@@ -117,12 +117,15 @@ server_metrics() { curl -s "127.0.0.1:$metrics_port/metrics"; }
 cluster=pod-cluster
 tools/relayctl secrets export --cluster=$cluster --secrets=kubernetes --kubeconfig="$work/management/kubeconfig" \
   --admin_socket="$work/mgmt/admin.sock" > "$work/export.yaml" || fail "relayctl secrets export failed"
-start_apiserver workload deploy/kubernetes/agent.yaml relay-agent --preload="$work/export.yaml"
+# In a namespace of its own: the pod finds it in its service account's namespace file,
+# and the exported manifest goes where it is applied (kubectl apply -n).
+start_apiserver workload deploy/kubernetes/agent.yaml relay-agent --preload="$work/export.yaml" \
+  --preload_namespace=relay-system
 # What kubelet mounts for the pod's service account.
 mkdir -p "$work/serviceaccount" "$work/output"
 cp "$work/workload/token" "$work/serviceaccount/token"
 cp "$work/workload/ca.crt" "$work/serviceaccount/ca.crt"
-echo gloo-mesh > "$work/serviceaccount/namespace"
+echo relay-system > "$work/serviceaccount/namespace"
 chmod 0644 "$work/serviceaccount/"*
 # The containers run as the image's non-root user.
 chown -R 65532:65532 "$work/output"

@@ -49,8 +49,8 @@ struct KubernetesOptions {
 // In-cluster: KUBERNETES_SERVICE_HOST / _PORT and the pod's service account
 // (/var/run/secrets/kubernetes.io/serviceaccount: token, ca.crt). FAILED_PRECONDITION
 // saying what is missing when not in a pod.
-absl::StatusOr<KubernetesOptions> InClusterOptions(
-    const std::string& service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
+inline constexpr char kServiceAccountDir[] = "/var/run/secrets/kubernetes.io/serviceaccount";
+absl::StatusOr<KubernetesOptions> InClusterOptions(const std::string& service_account_dir = kServiceAccountDir);
 
 // From a kubeconfig file: its current context's cluster (server, and
 // certificate-authority or certificate-authority-data) and user (token or tokenFile). Paths are relative to the file. Other kinds

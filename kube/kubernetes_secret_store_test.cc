@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "kube/secret_backend.h"
 #include "kube/test_apiserver.h"
 #include "nlohmann/json.hpp"
 #include "secrets/conformance.h"
@@ -226,6 +227,27 @@ TEST(KubernetesSecretStoreTest, AKubeconfigNamesTheServerAndTheToken) {
   EXPECT_THAT(KubeconfigOptions(dir + "/config"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bearer token only")));
   EXPECT_THAT(KubeconfigOptions(dir + "/missing"), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// The namespace: the flag when given (or for a directory), else the kubeconfig
+// context's, else the flag's default.
+TEST(SecretBackendTest, TheNamespaceIsTheFlagsOrTheConfigurations) {
+  const std::string dir = relay::testing::MakeTestDir("namespace");
+  auto write = [&](const std::string& context) {
+    std::ofstream(dir + "/config", std::ios::trunc)
+        << "apiVersion: v1\nkind: Config\ncurrent-context: test\n"
+        << "contexts:\n- name: test\n  context: " << context << "\n"
+        << "clusters:\n- name: local\n  cluster: {server: 'https://127.0.0.1:1'}\n"
+        << "users:\n- name: relay\n  user: {token: t}\n";
+  };
+  write("{cluster: local, user: relay, namespace: workload-ns}");
+  const std::string config = dir + "/config";
+  EXPECT_EQ(NamespaceFor("gloo-mesh", false, SecretBackend::kKubernetes, config), "workload-ns");
+  EXPECT_EQ(NamespaceFor("chosen", true, SecretBackend::kKubernetes, config), "chosen");
+  EXPECT_EQ(NamespaceFor("gloo-mesh", false, SecretBackend::kDirectory, config), "gloo-mesh");
+  write("{cluster: local, user: relay}");
+  EXPECT_EQ(NamespaceFor("gloo-mesh", false, SecretBackend::kKubernetes, config), "gloo-mesh");
+  EXPECT_EQ(NamespaceFor("gloo-mesh", false, SecretBackend::kKubernetes, dir + "/missing"), "gloo-mesh");
 }
 
 // HTTPS: the cluster's CA is trusted, another CA is not.

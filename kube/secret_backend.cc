@@ -1,5 +1,8 @@
 #include "kube/secret_backend.h"
 
+#include <fstream>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kube/kubernetes_secret_store.h"
@@ -33,6 +36,20 @@ absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenSecretStore(SecretBack
   }
   ASSIGN_OR_RETURN(KubernetesOptions options, kubeconfig.empty() ? InClusterOptions() : KubeconfigOptions(kubeconfig));
   return OpenKubernetesSecretStore(std::move(options));
+}
+
+std::string NamespaceFor(const std::string& flag_value, bool flag_given, SecretBackend backend,
+                         const std::string& kubeconfig) {
+  if (flag_given || backend == SecretBackend::kDirectory) return flag_value;
+  std::string configured;
+  if (kubeconfig.empty()) {
+    std::ifstream file(std::string(kServiceAccountDir) + "/namespace");
+    std::getline(file, configured);
+  } else if (!KubeconfigOptions(kubeconfig, &configured).ok()) {
+    configured.clear();  // opening the store reports what is wrong with the file
+  }
+  configured = std::string(absl::StripAsciiWhitespace(configured));
+  return configured.empty() ? flag_value : configured;
 }
 
 std::string DescribeSecretBackend(SecretBackend backend, const std::string& dir, const std::string& kubeconfig) {

@@ -38,6 +38,13 @@ absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenSecretStore(SecretBack
                                                                       const std::string& dir,
                                                                       const std::string& kubeconfig);
 
+// The namespace the secrets live in: `flag_value` when the flag was given on the
+// command line or the secrets are in a directory; else, as kubectl does, the pod's own
+// namespace (in-cluster: the service account's namespace file) or the kubeconfig
+// context's, when there is one; else `flag_value` (its default).
+std::string NamespaceFor(const std::string& flag_value, bool flag_given, SecretBackend backend,
+                         const std::string& kubeconfig);
+
 // For logs: "directory DIR", "kubernetes (kubeconfig FILE)" or "kubernetes (in-cluster)".
 std::string DescribeSecretBackend(SecretBackend backend, const std::string& dir, const std::string& kubeconfig);
 

@@ -25,6 +25,8 @@ ABSL_FLAG(std::string, rbac, "",
           "--role are the only ones granted (RBAC). Empty: everything is allowed.");
 ABSL_FLAG(std::string, role, "", "With --rbac: the name of the Role to enforce.");
 ABSL_FLAG(std::string, ready_file, "", "Written once serving: port=N.");
+ABSL_FLAG(std::string, preload_namespace, "default",
+          "Namespace of a preloaded secret that names none (kubectl apply -n).");
 ABSL_FLAG(std::string, preload, "",
           "Secret manifests (several documents) stored before serving, as `kubectl apply -f` by an "
           "administrator would (e.g. the output of relayctl secrets export).");
@@ -95,7 +97,7 @@ int main(int argc, char** argv) {
       if (!document.IsMap() || document["kind"].as<std::string>("") != "Secret") continue;
       std::map<std::string, std::string> data;
       for (const auto& entry : document["data"]) data[entry.first.as<std::string>()] = entry.second.as<std::string>();
-      absl::Status seeded = (*server)->Seed(document["metadata"]["namespace"].as<std::string>("default"),
+      absl::Status seeded = (*server)->Seed(document["metadata"]["namespace"].as<std::string>(absl::GetFlag(FLAGS_preload_namespace)),
                                             document["metadata"]["name"].as<std::string>(""),
                                             document["type"].as<std::string>("Opaque"), data);
       if (!seeded.ok()) Fail(std::string(seeded.message()));

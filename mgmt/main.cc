@@ -24,7 +24,9 @@ ABSL_FLAG(std::string, secrets_dir, "",
           "Where the server keeps its state: the directory secret store (kubelet secret-volume "
           "layout), the registry journal, the store lock and the admin socket. Empty: "
           "<workspace>/.relay/mgmt under `bazel run`, else ./.relay/mgmt.");
-ABSL_FLAG(std::string, namespace, "gloo-mesh", "Namespace of the relay secrets.");
+ABSL_FLAG(std::string, namespace, "gloo-mesh",
+          "Namespace of the relay secrets. With --secrets=kubernetes and this flag not given: the pod's "
+          "namespace (in-cluster) or the kubeconfig context's, when it names one.");
 ABSL_FLAG(relay::kube::SecretBackend, secrets, relay::kube::SecretBackend::kDirectory,
           "Where the root, signing, server and token secrets live: directory (with the state: in "
           "--secrets_dir, or in etcd with --state=etcd) or kubernetes (Secrets in --namespace through the "
@@ -125,9 +127,10 @@ int main(int argc, char** argv) {
         DurationFlag("client_cert_ttl", absl::GetFlag(FLAGS_client_cert_ttl));
   }
   options.secrets_dir = relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "mgmt");
-  options.ns = absl::GetFlag(FLAGS_namespace);
   options.secrets_backend = absl::GetFlag(FLAGS_secrets);
   options.kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
+  options.ns = relay::kube::NamespaceFor(absl::GetFlag(FLAGS_namespace), relay::FlagGiven("namespace"),
+                                         options.secrets_backend, options.kubeconfig);
   if (!options.kubeconfig.empty() && options.secrets_backend != relay::kube::SecretBackend::kKubernetes) {
     Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
   }

@@ -185,8 +185,8 @@ absl::StatusOr<std::unique_ptr<DirectorySecretStore>> OpenStore(const std::strin
 
 // A token for `cluster`: the shared one from `mgmt`, or a single-use one bound to the
 // cluster that the running server creates (--bootstrap_token_ttl). `note` says which.
-absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const std::string& cluster,
-                                     std::string* note);
+absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const std::string& ns,
+                                     const std::string& cluster, std::string* note);
 
 // ---------------------------------------------------------------------------
 
@@ -248,7 +248,7 @@ int Register() {
   if (!ca.ok()) return Fail(std::string(ca.status().message()));
 
   std::string token_note;
-  absl::StatusOr<std::string> issued = TokenFor(**mgmt, cluster, &token_note);
+  absl::StatusOr<std::string> issued = TokenFor(**mgmt, ns, cluster, &token_note);
   if (!issued.ok()) return Fail(std::string(issued.status().message()));
   const std::string& token = *issued;
   std::string token_ns = agent_values->token_secret.Namespace(ns);
@@ -653,8 +653,8 @@ int Check() {
 
 namespace {
 
-absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const std::string& cluster,
-                                     std::string* note) {
+absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const std::string& ns,
+                                     const std::string& cluster, std::string* note) {
   absl::Duration ttl = absl::GetFlag(FLAGS_bootstrap_token_ttl);
   if (ttl < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -673,7 +673,6 @@ absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const st
     return response.token();
   }
   relay::config::MgmtServerValues mgmt_values;
-  const std::string ns = absl::GetFlag(FLAGS_namespace);
   ASSIGN_OR_RETURN(std::string shared,
                    relay::tokens::LoadToken(mgmt, relay::mgmt::TokenNamespace(mgmt_values, ns),
                                             mgmt_values.token_secret.name, mgmt_values.token_secret.key));
@@ -690,6 +689,8 @@ absl::StatusOr<std::string> TokenFor(relay::secrets::SecretStore& mgmt, const st
 }
 
 // One Secret as a Kubernetes manifest (data base64, as the API takes it).
+// Without a namespace (`ns` empty) it goes where `kubectl apply` points (-n, or the
+// context's namespace): the workload cluster's namespace need not be the server's.
 void EmitSecret(YAML::Emitter& out, const std::string& ns, const std::string& name, const std::string& cluster,
                 const std::map<std::string, std::string>& data) {
   out << YAML::BeginDoc << YAML::BeginMap;
@@ -697,7 +698,7 @@ void EmitSecret(YAML::Emitter& out, const std::string& ns, const std::string& na
   out << YAML::Key << "kind" << YAML::Value << "Secret";
   out << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "name" << YAML::Value << name;
-  out << YAML::Key << "namespace" << YAML::Value << ns;
+  if (!ns.empty()) out << YAML::Key << "namespace" << YAML::Value << ns;
   out << YAML::Key << "labels" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "app.kubernetes.io/part-of" << YAML::Value << "relay";
   out << YAML::Key << "relay-cluster" << YAML::Value << cluster;
@@ -732,7 +733,8 @@ int SecretsExport() {
   absl::StatusOr<std::unique_ptr<relay::secrets::SecretStore>> mgmt =
       relay::kube::OpenSecretStore(backend, MgmtDir(), kubeconfig);
   if (!mgmt.ok()) return Fail(std::string(mgmt.status().message()));
-  const std::string ns = absl::GetFlag(FLAGS_namespace);
+  const std::string ns =
+      relay::kube::NamespaceFor(absl::GetFlag(FLAGS_namespace), relay::FlagGiven("namespace"), backend, kubeconfig);
   relay::config::MgmtServerValues mgmt_values;
   absl::StatusOr<relay::secrets::SecretData> root = (*mgmt)->Get(ns, mgmt_values.root_tls_secret);
   if (!root.ok()) {
@@ -744,15 +746,16 @@ int SecretsExport() {
   absl::StatusOr<std::string> ca = relay::secrets::GetKey(*root, ns, mgmt_values.root_tls_secret, "ca.crt");
   if (!ca.ok()) return Fail(std::string(ca.status().message()));
   std::string token_note;
-  absl::StatusOr<std::string> token = TokenFor(**mgmt, cluster, &token_note);
+  absl::StatusOr<std::string> token = TokenFor(**mgmt, ns, cluster, &token_note);
   if (!token.ok()) return Fail(std::string(token.status().message()));
 
   YAML::Emitter out;
-  EmitSecret(out, ns, agent_values->root_tls_secret, cluster, {{"ca.crt", *ca}});
-  EmitSecret(out, agent_values->token_secret.Namespace(ns), agent_values->token_secret.name, cluster,
+  EmitSecret(out, "", agent_values->root_tls_secret, cluster, {{"ca.crt", *ca}});
+  // tokenSecret.namespace of the agent's values, when it names one.
+  EmitSecret(out, agent_values->token_secret.Namespace(""), agent_values->token_secret.name, cluster,
              {{agent_values->token_secret.key, *token}});
   std::cout << "# relay: the root CA and the " << token_note << " for cluster " << cluster
-            << ", for the workload cluster (kubectl apply -f -)\n"
+            << ", for the workload cluster's namespace (kubectl apply -n NAMESPACE -f -)\n"
             << out.c_str() << "\n";
   return std::cout.good() ? 0 : Fail("could not write the manifest to standard output");
 }
