@@ -130,11 +130,13 @@ chmod 0644 "$work/serviceaccount/"*
 # The containers run as the image's non-root user.
 chown -R 65532:65532 "$work/output"
 
-# A port nothing listens on (ss is in iproute2, on every Debian machine).
+# A port nothing listens on (ss is in iproute2, on every Debian machine), below the
+# ephemeral range, where an outgoing connection could take it before the pod binds it.
+ephemeral_low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % (ephemeral_low - 10000)))
     ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
   done
 }
