@@ -3,6 +3,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "mgmt/signing_authority.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
 
 namespace relay::mgmt {
 
@@ -88,6 +91,48 @@ grpc::Status AdminService::PushSnapshot(grpc::ServerContext*, const v1::PushSnap
   absl::StatusOr<v1::ServerMessage> snapshot = RelayHub::SnapshotMessage(core_->registry(), cluster);
   if (snapshot.ok()) hub_->Send(cluster, *std::move(snapshot));
   response->set_version(*version);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RotateIntermediate(grpc::ServerContext*, const v1::RotateIntermediateRequest*,
+                                              v1::AdminResponse* response) {
+  absl::StatusOr<pki::CertificateInfo> rotated = core_->RotateIntermediate(absl::Now(), "operator request");
+  if (!rotated.ok()) return ToGrpc(rotated.status());
+  response->set_message(absl::StrCat("new intermediate ", rotated->serial_hex, " valid until ",
+                                     pki::FormatUtc(rotated->not_after),
+                                     "; certificates issued from now on chain to it, the previous one is kept "
+                                     "until it expires"));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::CaStatus(grpc::ServerContext*, const v1::CaStatusRequest*, v1::CaStatusResponse* response) {
+  auto add = [&](const std::string& role, const X509* cert, absl::Time rotation_due) {
+    absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert);
+    if (!info.ok()) return;
+    v1::CaInfo* ca = response->add_cas();
+    ca->set_role(role);
+    ca->set_subject(info->subject);
+    ca->set_serial(info->serial_hex);
+    ca->set_not_before_unix(absl::ToUnixSeconds(info->not_before));
+    ca->set_not_after_unix(absl::ToUnixSeconds(info->not_after));
+    if (rotation_due != absl::InfinitePast()) ca->set_rotation_due_unix(absl::ToUnixSeconds(rotation_due));
+  };
+  if (auto roots = pki::ParseCertificateChainPem(core_->root_bundle_pem()); roots.ok()) {
+    for (const auto& root : *roots) add("root", root.get(), absl::InfinitePast());
+  }
+  if (std::shared_ptr<const pki::Issuer> signer = core_->signer()) {
+    absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(signer->certificate());
+    add("intermediate", signer->certificate(),
+        info.ok() ? IntermediateRotationDue(*info, core_->options().values.client_cert_ttl) : absl::InfinitePast());
+  }
+  if (auto retired = pki::ParseCertificateChainPem(core_->authority().RetiredPem(absl::Now())); retired.ok()) {
+    for (const auto& cert : *retired) add("retired-intermediate", cert.get(), absl::InfinitePast());
+  }
+  if (auto server = core_->state().secrets().Get(core_->options().ns, core_->options().values.tls_secret); server.ok()) {
+    if (auto chain = pki::ParseCertificateChainPem((*server)["tls.crt"]); chain.ok() && !chain->empty()) {
+      add("server", (*chain)[0].get(), absl::InfinitePast());
+    }
+  }
   return grpc::Status::OK;
 }
 

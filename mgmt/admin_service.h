@@ -23,6 +23,10 @@ class AdminService final : public relay::v1::Admin::Service {
                             relay::v1::AdminResponse* response) override;
   grpc::Status CreateBootstrapToken(grpc::ServerContext*, const relay::v1::CreateBootstrapTokenRequest* request,
                                     relay::v1::CreateBootstrapTokenResponse* response) override;
+  grpc::Status RotateIntermediate(grpc::ServerContext*, const relay::v1::RotateIntermediateRequest* request,
+                                  relay::v1::AdminResponse* response) override;
+  grpc::Status CaStatus(grpc::ServerContext*, const relay::v1::CaStatusRequest* request,
+                        relay::v1::CaStatusResponse* response) override;
   grpc::Status PushSnapshot(grpc::ServerContext*, const relay::v1::PushSnapshotRequest* request,
                             relay::v1::PushSnapshotResponse* response) override;
 

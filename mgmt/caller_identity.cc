@@ -78,7 +78,7 @@ absl::StatusOr<CallerIdentity> CallerIdentifier::CertificateIdentity(const grpc_
     return absl::PermissionDeniedError("client certificate must carry exactly one DNS SAN, the cluster name");
   }
   CallerIdentity identity{leaf->dns_names[0], leaf->serial_hex, leaf->not_after, false};
-  identity.issued_by_us = signer_ != nullptr && pki::NamesIssuer(signer_->certificate(), *leaf);
+  identity.issued_by_us = authority_ != nullptr && authority_->Issued(*leaf);
   absl::MutexLock lock(&mu_);
   if (cache_.size() >= kCacheSize) cache_.clear();
   cache_.emplace(digest, identity);

@@ -18,6 +18,7 @@
 #include "common/grpc_tls.h"
 #include "grpcpp/grpcpp.h"
 #include "mgmt/cluster_registry.h"
+#include "mgmt/signing_authority.h"
 #include "pki/ca.h"
 
 namespace relay::mgmt {
@@ -37,9 +38,10 @@ absl::Status CheckCsrIdentity(absl::string_view csr_cluster, absl::string_view a
 
 class CallerIdentifier {
  public:
-  // `signer` (may be null: disableCa) tells which certificates the server issued and
-  // pins; `registry` holds revocations and pins.
-  CallerIdentifier(const pki::Issuer* signer, ClusterRegistry* registry) : signer_(signer), registry_(registry) {}
+  // `authority` (its current and retired intermediates; none with disableCa) tells
+  // which certificates the server issued and pins; `registry` holds revocations and pins.
+  CallerIdentifier(const SigningAuthority* authority, ClusterRegistry* registry)
+      : authority_(authority), registry_(registry) {}
 
   using Done = absl::AnyInvocable<void(absl::StatusOr<CallerIdentity>) &&>;
 
@@ -56,7 +58,7 @@ class CallerIdentifier {
   absl::StatusOr<CallerIdentity> CertificateIdentity(const grpc_tls::Peer& peer, absl::Time now);
 
   static constexpr size_t kCacheSize = 65536;
-  const pki::Issuer* const signer_;
+  const SigningAuthority* const authority_;
   ClusterRegistry* const registry_;
   absl::Mutex mu_;
   // Keyed by the SHA-256 of the certificate's PEM: 32 bytes instead of ~900 per agent.

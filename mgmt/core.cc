@@ -19,6 +19,7 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
     : options_(std::move(options)),
       state_(std::move(state)),
       pki_(std::move(pki)),
+      authority_(std::move(pki_.signer), std::move(pki_.retired_intermediates)),
       registry_(std::move(registry)),
       bootstrap_tokens_(state_.get(), options_.ns) {
   {
@@ -33,7 +34,7 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
   SetCaMetrics();
 }
 
-Core::~Core() = default;
+Core::~Core() { signing_watch_.reset(); }
 
 bool Core::IsSharedToken(absl::string_view token) const { return tokens::TokensEqual(token, pki_.token); }
 
@@ -43,8 +44,8 @@ void Core::SetCaMetrics() {
       metrics_.certificate_expiry.Set({"root"}, absl::ToUnixSeconds(info->not_after));
     }
   }
-  if (pki_.signer) {
-    if (auto info = pki::InspectCertificate(pki_.signer->certificate()); info.ok()) {
+  if (std::shared_ptr<const pki::Issuer> signer = authority_.current()) {
+    if (auto info = pki::InspectCertificate(signer->certificate()); info.ok()) {
       metrics_.certificate_expiry.Set({"intermediate"}, absl::ToUnixSeconds(info->not_after));
     }
   }
@@ -87,7 +88,8 @@ absl::Status Core::CheckAgentVersion(const std::string& version) {
 }
 
 void Core::MaybeRenewServerCertificate(absl::Time now) {
-  if (!pki_.signer) return;
+  std::shared_ptr<const pki::Issuer> signer = authority_.current();
+  if (!signer) return;
   pki::CertificateInfo current;
   {
     absl::MutexLock lock(&server_cert_mu_);
@@ -108,7 +110,7 @@ void Core::MaybeRenewServerCertificate(absl::Time now) {
   }
   if (!LeadsHousekeeping()) return;  // the leader renews it; we take it on a later sweep
   absl::StatusOr<pki::CertificateInfo> renewed =
-      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *pki_.signer, pki_.root_bundle_pem, now);
+      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *signer, pki_.root_bundle_pem, now);
   if (!renewed.ok()) {
     LogError("server_certificate_renewal_failed", {{"error", std::string(renewed.status().message())}});
     return;
@@ -134,7 +136,73 @@ ManagementPkiOptions Core::PkiOptions(const ServerOptions& options) {
   pki_options.extra_dns_names = options.server_dns_names;
   pki_options.extra_ip_addresses = options.server_ip_addresses;
   pki_options.server_lifetime = options.server_cert_lifetime;
+  pki_options.intermediate_lifetime = options.intermediate_lifetime;
   return pki_options;
+}
+
+void Core::MaybeRotateIntermediate(absl::Time now) {
+  std::shared_ptr<const pki::Issuer> signer = authority_.current();
+  if (!signer || !LeadsHousekeeping() || now < next_rotation_attempt_) return;
+  absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(signer->certificate());
+  if (!info.ok() || now < IntermediateRotationDue(*info, options_.values.client_cert_ttl)) return;
+  next_rotation_attempt_ = now + absl::Minutes(1);
+  if (absl::StatusOr<pki::CertificateInfo> rotated = RotateIntermediate(now, "rotation point reached"); !rotated.ok()) {
+    // Tried again on the next sweep; the log says what an operator can do meanwhile.
+    LogError("intermediate_rotation_failed", {{"error", std::string(rotated.status().message())},
+                                             {"not_after", pki::FormatUtc(info->not_after)}});
+  }
+}
+
+absl::StatusOr<pki::CertificateInfo> Core::RotateIntermediate(absl::Time now, absl::string_view why) {
+  absl::MutexLock lock(&rotation_mu_);
+  std::shared_ptr<const pki::Issuer> previous = authority_.current();
+  if (!previous) return absl::FailedPreconditionError("this server signs nothing (disableCa): it has no intermediate");
+  ManagementPkiOptions pki_options = PkiOptions(options_);
+  // The previous one joins the retired ones still stored, unless it has expired.
+  std::string retired_pem = authority_.RetiredPem(now);
+  if (absl::StatusOr<pki::CertificateInfo> old = pki::InspectCertificate(previous->certificate());
+      old.ok() && now < old->not_after) {
+    retired_pem = previous->certificate_pem() + retired_pem;
+  }
+  ASSIGN_OR_RETURN(NewIntermediate made, MakeIntermediate(state_->secrets(), pki_options, retired_pem, now));
+  ASSIGN_OR_RETURN(pki::CertificateInfo made_info, pki::InspectCertificate(made.issuer->certificate()));
+  if (absl::Status written = state_->secrets().Put(options_.ns, options_.values.signing_tls_secret, made.secret);
+      !written.ok()) {
+    return absl::Status(written.code(), absl::StrCat("cannot store the new intermediate: ", written.message()));
+  }
+  authority_.Replace(std::move(made.issuer), now);
+  SetCaMetrics();
+  LogInfo("intermediate_rotated", {{"why", std::string(why)},
+                                   {"serial", made_info.serial_hex},
+                                   {"not_after", pki::FormatUtc(made_info.not_after)}});
+  // The server certificate under the new one too, so the relay port's chain moves on.
+  std::shared_ptr<const pki::Issuer> signer = authority_.current();
+  absl::StatusOr<pki::CertificateInfo> server =
+      WriteServerCertificate(state_->secrets(), pki_options, *signer, pki_.root_bundle_pem, now);
+  if (!server.ok()) {
+    LogError("server_certificate_renewal_failed", {{"error", std::string(server.status().message())}});
+  } else {
+    absl::MutexLock server_lock(&server_cert_mu_);
+    server_certificate_ = *server;
+    metrics_.certificate_expiry.Set({"server"}, absl::ToUnixSeconds(server->not_after));
+  }
+  return made_info;
+}
+
+void Core::WatchSigningCa() {
+  if (!authority_.current()) return;
+  signing_watch_ = state_->secrets().Watch(options_.ns, options_.values.signing_tls_secret,
+                                           [this] { AdoptStoredSigningCa(); });
+}
+
+void Core::AdoptStoredSigningCa() {
+  absl::StatusOr<StoredSigningCa> stored = ReadSigningCa(state_->secrets(), PkiOptions(options_), absl::Now());
+  if (!stored.ok()) {
+    LogWarning("signing_ca_not_reloaded", {{"error", std::string(stored.status().message())}});
+    return;
+  }
+  authority_.Adopt(std::move(stored->issuer), std::move(stored->retired));
+  SetCaMetrics();
 }
 
 }  // namespace relay::mgmt

@@ -18,6 +18,7 @@
 #include "mgmt/management_pki.h"
 #include "mgmt/server.h"
 #include "mgmt/server_metrics.h"
+#include "mgmt/signing_authority.h"
 #include "state/leader_election.h"
 #include "state/state_store.h"
 #include "tokens/bootstrap_tokens.h"
@@ -31,8 +32,11 @@ class Core {
   ~Core();
 
   const ServerOptions& options() const { return options_; }
-  // The signing CA; null with disableCa (the server then signs nothing).
-  const pki::Issuer* signer() const { return pki_.signer.get(); }
+  // The signing CA; null with disableCa (the server then signs nothing). It changes
+  // when the intermediate rotates: keep what this returns for one issuance.
+  std::shared_ptr<const pki::Issuer> signer() const { return authority_.current(); }
+  // The current and the retired intermediates (which leaves are ours).
+  const SigningAuthority& authority() const { return authority_; }
   const std::string& root_bundle_pem() const { return pki_.root_bundle_pem; }
   // Constant-time comparison with the shared identity token.
   bool IsSharedToken(absl::string_view token) const;
@@ -61,17 +65,33 @@ class Core {
   // The relay port re-reads the secret's files, so no restart is needed. Of several
   // replicas the elected one renews it; the others take what it stored.
   void MaybeRenewServerCertificate(absl::Time now);
+  // Prepares a new intermediate under the root once the current one reaches its
+  // rotation point (IntermediateRotationDue), issues under it from then on, keeps the
+  // old one's certificate until it expires (retired.crt) and re-issues the server
+  // certificate under the new one. Of several replicas the elected one does it; the
+  // others take it from the signing secret (WatchSigningCa).
+  void MaybeRotateIntermediate(absl::Time now);
+  // The same now, whatever the schedule (relayctl ca rotate-intermediate): the new
+  // intermediate's certificate info, or why it could not (no root key, no CA).
+  absl::StatusOr<pki::CertificateInfo> RotateIntermediate(absl::Time now, absl::string_view why);
+  // Follows the signing secret, so a rotation another replica made reaches this one.
+  void WatchSigningCa();
 
   static ManagementPkiOptions PkiOptions(const ServerOptions& options);
 
  private:
   void SetCaMetrics();
+  void AdoptStoredSigningCa();
   // The server certificate in the store (which another replica may have renewed).
   absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();
 
   const ServerOptions options_;
   std::unique_ptr<state::StateStore> state_;
   ManagementPki pki_;
+  SigningAuthority authority_;
+  absl::Mutex rotation_mu_;  // one rotation at a time
+  std::unique_ptr<secrets::SecretWatch> signing_watch_;
+  absl::Time next_rotation_attempt_ = absl::InfinitePast();  // the sweeper's alone
   std::unique_ptr<ClusterRegistry> registry_;
   std::unique_ptr<ConnectionDirectory> connections_;  // goes before the registry and the state
   std::unique_ptr<state::LeaderElection> election_;   // goes first of the state's users

@@ -81,6 +81,10 @@ ABSL_FLAG(double, server_cert_grace_ratio, 0.5,
           "The server renews its own certificate when this share of its lifetime remains, in "
           "(0, 1).");
 ABSL_FLAG(absl::Duration, server_cert_lifetime, absl::Hours(8760), "Lifetime of the server certificates it issues.");
+ABSL_FLAG(absl::Duration, intermediate_lifetime, absl::Hours(24 * 1825),
+          "Lifetime of an intermediate signing CA the server makes (at first start and at each rotation). "
+          "It is replaced when a sixth of it remains, and never later than two client certificate lifetimes "
+          "before it expires; it must be longer than two client certificate lifetimes.");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A relay connection that has not finished its TLS handshake by then is closed, so idle "
           "connections cannot pile up.");
@@ -173,6 +177,14 @@ int main(int argc, char** argv) {
   options.handshake_timeout = DurationFlag("handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout));
   options.server_cert_lifetime =
       DurationFlag("server_cert_lifetime", absl::GetFlag(FLAGS_server_cert_lifetime));
+  options.intermediate_lifetime =
+      DurationFlag("intermediate_lifetime", absl::GetFlag(FLAGS_intermediate_lifetime));
+  if (options.intermediate_lifetime <= options.values.client_cert_ttl * 2) {
+    Fail(absl::StrCat("--intermediate_lifetime=", absl::FormatDuration(options.intermediate_lifetime),
+                      " must be longer than two client certificate lifetimes (",
+                      absl::FormatDuration(options.values.client_cert_ttl * 2),
+                      "): every leaf must be able to live out its lifetime under the intermediate that issued it"));
+  }
   if (absl::Status sans = relay::SplitSans(absl::GetFlag(FLAGS_server_san), &options.server_dns_names,
                                            &options.server_ip_addresses);
       !sans.ok()) {

@@ -163,6 +163,18 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
     if (!bundle.ok()) return InSecret(ns, root_name, "ca.crt", bundle.status());
     roots = *std::move(bundle);
     for (const auto& root : roots) {
+      if (absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(root.get());
+          info.ok() && now >= info->not_after) {
+        return InSecret(ns, root_name, "ca.crt",
+                        absl::FailedPreconditionError(absl::StrCat(
+                            "the root CA expired at ", pki::FormatUtc(info->not_after),
+                            ": nothing under it is valid and agents cannot verify this server. Recovery (README "
+                            "\"Expired root\"): stop the server; move ", root_name, ", ", values.signing_tls_secret,
+                            " and ", values.tls_secret,
+                            " aside (keep the token secret); start the server, which creates a new root; give each "
+                            "workload cluster the new root (relayctl secrets export or register); their agents "
+                            "register again with the token")));
+      }
       absl::Status ca = pki::CheckCaCertificate(root.get(), now, "root certificate");
       if (!ca.ok()) return InSecret(ns, root_name, "ca.crt", ca);
     }
@@ -193,7 +205,29 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
   // 2. Intermediate signing CA (also used for the server certificate).
   const std::string& signing_name = values.signing_tls_secret;
   ASSIGN_OR_RETURN(std::optional<SecretData> signing_secret, Find(store, ns, signing_name));
+  bool replace_expired_intermediate = false;
   if (signing_secret) {
+    ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*signing_secret, ns, signing_name, true));
+    if (absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(pair.chain[0].get());
+        info.ok() && now >= info->not_after && !values.disable_ca) {
+      // Down past the intermediate's expiry: its leaves have all expired too, so a new
+      // one under the (still valid) root takes its place.
+      if (!may_generate || !root_key) {
+        return InSecret(ns, signing_name, "tls.crt",
+                        absl::FailedPreconditionError(absl::StrCat(
+                            "the intermediate expired at ", pki::FormatUtc(info->not_after),
+                            !may_generate ? " and disableCaCertGeneration is set: put a new intermediate under the "
+                                            "root in this secret (tls.crt, tls.key, ca.crt)"
+                                          : " and the root secret has no tls.key to sign a new one: put a new "
+                                            "intermediate in this secret, or the root key in the root secret")));
+      }
+      LogWarning("intermediate_expired", {{"secret", absl::StrCat(ns, "/", signing_name)},
+                                          {"not_after", pki::FormatUtc(info->not_after)},
+                                          {"action", "issuing a new intermediate under the root"}});
+      replace_expired_intermediate = true;
+    }
+  }
+  if (signing_secret && !replace_expired_intermediate) {
     ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*signing_secret, ns, signing_name, true));
     absl::Status chains = pki::VerifyChain(pair.chain[0].get(),
                                            pki::Borrow(pair.chain), pki::Borrow(roots), now);
@@ -210,6 +244,14 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
         pki::Issuer::Create(std::move(pair.chain[0]), std::move(pair.key), now);
     if (!signer.ok()) return InSecret(ns, signing_name, "tls.crt", signer.status());
     result.signer = *std::move(signer);
+    if (auto retired = signing_secret->find(kRetiredIntermediatesKey); retired != signing_secret->end()) {
+      absl::StatusOr<std::vector<pki::UniquePtr<X509>>> certs = pki::ParseCertificateChainPem(retired->second);
+      if (!certs.ok()) return InSecret(ns, signing_name, kRetiredIntermediatesKey, certs.status());
+      for (auto& cert : *certs) {
+        absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert.get());
+        if (info.ok() && now < info->not_after) result.retired_intermediates.push_back(std::move(cert));
+      }
+    }
   } else if (!values.disable_ca) {
     if (!may_generate) {
       return MissingSecret(ns, signing_name, "disableCaCertGeneration is set (bring your own intermediate)",
@@ -235,7 +277,7 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
     ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
     writes.push_back({ns, signing_name,
                       {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", result.root_bundle_pem}},
-                      true, true});
+                      !replace_expired_intermediate, !replace_expired_intermediate});
     ASSIGN_OR_RETURN(result.signer, pki::Issuer::Create(std::move(cert), std::move(key), now));
   }
 
@@ -243,8 +285,8 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
   // signing CA (it would renew it anyway); without one it stops start-up.
   const std::string& server_name = values.tls_secret;
   ASSIGN_OR_RETURN(std::optional<SecretData> server_secret, Find(store, ns, server_name));
-  bool issue_server_certificate = !server_secret;
-  if (server_secret) {
+  bool issue_server_certificate = !server_secret || replace_expired_intermediate;
+  if (server_secret && !replace_expired_intermediate) {
     ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*server_secret, ns, server_name, true));
     ASSIGN_OR_RETURN(result.server_certificate, pki::InspectCertificate(pair.chain[0].get()));
     if (now >= result.server_certificate.not_after && result.signer) {
@@ -328,6 +370,55 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store, c
     absl::StatusOr<ManagementPki> pki = EnsureOnce(store, options, now);
     if (!absl::IsAlreadyExists(pki.status()) || attempt == 3) return pki;
   }
+}
+
+absl::StatusOr<NewIntermediate> MakeIntermediate(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                                 const std::string& retired_pem, absl::Time now) {
+  const std::string& ns = options.ns;
+  const std::string& root_name = options.values.root_tls_secret;
+  ASSIGN_OR_RETURN(SecretData root_secret, store.Get(ns, root_name));
+  if (!root_secret.count("tls.key")) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "secret ", ns, "/", root_name, " has no tls.key, so the server cannot sign a new intermediate: put one "
+        "signed by your root in ", ns, "/", options.values.signing_tls_secret, " (tls.crt, tls.key, ca.crt)"));
+  }
+  ASSIGN_OR_RETURN(std::string root_bundle_pem, Key(root_secret, ns, root_name, "ca.crt"));
+  SecretData pair_view = {{"tls.crt", root_secret.count("tls.crt") ? root_secret.at("tls.crt") : root_bundle_pem},
+                          {"tls.key", root_secret.at("tls.key")}};
+  ASSIGN_OR_RETURN(KeyPair root, LoadPair(pair_view, ns, root_name, true));
+  ASSIGN_OR_RETURN(std::unique_ptr<pki::Issuer> root_issuer,
+                   pki::Issuer::Create(std::move(root.chain[0]), std::move(root.key), now));
+  ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::GenerateKey(options.key_type));
+  ASSIGN_OR_RETURN(pki::UniquePtr<X509> cert,
+                   root_issuer->Issue(key.get(), pki::IntermediateCaSpec("relay-signing-ca", now,
+                                                                         options.intermediate_lifetime)));
+  NewIntermediate made;
+  ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
+  ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
+  made.secret = {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", root_bundle_pem}};
+  if (!retired_pem.empty()) made.secret[kRetiredIntermediatesKey] = retired_pem;
+  ASSIGN_OR_RETURN(made.issuer, pki::Issuer::Create(std::move(cert), std::move(key), now));
+  return made;
+}
+
+absl::StatusOr<StoredSigningCa> ReadSigningCa(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                              absl::Time now) {
+  const std::string& ns = options.ns;
+  const std::string& name = options.values.signing_tls_secret;
+  ASSIGN_OR_RETURN(SecretData secret, store.Get(ns, name));
+  ASSIGN_OR_RETURN(KeyPair pair, LoadPair(secret, ns, name, true));
+  StoredSigningCa stored;
+  absl::StatusOr<std::unique_ptr<pki::Issuer>> issuer = pki::Issuer::Create(std::move(pair.chain[0]), std::move(pair.key), now);
+  if (!issuer.ok()) return InSecret(ns, name, "tls.crt", issuer.status());
+  stored.issuer = *std::move(issuer);
+  if (auto retired = secret.find(kRetiredIntermediatesKey); retired != secret.end()) {
+    ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> certs, pki::ParseCertificateChainPem(retired->second));
+    for (auto& cert : certs) {
+      absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert.get());
+      if (info.ok() && now < info->not_after) stored.retired.push_back(std::move(cert));
+    }
+  }
+  return stored;
 }
 
 }  // namespace relay::mgmt

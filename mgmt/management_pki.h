@@ -36,6 +36,9 @@ struct ManagementPkiOptions {
 struct ManagementPki {
   std::string root_bundle_pem;              // trust anchors (relay-root-tls-secret ca.crt)
   std::unique_ptr<pki::Issuer> signer;      // the intermediate; null with disableCa
+  // Earlier intermediates whose leaves may still be live (the signing secret's
+  // retired.crt), unexpired.
+  std::vector<pki::UniquePtr<X509>> retired_intermediates;
   std::string token;                        // shared identity token; empty with disableCa
   std::vector<std::string> created;         // "ns/name" of each secret this call made
   pki::CertificateInfo server_certificate;  // the leaf in relay-server-tls-secret
@@ -45,6 +48,27 @@ struct ManagementPki {
 absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
                                                   const ManagementPkiOptions& options,
                                                   absl::Time now);
+
+// The signing secret's key holding the retired intermediates (PEM bundle).
+inline constexpr char kRetiredIntermediatesKey[] = "retired.crt";
+
+// A new intermediate under the root in relay-root-tls-secret (which must hold its
+// tls.key), valid from `now` for `lifetime`, and the signing secret that holds it with
+// `retired_pem`. FAILED_PRECONDITION saying what to do when the root key is absent.
+struct NewIntermediate {
+  std::unique_ptr<pki::Issuer> issuer;
+  secrets::SecretData secret;  // tls.crt, tls.key, ca.crt (root bundle), retired.crt
+};
+absl::StatusOr<NewIntermediate> MakeIntermediate(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                                 const std::string& retired_pem, absl::Time now);
+
+// The signing secret as stored: its issuer and retired intermediates (unexpired).
+struct StoredSigningCa {
+  std::unique_ptr<pki::Issuer> issuer;
+  std::vector<pki::UniquePtr<X509>> retired;
+};
+absl::StatusOr<StoredSigningCa> ReadSigningCa(secrets::SecretStore& store, const ManagementPkiOptions& options,
+                                              absl::Time now);
 
 // The namespace of the token secret: tokenSecret.namespace, or the release namespace.
 std::string TokenNamespace(const config::MgmtServerValues& values, const std::string& ns);

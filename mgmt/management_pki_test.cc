@@ -83,6 +83,68 @@ TEST_F(ManagementPkiTest, ExpiredServerCertificateIsReissuedAtStartUp) {
   EXPECT_EQ(pki::SerialHex((*stored)[0].get()), second->server_certificate.serial_hex);
 }
 
+// Down past the intermediate's expiry (the root still valid): a new intermediate under
+// the root and a server certificate under it; the token and the root are kept.
+TEST_F(ManagementPkiTest, AnExpiredIntermediateIsReplacedAtStartUp) {
+  options_.intermediate_lifetime = absl::Hours(10);
+  options_.server_lifetime = absl::Hours(5);
+  absl::StatusOr<ManagementPki> first = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_THAT(first, IsOk());
+  const std::string old_intermediate = *pki::CertificateToPem(first->signer->certificate());
+  const absl::Time later = kNow + absl::Hours(11);
+  absl::StatusOr<ManagementPki> second = EnsureManagementPki(*store_, options_, later);
+  ASSERT_THAT(second, IsOk());
+  EXPECT_NE(*pki::CertificateToPem(second->signer->certificate()), old_intermediate);
+  EXPECT_EQ(second->root_bundle_pem, first->root_bundle_pem);
+  EXPECT_EQ(second->token, first->token);
+  EXPECT_GT(second->server_certificate.not_after, later);
+  // It verifies under the root, as stored.
+  auto stored = *store_->Get(kNs, "relay-tls-signing-secret");
+  auto chain = *pki::ParseCertificateChainPem(stored["tls.crt"]);
+  auto roots = *pki::ParseCertificateChainPem(first->root_bundle_pem);
+  EXPECT_THAT(pki::VerifyChain(chain[0].get(), {}, pki::Borrow(roots), later), IsOk());
+}
+
+// An expired root stops start-up with the recovery procedure, and writes nothing.
+TEST_F(ManagementPkiTest, AnExpiredRootStopsStartUpWithTheRecovery) {
+  options_.root_lifetime = absl::Hours(10);
+  options_.intermediate_lifetime = absl::Hours(5);
+  options_.server_lifetime = absl::Hours(2);
+  ASSERT_THAT(EnsureManagementPki(*store_, options_, kNow), IsOk());
+  auto before = *store_->Get(kNs, "relay-tls-signing-secret");
+  absl::StatusOr<ManagementPki> pki = EnsureManagementPki(*store_, options_, kNow + absl::Hours(11));
+  EXPECT_THAT(pki, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("root CA expired")));
+  EXPECT_THAT(pki.status().message(), HasSubstr("Expired root"));
+  EXPECT_THAT(pki.status().message(), HasSubstr("relayctl secrets export"));
+  EXPECT_EQ(*store_->Get(kNs, "relay-tls-signing-secret"), before);
+}
+
+// A rotation's secret: a new intermediate under the root, the retired ones beside it;
+// read back, both are there; without the root key, the error says what to do.
+TEST_F(ManagementPkiTest, MakeIntermediateKeepsTheRetiredOnes) {
+  absl::StatusOr<ManagementPki> first = EnsureManagementPki(*store_, options_, kNow);
+  ASSERT_THAT(first, IsOk());
+  const std::string old_pem = first->signer->certificate_pem();
+  absl::StatusOr<NewIntermediate> made = MakeIntermediate(*store_, options_, old_pem, kNow + absl::Hours(1));
+  ASSERT_THAT(made, IsOk());
+  ASSERT_THAT(store_->Put(kNs, "relay-tls-signing-secret", made->secret), IsOk());
+  absl::StatusOr<StoredSigningCa> read = ReadSigningCa(*store_, options_, kNow + absl::Hours(1));
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ(read->issuer->certificate_pem(), made->issuer->certificate_pem());
+  ASSERT_EQ(read->retired.size(), 1u);
+  EXPECT_EQ(*pki::CertificateToPem(read->retired[0].get()), old_pem);
+  // A restart reads the retired one too.
+  absl::StatusOr<ManagementPki> restarted = EnsureManagementPki(*store_, options_, kNow + absl::Hours(1));
+  ASSERT_THAT(restarted, IsOk());
+  EXPECT_EQ(restarted->retired_intermediates.size(), 1u);
+
+  auto root = *store_->Get(kNs, "relay-root-tls-secret");
+  root.erase("tls.key");
+  ASSERT_THAT(store_->Put(kNs, "relay-root-tls-secret", root), IsOk());
+  EXPECT_THAT(MakeIntermediate(*store_, options_, "", kNow), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                                      HasSubstr("no tls.key")));
+}
+
 // Without the signing CA the server cannot replace an expired server certificate: that
 // still stops start-up, naming the secret.
 TEST_F(ManagementPkiTest, ExpiredServerCertificateWithoutASigningCaStopsStartUp) {

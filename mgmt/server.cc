@@ -69,7 +69,7 @@ class ServerImpl final : public ManagementServer {
       : core_(std::move(core)),
         files_(std::move(files)),
         hub_(core_.get()),
-        identifier_(core_->signer(), &core_->registry()) {}
+        identifier_(&core_->authority(), &core_->registry()) {}
 
   ~ServerImpl() override {
     core_->registry().SetForeignChangeListener(nullptr);
@@ -232,6 +232,7 @@ class ServerImpl final : public ManagementServer {
       uint64_t shed = accept_guard::ShedConnections();
       core_->metrics().connections_shed.Increment({}, static_cast<double>(shed - shed_counted_));
       shed_counted_ = shed;
+      core_->MaybeRotateIntermediate(now);
       core_->MaybeRenewServerCertificate(now);
       const bool leads = core_->LeadsHousekeeping();
       core_->metrics().housekeeping_leader.Set({}, leads ? 1 : 0);
@@ -428,6 +429,7 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
     core->AttachElection(std::make_unique<state::LeaderElection>(&core->state(), "housekeeping", replica));
     LogInfo("replica", {{"id", replica}});
   }
+  core->WatchSigningCa();
   auto server = std::make_unique<ServerImpl>(std::move(core), std::move(files));
   RETURN_IF_ERROR(server->Serve());
   return server;

@@ -55,6 +55,8 @@ struct ServerOptions {
   // The server renews its own certificate when this share of its lifetime remains.
   double server_cert_grace_ratio = 0.5;
   absl::Duration server_cert_lifetime = absl::Hours(24 * 365);
+  // Lifetime of an intermediate the server makes (at first start, and at each rotation).
+  absl::Duration intermediate_lifetime = absl::Hours(24 * 1825);
   // Refuse a Register with the shared token whenever the cluster holds a valid
   // certificate, online or not (for agents that keep their certificates across restarts).
   bool strict_reregistration = false;

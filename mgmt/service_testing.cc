@@ -39,7 +39,7 @@ std::unique_ptr<ServicesUnderTest> ServicesUnderTest::Start(ServerOptions option
   services->core_ = std::make_unique<Core>(std::move(options), std::move(state), *std::move(pki), *std::move(registry));
   Core* core = services->core_.get();
   services->hub_ = std::make_unique<RelayHub>(core);
-  services->identifier_ = std::make_unique<CallerIdentifier>(core->signer(), &core->registry());
+  services->identifier_ = std::make_unique<CallerIdentifier>(&core->authority(), &core->registry());
   services->relay_ = std::make_unique<RelayService>(core, services->hub_.get(), services->identifier_.get());
   services->registration_ =
       std::make_unique<RegistrationService>(core, services->hub_.get(), services->identifier_.get());

@@ -120,6 +120,12 @@ Commands:
                                 Kubernetes Secret manifests for the workload cluster:
                                 relayctl secrets export --cluster=east | kubectl apply -f -
                                 (refuses to print to a terminal)
+  ca status                     the root, the intermediate (and retired ones still kept), the
+                                server certificate: serial, expiry, time left, when the
+                                intermediate is replaced
+  ca rotate-intermediate        replace the intermediate now (it is replaced by itself when a
+                                sixth of its lifetime remains); the old one stays trusted
+                                until it expires
   check                         reachability, registration vs connection, certificates past
                                 their rotation point, and whether the server and agent
                                 secrets trust each other; exits 1 on any problem
@@ -355,6 +361,38 @@ int ClustersDeregister(const std::string& cluster) {
   grpc::Status status = AdminStub()->DeregisterCluster(AdminContext().get(), request, &response);
   if (!status.ok()) return AdminFailure(status);
   std::cout << response.message() << "\n";
+  return 0;
+}
+
+int CaRotateIntermediate() {
+  v1::RotateIntermediateRequest request;
+  v1::AdminResponse response;
+  auto context = AdminContext();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));  // writes secrets
+  grpc::Status status = AdminStub()->RotateIntermediate(context.get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << response.message() << "\n";
+  return 0;
+}
+
+int CaStatus() {
+  v1::CaStatusRequest request;
+  v1::CaStatusResponse response;
+  grpc::Status status = AdminStub()->CaStatus(AdminContext().get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  absl::Time now = absl::Now();
+  std::cout << std::left << std::setw(22) << "ROLE" << std::setw(36) << "SERIAL" << std::setw(22) << "NOT AFTER"
+            << std::setw(10) << "LEFT" << "ROTATION\n";
+  for (const v1::CaInfo& ca : response.cas()) {
+    absl::Time not_after = absl::FromUnixSeconds(ca.not_after_unix());
+    std::string rotation = "-";
+    if (ca.rotation_due_unix() != 0) {
+      absl::Time due = absl::FromUnixSeconds(ca.rotation_due_unix());
+      rotation = due <= now ? "due now" : absl::StrCat("in ", Ago(due - now));
+    }
+    std::cout << std::setw(22) << ca.role() << std::setw(36) << ca.serial() << std::setw(22)
+              << relay::pki::FormatUtc(not_after) << std::setw(10) << Ago(not_after - now) << rotation << "\n";
+  }
   return 0;
 }
 
@@ -785,6 +823,8 @@ int main(int argc, char** argv) {
   if (command == "push" && words.size() >= 2) return Push({words.begin() + 1, words.end()});
   if (command == "check" && words.size() == 1) return Check();
   if (command == "secrets" && words.size() == 2 && words[1] == "export") return SecretsExport();
+  if (command == "ca" && words.size() == 2 && words[1] == "rotate-intermediate") return CaRotateIntermediate();
+  if (command == "ca" && words.size() == 2 && words[1] == "status") return CaStatus();
   std::cerr << "relayctl: unknown command \"" << absl::StrJoin(words, " ") << "\"\n";
   return usage();
 }

@@ -1,0 +1,110 @@
+// Issue 16: the intermediate rotates under connected agents, by itself and when an
+// operator asks; a server started after its intermediate expired makes a new one.
+// Lifetimes of seconds make each step happen within the test.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "e2e/harness.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
+
+namespace relay::e2e {
+namespace {
+
+using ::testing::HasSubstr;
+
+// The certificate right above the leaf in a chain PEM (its issuer), or "".
+std::string IssuerOf(const std::string& chain_pem) {
+  auto chain = pki::ParseCertificateChainPem(chain_pem);
+  if (!chain.ok() || chain->size() < 2) return "";
+  auto pem = pki::CertificateToPem((*chain)[1].get());
+  return pem.ok() ? *pem : "";
+}
+
+std::string CurrentIntermediate(const ServerUnderTest& server) {
+  return SecretFile(server.secrets_dir(), "relay-tls-signing-secret", "tls.crt");
+}
+
+std::string ClientIssuer(const AgentUnderTest& agent) {
+  return IssuerOf(agent.SecretKey("relay-client-tls-secret", "tls.crt"));
+}
+
+// 8 s client certificates under 40 s intermediates: the intermediate is replaced 16 s
+// (two client lifetimes) before it expires, i.e. about 24 s after it was made; agents
+// renew every ~4 s and move to the new one by themselves (the chain comes with each
+// certificate), their streams up throughout. Then an operator's rotation.
+TEST(CaRotationTest, TheIntermediateRotatesUnderConnectedAgents) {
+  const std::string dir = MakeTempDir("ca-rotation");
+  ServerUnderTest server(dir + "/mgmt", {"--client_cert_ttl=8s", "--intermediate_lifetime=40s"});
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  const std::string first = CurrentIntermediate(server);
+  ASSERT_FALSE(first.empty());
+  std::vector<std::unique_ptr<AgentUnderTest>> agents;
+  for (const char* cluster : {"east", "west", "north"}) {
+    agents.push_back(StartConnectedAgent(server, dir, cluster, {"--rotation=builtin"}));
+  }
+  for (const auto& agent : agents) ASSERT_EQ(ClientIssuer(*agent), first) << agent->Log();
+
+  ASSERT_TRUE(WaitFor([&] { return CountOccurrences(server.Log(), "event=intermediate_rotated") >= 1; },
+                      absl::Seconds(60)))
+      << server.Log();
+  const std::string second = CurrentIntermediate(server);
+  ASSERT_NE(second, first);
+  EXPECT_THAT(SecretFile(server.secrets_dir(), "relay-tls-signing-secret", "retired.crt"), HasSubstr(first.substr(0, 80)));
+  // The relay port serves a server certificate under the new one.
+  EXPECT_TRUE(WaitFor([&] { return IssuerOf(SecretFile(server.secrets_dir(), "relay-server-tls-secret", "tls.crt")) == second; },
+                      kPatience));
+  for (const auto& agent : agents) {
+    EXPECT_TRUE(WaitFor([&] { return ClientIssuer(*agent) == second; }, kPatience)) << agent->Log();
+  }
+
+  // An operator's rotation: at once, and the status lists both earlier ones as retired.
+  CommandResult rotated = server.Relayctl({"ca", "rotate-intermediate"});
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.output;
+  EXPECT_THAT(rotated.output, HasSubstr("new intermediate"));
+  const std::string third = CurrentIntermediate(server);
+  EXPECT_NE(third, second);
+  CommandResult status = server.Relayctl({"ca", "status"});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_EQ(CountOccurrences(status.output, "retired-intermediate"), 2) << status.output;
+  EXPECT_THAT(status.output, HasSubstr("root"));
+  for (const auto& agent : agents) {
+    EXPECT_TRUE(WaitFor([&] { return ClientIssuer(*agent) == third; }, kPatience)) << agent->Log();
+  }
+
+  for (const auto& agent : agents) {
+    const std::string metrics = agent->Metrics();
+    EXPECT_EQ(MetricValue(metrics, "relay_agent_connected"), 1) << agent->Log();
+    EXPECT_EQ(MetricValue(metrics, "relay_agent_heartbeats_unanswered_total"), 0) << agent->Log();
+    EXPECT_EQ(CountOccurrences(agent->Log(), "event=relay_closed_by_server"), 0) << agent->Log();
+    EXPECT_EQ(CountOccurrences(agent->Log(), "event=credentials_registered"), 1) << agent->Log();
+  }
+  EXPECT_THAT(server.Metrics(), HasSubstr("relay_certificate_expiry_timestamp_seconds{certificate=\"intermediate\"}"));
+}
+
+// A server started after its intermediate expired (the root still valid) makes a new
+// one and serves; an agent whose certificate expired meanwhile registers again.
+TEST(CaRotationTest, AServerBackAfterItsIntermediateExpiredMakesANewOne) {
+  const std::string dir = MakeTempDir("ca-expired");
+  ServerUnderTest server(dir + "/mgmt", {"--client_cert_ttl=2s", "--intermediate_lifetime=10s"});
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  const std::string first = CurrentIntermediate(server);
+  server.Stop();
+  absl::SleepFor(absl::Seconds(11));  // past the intermediate's expiry
+  ASSERT_TRUE(server.Start(&error)) << error;
+  EXPECT_THAT(server.Log(), HasSubstr("event=intermediate_expired"));
+  const std::string second = CurrentIntermediate(server);
+  EXPECT_NE(second, first);
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(server, dir, "east", {"--rotation=builtin"});
+  EXPECT_EQ(ClientIssuer(*agent), CurrentIntermediate(server)) << agent->Log();
+}
+
+}  // namespace
+}  // namespace relay::e2e
