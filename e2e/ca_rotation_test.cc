@@ -45,6 +45,10 @@ TEST(CaRotationTest, TheIntermediateRotatesUnderConnectedAgents) {
   ASSERT_TRUE(server.Start(&error)) << error;
   const std::string first = CurrentIntermediate(server);
   ASSERT_FALSE(first.empty());
+  // Within a day of expiry from the start: the log says so, once for this intermediate.
+  EXPECT_TRUE(WaitFor([&] { return CountOccurrences(server.Log(), "event=ca_expires_soon certificate=intermediate") == 1; },
+                      kPatience))
+      << server.Log();
   std::vector<std::unique_ptr<AgentUnderTest>> agents;
   for (const char* cluster : {"east", "west", "north"}) {
     agents.push_back(StartConnectedAgent(server, dir, cluster, {"--rotation=builtin"}));

@@ -22,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "pki/certificate.h"
 #include "pki/csr.h"
 #include "pki/keys.h"
 #include "pki/pem.h"
@@ -189,6 +190,33 @@ TEST_F(HaTest, WithoutAKeyFileTheReplicaRefusesToStoreSecretsInTheClear) {
 }
 
 // Two replicas race for every bootstrap token: each use is consumed exactly once.
+// An intermediate rotated through one replica reaches the other from etcd: an agent of
+// the other replica renews under the new one, its stream up throughout.
+TEST_F(HaTest, AnIntermediateRotatedOnOneReplicaIsAdoptedByTheOthers) {
+  std::unique_ptr<ServerUnderTest> a = Replica("a", {"--client_cert_ttl=4s"});
+  std::unique_ptr<ServerUnderTest> b = Replica("b", {"--client_cert_ttl=4s"});
+  std::string error;
+  ASSERT_TRUE(a->Start(&error)) << error;
+  ASSERT_TRUE(b->Start(&error)) << error;
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(*b, dir_, "east", {"--rotation=builtin"});
+  auto issuer_serial = [&] {
+    auto chain = pki::ParseCertificateChainPem(agent->SecretKey("relay-client-tls-secret", "tls.crt"));
+    return chain.ok() && chain->size() > 1 ? pki::SerialHex((*chain)[1].get()) : std::string();
+  };
+  const std::string before = issuer_serial();
+  ASSERT_FALSE(before.empty());
+  CommandResult rotated = a->Relayctl({"ca", "rotate-intermediate"});
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.output;
+  // "new intermediate <serial> valid until ..."
+  const std::string serial = rotated.output.substr(17, rotated.output.find(' ', 17) - 17);
+  ASSERT_NE(serial, before);
+  EXPECT_TRUE(WaitFor([&] { return issuer_serial() == serial; }, kPatience)) << agent->Log() << b->Log();
+  CommandResult status = b->Relayctl({"ca", "status"});
+  EXPECT_THAT(status.output, HasSubstr(serial)) << status.output;
+  EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_heartbeats_unanswered_total"), 0) << agent->Log();
+  EXPECT_EQ(CountOccurrences(agent->Log(), "event=relay_closed_by_server"), 0) << agent->Log();
+}
+
 TEST_F(HaTest, ReplicasRacingForBootstrapTokensConsumeEachUseOnce) {
   std::unique_ptr<ServerUnderTest> a = Replica("a");
   std::unique_ptr<ServerUnderTest> b = Replica("b");

@@ -205,4 +205,32 @@ void Core::AdoptStoredSigningCa() {
   SetCaMetrics();
 }
 
+void Core::WarnOfCaExpiry(absl::Time now) {
+  if (now < next_expiry_check_) return;
+  next_expiry_check_ = now + absl::Minutes(1);
+  auto check = [&](const std::string& role, const X509* cert, const std::string& advice) {
+    absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert);
+    if (!info.ok()) return;
+    const int level = ExpiryWarningLevel(info->not_after - now);
+    int& warned = expiry_warned_[info->serial_hex];
+    if (level <= warned) return;
+    warned = level;
+    LogWarning("ca_expires_soon", {{"certificate", role},
+                                   {"serial", info->serial_hex},
+                                   {"not_after", pki::FormatUtc(info->not_after)},
+                                   {"hours_left", absl::StrCat(absl::ToInt64Hours(info->not_after - now))},
+                                   {"advice", advice}});
+  };
+  if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) {
+    for (const auto& root : *roots) {
+      check("root", root.get(), "the root does not rotate by itself: plan a root rotation (README \"Expired root\")");
+    }
+  }
+  if (std::shared_ptr<const pki::Issuer> signer = authority_.current()) {
+    check("intermediate", signer->certificate(),
+          "it is replaced by itself before this unless that fails (see intermediate_rotation_failed); "
+          "relayctl ca rotate-intermediate replaces it now");
+  }
+}
+
 }  // namespace relay::mgmt

@@ -5,6 +5,7 @@
 // cluster registry, bootstrap tokens), its CA, its metrics and a queue for blocking
 // work. The services reach all of it through these methods.
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -74,6 +75,9 @@ class Core {
   // The same now, whatever the schedule (relayctl ca rotate-intermediate): the new
   // intermediate's certificate info, or why it could not (no root key, no CA).
   absl::StatusOr<pki::CertificateInfo> RotateIntermediate(absl::Time now, absl::string_view why);
+  // Warns in the log when a CA (root, intermediate) comes within 30, 7 and 1 days of
+  // its expiry, once per certificate and step; looks at most once a minute.
+  void WarnOfCaExpiry(absl::Time now);
   // Follows the signing secret, so a rotation another replica made reaches this one.
   void WatchSigningCa();
 
@@ -92,6 +96,8 @@ class Core {
   absl::Mutex rotation_mu_;  // one rotation at a time
   std::unique_ptr<secrets::SecretWatch> signing_watch_;
   absl::Time next_rotation_attempt_ = absl::InfinitePast();  // the sweeper's alone
+  absl::Time next_expiry_check_ = absl::InfinitePast();      // the sweeper's alone
+  std::map<std::string, int> expiry_warned_;                 // serial -> level; the sweeper's alone
   std::unique_ptr<ClusterRegistry> registry_;
   std::unique_ptr<ConnectionDirectory> connections_;  // goes before the registry and the state
   std::unique_ptr<state::LeaderElection> election_;   // goes first of the state's users

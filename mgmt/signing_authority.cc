@@ -22,6 +22,13 @@ absl::Time IntermediateRotationDue(const pki::CertificateInfo& intermediate, abs
   return intermediate.not_after - std::max(lifetime * fraction, client_cert_ttl * 2);
 }
 
+int ExpiryWarningLevel(absl::Duration left) {
+  if (left <= absl::Hours(24)) return 3;
+  if (left <= absl::Hours(24 * 7)) return 2;
+  if (left <= absl::Hours(24 * 30)) return 1;
+  return 0;
+}
+
 SigningAuthority::SigningAuthority(std::unique_ptr<pki::Issuer> current, std::vector<pki::UniquePtr<X509>> retired)
     : current_(std::move(current)) {
   for (auto& cert : retired) retired_.push_back(Shared(std::move(cert)));

@@ -21,6 +21,10 @@ namespace relay::mgmt {
 absl::Time IntermediateRotationDue(const pki::CertificateInfo& intermediate, absl::Duration client_cert_ttl,
                                    double fraction = 1.0 / 6);
 
+// How close a CA is to expiry, for the log's warnings: 0 (more than 30 days left),
+// 1 (30 days or less), 2 (7 days or less), 3 (1 day or less).
+int ExpiryWarningLevel(absl::Duration left);
+
 class SigningAuthority {
  public:
   // `current` may be null (disableCa: the server signs nothing).

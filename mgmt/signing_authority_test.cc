@@ -42,6 +42,14 @@ TEST(IntermediateRotationDueTest, ASixthOfTheLifetimeOrTwoClientLifetimes) {
   EXPECT_EQ(IntermediateRotationDue(info, absl::Hours(100)), kNow + absl::Hours(400));
 }
 
+TEST(ExpiryWarningLevelTest, ThirtySevenAndOneDays) {
+  EXPECT_EQ(ExpiryWarningLevel(absl::Hours(24 * 31)), 0);
+  EXPECT_EQ(ExpiryWarningLevel(absl::Hours(24 * 30)), 1);
+  EXPECT_EQ(ExpiryWarningLevel(absl::Hours(24 * 7)), 2);
+  EXPECT_EQ(ExpiryWarningLevel(absl::Hours(23)), 3);
+  EXPECT_EQ(ExpiryWarningLevel(-absl::Hours(1)), 3);
+}
+
 // After a rotation, leaves of the old intermediate are still ours until it expires;
 // new issuance uses the new one; a stranger's leaves never are.
 TEST_F(SigningAuthorityTest, RetiredIntermediatesStayOursUntilTheyExpire) {
