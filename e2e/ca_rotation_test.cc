@@ -17,6 +17,7 @@ namespace relay::e2e {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // The certificate right above the leaf in a chain PEM (its issuer), or "".
 std::string IssuerOf(const std::string& chain_pem) {
@@ -108,6 +109,62 @@ TEST(CaRotationTest, AServerBackAfterItsIntermediateExpiredMakesANewOne) {
   EXPECT_NE(second, first);
   std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(server, dir, "east", {"--rotation=builtin"});
   EXPECT_EQ(ClientIssuer(*agent), CurrentIntermediate(server)) << agent->Log();
+}
+
+// The shared token rotates with an overlap: an agent holding the previous token still
+// registers within it; once a later rotation ends it, that token is refused; the new
+// one works. A bootstrap token can be listed and revoked, and is then refused.
+TEST(CaRotationTest, TheSharedTokenRotatesWithOverlapAndBootstrapTokensAreRevocable) {
+  const std::string dir = MakeTempDir("token-rotation");
+  ServerUnderTest server(dir + "/mgmt");
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  auto give_token = [&](const std::string& cluster, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"register", "--cluster=" + cluster, "--secrets_dir=" + dir + "/" + cluster};
+    args.insert(args.end(), extra.begin(), extra.end());
+    CommandResult given = server.Relayctl(args);
+    EXPECT_EQ(given.exit_code, 0) << given.output;
+  };
+  give_token("first");  // holds the original token
+  CommandResult rotated = server.Relayctl({"token", "rotate", "--overlap=1h"});
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.output;
+  EXPECT_THAT(rotated.output, HasSubstr("previous one is accepted until"));
+  give_token("second");  // holds the second token
+  AgentUnderTest first("first", dir + "/first", server.address());
+  first.Start();
+  EXPECT_TRUE(first.WaitConnected(kPatience)) << first.Log();
+
+  // Another rotation without overlap: the second token is now the previous one,
+  // accepted for 0 s, so refused (as the original is).
+  ASSERT_EQ(server.Relayctl({"token", "rotate", "--overlap=0s"}).exit_code, 0);
+  AgentUnderTest second("second", dir + "/second", server.address());
+  second.Start();
+  EXPECT_TRUE(WaitFor([&] { return CountOccurrences(second.Log(), "registration_failed") >= 1; }, kPatience))
+      << second.Log();
+  EXPECT_THAT(second.Log(), Not(HasSubstr("relay_connected")));
+  second.Stop();
+  give_token("third");  // the current token
+  AgentUnderTest third("third", dir + "/third", server.address());
+  third.Start();
+  EXPECT_TRUE(third.WaitConnected(kPatience)) << third.Log();
+
+  // Bootstrap tokens: listed by hash prefix and cluster, revoked, then refused.
+  give_token("fourth", {"--bootstrap_token_ttl=1h"});
+  CommandResult listed = server.Relayctl({"tokens", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.output;
+  ASSERT_THAT(listed.output, HasSubstr("fourth"));
+  const std::string line = listed.output.substr(listed.output.find('\n') + 1);
+  const std::string hash = line.substr(0, line.find(' '));
+  CommandResult revoked = server.Relayctl({"tokens", "revoke", hash});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
+  EXPECT_THAT(revoked.output, HasSubstr("fourth"));
+  EXPECT_THAT(server.Relayctl({"tokens", "list"}).output, Not(HasSubstr("fourth")));
+  AgentUnderTest fourth("fourth", dir + "/fourth", server.address());
+  fourth.Start();
+  EXPECT_TRUE(WaitFor([&] { return CountOccurrences(fourth.Log(), "registration_failed") >= 1; }, kPatience))
+      << fourth.Log();
+  EXPECT_THAT(fourth.Log(), Not(HasSubstr("relay_connected")));
+  EXPECT_NE(server.Relayctl({"tokens", "revoke", "abc"}).exit_code, 0);
 }
 
 }  // namespace

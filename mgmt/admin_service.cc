@@ -136,4 +136,40 @@ grpc::Status AdminService::CaStatus(grpc::ServerContext*, const v1::CaStatusRequ
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::RotateSharedToken(grpc::ServerContext*, const v1::RotateSharedTokenRequest* request,
+                                             v1::AdminResponse* response) {
+  absl::StatusOr<absl::Time> until =
+      core_->RotateSharedToken(absl::Seconds(request->overlap_seconds()), absl::Now());
+  if (!until.ok()) return ToGrpc(until.status());
+  response->set_message(absl::StrCat(
+      "new shared token stored in ", TokenNamespace(core_->options().values, core_->options().ns), "/",
+      core_->options().values.token_secret.name, "; the previous one is accepted until ", pki::FormatUtc(*until),
+      ": give workload clusters that may still register the new one (relayctl secrets export)"));
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::ListBootstrapTokens(grpc::ServerContext*, const v1::ListBootstrapTokensRequest*,
+                                               v1::ListBootstrapTokensResponse* response) {
+  absl::StatusOr<std::vector<tokens::BootstrapTokenRecord>> live = core_->bootstrap_tokens().List(absl::Now());
+  if (!live.ok()) return ToGrpc(live.status());
+  for (const tokens::BootstrapTokenRecord& record : *live) {
+    v1::BootstrapTokenInfo* info = response->add_tokens();
+    info->set_hash_prefix(record.hash.substr(0, 12));
+    info->set_cluster(record.cluster);
+    info->set_expires_unix(absl::ToUnixSeconds(record.expires));
+    info->set_uses_left(record.uses_left);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeBootstrapToken(grpc::ServerContext*, const v1::RevokeBootstrapTokenRequest* request,
+                                                v1::AdminResponse* response) {
+  absl::StatusOr<std::string> cluster = core_->bootstrap_tokens().Revoke(request->hash_prefix());
+  if (!cluster.ok()) return ToGrpc(cluster.status());
+  LogInfo("bootstrap_token_revoked", {{"cluster", *cluster}, {"hash_prefix", request->hash_prefix()}});
+  response->set_message(absl::StrCat("bootstrap token ", request->hash_prefix(), " for cluster ", *cluster,
+                                     " revoked: it can no longer register"));
+  return grpc::Status::OK;
+}
+
 }  // namespace relay::mgmt

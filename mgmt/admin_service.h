@@ -27,6 +27,12 @@ class AdminService final : public relay::v1::Admin::Service {
                                   relay::v1::AdminResponse* response) override;
   grpc::Status CaStatus(grpc::ServerContext*, const relay::v1::CaStatusRequest* request,
                         relay::v1::CaStatusResponse* response) override;
+  grpc::Status RotateSharedToken(grpc::ServerContext*, const relay::v1::RotateSharedTokenRequest* request,
+                                 relay::v1::AdminResponse* response) override;
+  grpc::Status ListBootstrapTokens(grpc::ServerContext*, const relay::v1::ListBootstrapTokensRequest* request,
+                                   relay::v1::ListBootstrapTokensResponse* response) override;
+  grpc::Status RevokeBootstrapToken(grpc::ServerContext*, const relay::v1::RevokeBootstrapTokenRequest* request,
+                                    relay::v1::AdminResponse* response) override;
   grpc::Status PushSnapshot(grpc::ServerContext*, const relay::v1::PushSnapshotRequest* request,
                             relay::v1::PushSnapshotResponse* response) override;
 

@@ -26,6 +26,10 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
     absl::MutexLock lock(&server_cert_mu_);
     server_certificate_ = pki_.server_certificate;
   }
+  {
+    absl::MutexLock lock(&token_mu_);
+    shared_token_ = pki_.token;
+  }
   for (const ClusterRecord& record : registry_->List()) {
     if (record.deregistered) continue;
     metrics_.SetConnected(record.name, false);
@@ -34,9 +38,87 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
   SetCaMetrics();
 }
 
-Core::~Core() { signing_watch_.reset(); }
+Core::~Core() {
+  signing_watch_.reset();
+  token_watch_.reset();
+}
 
-bool Core::IsSharedToken(absl::string_view token) const { return tokens::TokensEqual(token, pki_.token); }
+namespace {
+
+constexpr char kPreviousTokenKey[] = "shared-token/previous";
+
+// "hash=<hex> until=<unix seconds>"
+bool ParsePreviousToken(absl::string_view value, std::string* hash, absl::Time* until) {
+  int64_t seconds = 0;
+  for (absl::string_view field : absl::StrSplit(value, ' ')) {
+    if (absl::ConsumePrefix(&field, "hash=")) *hash = std::string(field);
+    if (absl::ConsumePrefix(&field, "until=") && absl::SimpleAtoi(field, &seconds)) *until = absl::FromUnixSeconds(seconds);
+  }
+  return !hash->empty() && seconds > 0;
+}
+
+}  // namespace
+
+bool Core::IsSharedToken(absl::string_view token) const {
+  absl::MutexLock lock(&token_mu_);
+  if (tokens::TokensEqual(token, shared_token_)) return true;
+  return absl::Now() < previous_token_until_ && !previous_token_hash_.empty() &&
+         tokens::TokensEqual(tokens::TokenHash(token), previous_token_hash_);
+}
+
+absl::StatusOr<absl::Time> Core::RotateSharedToken(absl::Duration overlap, absl::Time now) {
+  const config::MgmtServerValues& values = options_.values;
+  if (values.disable_ca) return absl::FailedPreconditionError("this server signs nothing (disableCa): it has no token");
+  if (values.disable_token_generation) {
+    return absl::FailedPreconditionError(
+        "disableTokenGeneration is set: put the new token in the token secret yourself");
+  }
+  if (overlap < absl::ZeroDuration()) return absl::InvalidArgumentError("the overlap must not be negative");
+  std::string current;
+  {
+    absl::MutexLock lock(&token_mu_);
+    current = shared_token_;
+  }
+  ASSIGN_OR_RETURN(std::string next, tokens::GenerateToken());
+  const absl::Time until = now + overlap;
+  // The previous one's hash first: once the secret changes, replicas reload both.
+  const std::string record = absl::StrCat("hash=", tokens::TokenHash(current), " until=", absl::ToUnixSeconds(until));
+  int64_t revision = 0;
+  if (absl::StatusOr<state::Record> stored = state_->Get(kPreviousTokenKey); stored.ok()) revision = stored->revision;
+  RETURN_IF_ERROR(state_->CompareAndSetAndWait(kPreviousTokenKey, record, revision).status());
+  RETURN_IF_ERROR(state_->secrets().Put(TokenNamespace(values, options_.ns), values.token_secret.name,
+                                        {{values.token_secret.key, next}}));
+  {
+    absl::MutexLock lock(&token_mu_);
+    shared_token_ = next;
+    previous_token_hash_ = tokens::TokenHash(current);
+    previous_token_until_ = until;
+  }
+  LogInfo("shared_token_rotated", {{"previous_accepted_until", pki::FormatUtc(until)}});
+  return until;
+}
+
+void Core::WatchSharedToken() {
+  if (pki_.token.empty()) return;
+  ReloadSharedToken();
+  token_watch_ = state_->secrets().Watch(TokenNamespace(options_.values, options_.ns),
+                                         options_.values.token_secret.name, [this] { ReloadSharedToken(); });
+}
+
+void Core::ReloadSharedToken() {
+  const config::MgmtServerValues& values = options_.values;
+  absl::StatusOr<std::string> token = tokens::LoadToken(state_->secrets(), TokenNamespace(values, options_.ns),
+                                                        values.token_secret.name, values.token_secret.key);
+  std::string hash;
+  absl::Time until = absl::InfinitePast();
+  if (absl::StatusOr<state::Record> previous = state_->Get(kPreviousTokenKey); previous.ok()) {
+    ParsePreviousToken(previous->value, &hash, &until);
+  }
+  absl::MutexLock lock(&token_mu_);
+  if (token.ok() && !token->empty()) shared_token_ = *token;
+  previous_token_hash_ = hash;
+  previous_token_until_ = until;
+}
 
 void Core::SetCaMetrics() {
   if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) {

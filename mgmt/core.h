@@ -39,8 +39,15 @@ class Core {
   // The current and the retired intermediates (which leaves are ours).
   const SigningAuthority& authority() const { return authority_; }
   const std::string& root_bundle_pem() const { return pki_.root_bundle_pem; }
-  // Constant-time comparison with the shared identity token.
+  // Constant-time comparison with the shared identity token and, during a rotation's
+  // overlap, with the previous one (by its hash).
   bool IsSharedToken(absl::string_view token) const;
+  // relayctl token rotate: a new shared token in the token secret, the previous one
+  // accepted until now + overlap (its hash kept in the state, "shared-token/previous").
+  // When the overlap ends.
+  absl::StatusOr<absl::Time> RotateSharedToken(absl::Duration overlap, absl::Time now);
+  // Follows the token secret, so a rotation another replica made reaches this one.
+  void WatchSharedToken();
 
   state::StateStore& state() { return *state_; }
   ClusterRegistry& registry() { return *registry_; }
@@ -86,6 +93,7 @@ class Core {
  private:
   void SetCaMetrics();
   void AdoptStoredSigningCa();
+  void ReloadSharedToken();
   // The server certificate in the store (which another replica may have renewed).
   absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();
 
@@ -95,6 +103,11 @@ class Core {
   SigningAuthority authority_;
   absl::Mutex rotation_mu_;  // one rotation at a time
   std::unique_ptr<secrets::SecretWatch> signing_watch_;
+  mutable absl::Mutex token_mu_;
+  std::string shared_token_ ABSL_GUARDED_BY(token_mu_);
+  std::string previous_token_hash_ ABSL_GUARDED_BY(token_mu_);
+  absl::Time previous_token_until_ ABSL_GUARDED_BY(token_mu_) = absl::InfinitePast();
+  std::unique_ptr<secrets::SecretWatch> token_watch_;
   absl::Time next_rotation_attempt_ = absl::InfinitePast();  // the sweeper's alone
   absl::Time next_expiry_check_ = absl::InfinitePast();      // the sweeper's alone
   std::map<std::string, int> expiry_warned_;                 // serial -> level; the sweeper's alone

@@ -431,6 +431,7 @@ absl::StatusOr<std::unique_ptr<ManagementServer>> ManagementServer::Start(Server
     LogInfo("replica", {{"id", replica}});
   }
   core->WatchSigningCa();
+  core->WatchSharedToken();
   auto server = std::make_unique<ServerImpl>(std::move(core), std::move(files));
   RETURN_IF_ERROR(server->Serve());
   return server;

@@ -166,6 +166,29 @@ absl::Status BootstrapTokens::Redeem(absl::string_view token, absl::string_view 
   return issued;
 }
 
+absl::StatusOr<std::string> BootstrapTokens::Revoke(absl::string_view hash_prefix) {
+  if (hash_prefix.size() < 8) {
+    return absl::InvalidArgumentError("give at least 8 hex digits of the token's hash (relayctl tokens list shows them)");
+  }
+  RETURN_IF_ERROR(MigrateOnce());
+  ASSIGN_OR_RETURN(auto records, state_->List(kBootstrapTokenKeyPrefix));
+  std::vector<std::pair<std::string, state::Record>> matches;
+  for (const auto& [key, stored] : records) {
+    if (absl::StartsWith(absl::string_view(key).substr(strlen(kBootstrapTokenKeyPrefix)), hash_prefix)) {
+      matches.emplace_back(key, stored);
+    }
+  }
+  if (matches.empty()) return absl::NotFoundError(absl::StrCat("no bootstrap token's hash starts with ", hash_prefix));
+  if (matches.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(matches.size(), " bootstrap tokens' hashes start with ", hash_prefix,
+                                                   ": give more digits"));
+  }
+  const auto& [key, stored] = matches[0];
+  absl::StatusOr<BootstrapTokenRecord> record = Decode(key.substr(strlen(kBootstrapTokenKeyPrefix)), stored.value);
+  RETURN_IF_ERROR(state_->CompareAndSetAndWait(key, std::nullopt, stored.revision).status());
+  return record.ok() ? record->cluster : std::string();
+}
+
 absl::StatusOr<std::vector<BootstrapTokenRecord>> BootstrapTokens::List(absl::Time now) {
   RETURN_IF_ERROR(MigrateOnce());
   ASSIGN_OR_RETURN(auto records, state_->List(kBootstrapTokenKeyPrefix));

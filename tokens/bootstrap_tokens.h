@@ -54,6 +54,12 @@ class BootstrapTokens {
   // The live records.
   absl::StatusOr<std::vector<BootstrapTokenRecord>> List(absl::Time now);
 
+  // Deletes the token whose hash starts with `hash_prefix` (at least 8 hex digits, as
+  // List shows them): it can no longer be redeemed. NOT_FOUND when none matches,
+  // INVALID_ARGUMENT when the prefix is too short or matches several. The cluster it
+  // was bound to, on success.
+  absl::StatusOr<std::string> Revoke(absl::string_view hash_prefix);
+
  private:
   // Moves records of earlier versions into the state store, once.
   absl::Status MigrateOnce();

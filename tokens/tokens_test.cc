@@ -166,6 +166,23 @@ TEST_F(BootstrapTokensTest, ExpiredAndUnknownTokensAreRefusedAlike) {
   EXPECT_TRUE(tokens_.List(kNow + absl::Minutes(6))->empty());
 }
 
+// A revoked token can no longer be redeemed; prefixes too short or matching none are
+// refused saying so.
+TEST_F(BootstrapTokensTest, ARevokedTokenCannotBeRedeemed) {
+  auto ok = [] { return absl::OkStatus(); };
+  std::string token = *tokens_.Create("east", absl::Hours(1), 1, kNow);
+  std::string other = *tokens_.Create("west", absl::Hours(1), 1, kNow);
+  const std::string hash = TokenHash(token);
+  EXPECT_THAT(tokens_.Revoke(hash.substr(0, 4)), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(tokens_.Revoke("00000000zz"), StatusIs(absl::StatusCode::kNotFound));
+  absl::StatusOr<std::string> revoked = tokens_.Revoke(hash.substr(0, 12));
+  ASSERT_THAT(revoked, IsOk());
+  EXPECT_EQ(*revoked, "east");
+  EXPECT_THAT(tokens_.Redeem(token, "east", kNow, ok), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_EQ(tokens_.List(kNow)->size(), 1u);
+  EXPECT_THAT(tokens_.Redeem(other, "west", kNow, ok), IsOk());
+}
+
 TEST_F(BootstrapTokensTest, MultiUseTokensCountDown) {
   std::string token = *tokens_.Create("east", absl::Hours(1), 2, kNow);
   EXPECT_EQ((*tokens_.List(kNow))[0].uses_left, 2);

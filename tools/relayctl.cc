@@ -60,6 +60,9 @@ ABSL_FLAG(absl::Duration, bootstrap_token_ttl, absl::ZeroDuration(),
           "register: instead of copying the shared token, create a single-use token bound to the "
           "cluster that expires after this long (e.g. 1h); needs the running server. 0: copy the "
           "shared token.");
+ABSL_FLAG(absl::Duration, overlap, absl::Hours(24),
+          "token rotate: how long the previous shared token is still accepted (give the new one to every "
+          "workload cluster that may register within it).");
 ABSL_FLAG(std::string, file, "", "certs inspect: a PEM file (certificate or chain).");
 ABSL_FLAG(std::string, secret, "",
           "certs inspect: a secret name instead of a file (its tls.crt, else ca.crt), in "
@@ -126,6 +129,11 @@ Commands:
   ca rotate-intermediate        replace the intermediate now (it is replaced by itself when a
                                 sixth of its lifetime remains); the old one stays trusted
                                 until it expires
+  token rotate [--overlap=24h]  a new shared identity token; the previous one is still
+                                accepted for the overlap (give clusters the new one with
+                                secrets export)
+  tokens list                   live bootstrap tokens: hash prefix, cluster, expiry, uses
+  tokens revoke HASH            revoke a bootstrap token (its hash prefix from tokens list)
   check                         reachability, registration vs connection, certificates past
                                 their rotation point, and whether the server and agent
                                 secrets trust each other; exits 1 on any problem
@@ -393,6 +401,41 @@ int CaStatus() {
     std::cout << std::setw(22) << ca.role() << std::setw(36) << ca.serial() << std::setw(22)
               << relay::pki::FormatUtc(not_after) << std::setw(10) << Ago(not_after - now) << rotation << "\n";
   }
+  return 0;
+}
+
+int TokenRotate() {
+  v1::RotateSharedTokenRequest request;
+  request.set_overlap_seconds(absl::ToInt64Seconds(absl::GetFlag(FLAGS_overlap)));
+  v1::AdminResponse response;
+  grpc::Status status = AdminStub()->RotateSharedToken(AdminContext().get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << response.message() << "\n";
+  return 0;
+}
+
+int TokensList() {
+  v1::ListBootstrapTokensRequest request;
+  v1::ListBootstrapTokensResponse response;
+  grpc::Status status = AdminStub()->ListBootstrapTokens(AdminContext().get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  absl::Time now = absl::Now();
+  std::cout << std::left << std::setw(16) << "HASH" << std::setw(24) << "CLUSTER" << std::setw(12) << "EXPIRES IN"
+            << "USES LEFT\n";
+  for (const v1::BootstrapTokenInfo& token : response.tokens()) {
+    std::cout << std::setw(16) << token.hash_prefix() << std::setw(24) << token.cluster() << std::setw(12)
+              << Ago(absl::FromUnixSeconds(token.expires_unix()) - now) << token.uses_left() << "\n";
+  }
+  return 0;
+}
+
+int TokensRevoke(const std::string& hash_prefix) {
+  v1::RevokeBootstrapTokenRequest request;
+  request.set_hash_prefix(hash_prefix);
+  v1::AdminResponse response;
+  grpc::Status status = AdminStub()->RevokeBootstrapToken(AdminContext().get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << response.message() << "\n";
   return 0;
 }
 
@@ -825,6 +868,9 @@ int main(int argc, char** argv) {
   if (command == "secrets" && words.size() == 2 && words[1] == "export") return SecretsExport();
   if (command == "ca" && words.size() == 2 && words[1] == "rotate-intermediate") return CaRotateIntermediate();
   if (command == "ca" && words.size() == 2 && words[1] == "status") return CaStatus();
+  if (command == "token" && words.size() == 2 && words[1] == "rotate") return TokenRotate();
+  if (command == "tokens" && words.size() == 2 && words[1] == "list") return TokensList();
+  if (command == "tokens" && words.size() == 3 && words[1] == "revoke") return TokensRevoke(words[2]);
   std::cerr << "relayctl: unknown command \"" << absl::StrJoin(words, " ") << "\"\n";
   return usage();
 }
