@@ -151,5 +151,52 @@ TEST_F(ByoTest, DisableCaCertGenerationIssuesUnderTheOperatorsIntermediate) {
   EXPECT_THAT(error, HasSubstr("does not match"));
 }
 
+// disableCaCertGeneration and a root whose key is not here: the operator stages the next
+// intermediate (relayctl ca stage) and it takes over as a rotation would; one under
+// another root is refused.
+TEST_F(ByoTest, AStagedIntermediateTakesOverUnderTheOperatorsRoot) {
+  std::string root = pki_->Pem("byo-root.crt");
+  std::string mgmt = dir_ + "/mgmt";
+  WriteFile(dir_ + "/values.yaml", "glooMgmtServer:\n  relay:\n    disableCaCertGeneration: true\n");
+  WritePlainSecret(mgmt, "relay-root-tls-secret", {{"ca.crt", root}});
+  WritePlainSecret(mgmt, "relay-tls-signing-secret",
+                   {{"tls.crt", pki_->Pem("byo-intermediate.crt")},
+                    {"tls.key", pki_->Pem("byo-intermediate.key")},
+                    {"ca.crt", root}});
+  ServerUnderTest server(mgmt, {"--values=" + dir_ + "/values.yaml", "--client_cert_ttl=4s"});
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(server, dir_, "east", {"--rotation=builtin"});
+  auto issuer = [&] {
+    WriteFile(dir_ + "/chain.pem", agent->SecretKey("relay-client-tls-secret", "tls.crt"));
+    return RunCommand({"openssl", "x509", "-in", dir_ + "/chain.pem", "-noout", "-issuer"}).output;
+  };
+  EXPECT_THAT(issuer(), HasSubstr("CN = byo-intermediate\n"));
+
+  // Without the root key the server cannot make one itself, and says what to do.
+  CommandResult rotate = server.Relayctl({"ca", "rotate-intermediate"});
+  EXPECT_NE(rotate.exit_code, 0);
+  EXPECT_THAT(rotate.output, HasSubstr("no tls.key"));
+
+  ASSERT_TRUE(pki_->MakeIntermediate("byo-intermediate-2", "byo-root", &error)) << error;
+  CommandResult staged = server.Relayctl({"ca", "stage", "--cert_file=" + pki_->Path("byo-intermediate-2.crt"),
+                                          "--key_file=" + pki_->Path("byo-intermediate-2.key")});
+  ASSERT_EQ(staged.exit_code, 0) << staged.output;
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(issuer(), "CN = byo-intermediate-2"); }, kPatience))
+      << agent->Log();
+  EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_heartbeats_unanswered_total"), 0) << agent->Log();
+  EXPECT_THAT(server.Relayctl({"ca", "status"}).output, HasSubstr("retired-intermediate"));
+  // The secret now holds it, with the previous one retired: a restart keeps both.
+  EXPECT_EQ(SecretFile(mgmt, "relay-tls-signing-secret", "tls.crt"), pki_->Pem("byo-intermediate-2.crt"));
+
+  ASSERT_TRUE(pki_->MakeRoot("other-root", &error)) << error;
+  ASSERT_TRUE(pki_->MakeIntermediate("other-intermediate", "other-root", &error)) << error;
+  CommandResult foreign = server.Relayctl({"ca", "stage", "--cert_file=" + pki_->Path("other-intermediate.crt"),
+                                           "--key_file=" + pki_->Path("other-intermediate.key")});
+  EXPECT_NE(foreign.exit_code, 0);
+  EXPECT_THAT(foreign.output, HasSubstr("does not chain to this server's root"));
+  EXPECT_EQ(SecretFile(mgmt, "relay-tls-signing-secret", "tls.crt"), pki_->Pem("byo-intermediate-2.crt"));
+}
+
 }  // namespace
 }  // namespace relay::e2e

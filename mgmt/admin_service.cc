@@ -105,6 +105,17 @@ grpc::Status AdminService::RotateIntermediate(grpc::ServerContext*, const v1::Ro
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::StageIntermediate(grpc::ServerContext*, const v1::StageIntermediateRequest* request,
+                                             v1::AdminResponse* response) {
+  absl::StatusOr<pki::CertificateInfo> staged =
+      core_->StageIntermediate(request->certificate_pem(), request->key_pem(), absl::Now());
+  if (!staged.ok()) return ToGrpc(staged.status());
+  response->set_message(absl::StrCat("intermediate ", staged->serial_hex, " (valid until ",
+                                     pki::FormatUtc(staged->not_after),
+                                     ") installed; the previous one is kept until it expires"));
+  return grpc::Status::OK;
+}
+
 grpc::Status AdminService::CaStatus(grpc::ServerContext*, const v1::CaStatusRequest*, v1::CaStatusResponse* response) {
   auto add = [&](const std::string& role, const X509* cert, absl::Time rotation_due) {
     absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert);

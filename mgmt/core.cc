@@ -235,18 +235,60 @@ void Core::MaybeRotateIntermediate(absl::Time now) {
   }
 }
 
+std::string Core::RetiredAfterRotation(absl::Time now) const {
+  // The current one joins the retired ones still stored, unless it has expired.
+  std::string retired_pem = authority_.RetiredPem(now);
+  std::shared_ptr<const pki::Issuer> current = authority_.current();
+  if (absl::StatusOr<pki::CertificateInfo> old = pki::InspectCertificate(current->certificate());
+      old.ok() && now < old->not_after) {
+    retired_pem = current->certificate_pem() + retired_pem;
+  }
+  return retired_pem;
+}
+
 absl::StatusOr<pki::CertificateInfo> Core::RotateIntermediate(absl::Time now, absl::string_view why) {
   absl::MutexLock lock(&rotation_mu_);
-  std::shared_ptr<const pki::Issuer> previous = authority_.current();
-  if (!previous) return absl::FailedPreconditionError("this server signs nothing (disableCa): it has no intermediate");
-  ManagementPkiOptions pki_options = PkiOptions(options_);
-  // The previous one joins the retired ones still stored, unless it has expired.
-  std::string retired_pem = authority_.RetiredPem(now);
-  if (absl::StatusOr<pki::CertificateInfo> old = pki::InspectCertificate(previous->certificate());
-      old.ok() && now < old->not_after) {
-    retired_pem = previous->certificate_pem() + retired_pem;
+  if (!authority_.current()) {
+    return absl::FailedPreconditionError("this server signs nothing (disableCa): it has no intermediate");
   }
-  ASSIGN_OR_RETURN(NewIntermediate made, MakeIntermediate(state_->secrets(), pki_options, retired_pem, now));
+  ASSIGN_OR_RETURN(NewIntermediate made,
+                   MakeIntermediate(state_->secrets(), PkiOptions(options_), RetiredAfterRotation(now), now));
+  return InstallIntermediate(std::move(made), now, why);
+}
+
+absl::StatusOr<pki::CertificateInfo> Core::StageIntermediate(const std::string& certificate_pem,
+                                                             const std::string& key_pem, absl::Time now) {
+  absl::MutexLock lock(&rotation_mu_);
+  if (!authority_.current()) {
+    return absl::FailedPreconditionError("this server signs nothing (disableCa): it has no intermediate");
+  }
+  ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> chain, pki::ParseCertificateChainPem(certificate_pem));
+  ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::ParsePrivateKeyPem(key_pem));
+  ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> roots, pki::ParseCertificateChainPem(pki_.root_bundle_pem));
+  if (absl::Status chains = pki::VerifyChain(chain[0].get(), pki::Borrow(chain), pki::Borrow(roots), now);
+      !chains.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the staged intermediate does not chain to this server's root: ", chains.message()));
+  }
+  ASSIGN_OR_RETURN(pki::CertificateInfo info, pki::InspectCertificate(chain[0].get()));
+  const absl::Duration needed = options_.values.client_cert_ttl * 2;
+  if (info.not_after - now <= needed) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the staged intermediate expires at ", pki::FormatUtc(info.not_after), ", within two client certificate "
+        "lifetimes (", absl::FormatDuration(needed), "): it would be replaced at once; stage a longer-lived one"));
+  }
+  absl::StatusOr<std::unique_ptr<pki::Issuer>> issuer = pki::Issuer::Create(std::move(chain[0]), std::move(key), now);
+  if (!issuer.ok()) return absl::InvalidArgumentError(absl::StrCat("the staged intermediate: ", issuer.status().message()));
+  NewIntermediate made;
+  made.issuer = *std::move(issuer);
+  made.secret = {{"tls.crt", certificate_pem}, {"tls.key", key_pem}, {"ca.crt", pki_.root_bundle_pem}};
+  if (std::string retired = RetiredAfterRotation(now); !retired.empty()) made.secret[kRetiredIntermediatesKey] = retired;
+  return InstallIntermediate(std::move(made), now, "staged by an operator");
+}
+
+absl::StatusOr<pki::CertificateInfo> Core::InstallIntermediate(NewIntermediate made, absl::Time now,
+                                                               absl::string_view why) {
+  ManagementPkiOptions pki_options = PkiOptions(options_);
   ASSIGN_OR_RETURN(pki::CertificateInfo made_info, pki::InspectCertificate(made.issuer->certificate()));
   if (absl::Status written = state_->secrets().Put(options_.ns, options_.values.signing_tls_secret, made.secret);
       !written.ok()) {

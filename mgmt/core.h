@@ -85,6 +85,11 @@ class Core {
   // Warns in the log when a CA (root, intermediate) comes within 30, 7 and 1 days of
   // its expiry, once per certificate and step; looks at most once a minute.
   void WarnOfCaExpiry(absl::Time now);
+  // An operator's intermediate (PEM; it must chain to the root and outlive two client
+  // lifetimes), installed as a rotation installs a new one: with disableCaCertGeneration,
+  // or a root whose key the server does not hold (relayctl ca stage).
+  absl::StatusOr<pki::CertificateInfo> StageIntermediate(const std::string& certificate_pem,
+                                                         const std::string& key_pem, absl::Time now);
   // Follows the signing secret, so a rotation another replica made reaches this one.
   void WatchSigningCa();
 
@@ -93,6 +98,11 @@ class Core {
  private:
   void SetCaMetrics();
   void AdoptStoredSigningCa();
+  // The retired intermediates once the current one retires (PEM bundle, unexpired).
+  std::string RetiredAfterRotation(absl::Time now) const;
+  // Stores `made` in the signing secret, issues under it, re-issues the server certificate.
+  absl::StatusOr<pki::CertificateInfo> InstallIntermediate(NewIntermediate made, absl::Time now, absl::string_view why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(rotation_mu_);
   void ReloadSharedToken();
   // The server certificate in the store (which another replica may have renewed).
   absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();

@@ -63,6 +63,8 @@ ABSL_FLAG(absl::Duration, bootstrap_token_ttl, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, overlap, absl::Hours(24),
           "token rotate: how long the previous shared token is still accepted (give the new one to every "
           "workload cluster that may register within it).");
+ABSL_FLAG(std::string, cert_file, "", "ca stage: the new intermediate's certificate (PEM, chain to the root allowed).");
+ABSL_FLAG(std::string, key_file, "", "ca stage: the new intermediate's private key (PEM; read here, sent over the admin socket).");
 ABSL_FLAG(std::string, file, "", "certs inspect: a PEM file (certificate or chain).");
 ABSL_FLAG(std::string, secret, "",
           "certs inspect: a secret name instead of a file (its tls.crt, else ca.crt), in "
@@ -129,6 +131,10 @@ Commands:
   ca rotate-intermediate        replace the intermediate now (it is replaced by itself when a
                                 sixth of its lifetime remains); the old one stays trusted
                                 until it expires
+  ca stage --cert_file F --key_file K
+                                install an intermediate you made under your root (with
+                                disableCaCertGeneration, or a root without its key here)
+                                the way a rotation does
   token rotate [--overlap=24h]  a new shared identity token; the previous one is still
                                 accepted for the overlap (give clusters the new one with
                                 secrets export)
@@ -378,6 +384,27 @@ int CaRotateIntermediate() {
   auto context = AdminContext();
   context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));  // writes secrets
   grpc::Status status = AdminStub()->RotateIntermediate(context.get(), request, &response);
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << response.message() << "\n";
+  return 0;
+}
+
+int CaStage() {
+  const std::string cert_file = absl::GetFlag(FLAGS_cert_file), key_file = absl::GetFlag(FLAGS_key_file);
+  if (cert_file.empty() || key_file.empty()) return Fail("ca stage needs --cert_file=FILE and --key_file=FILE");
+  v1::StageIntermediateRequest request;
+  for (auto [path, field] : {std::pair{cert_file, request.mutable_certificate_pem()},
+                             std::pair{key_file, request.mutable_key_pem()}}) {
+    std::ifstream in(path);
+    if (!in) return Fail(absl::StrCat("cannot read ", path));
+    std::stringstream text;
+    text << in.rdbuf();
+    *field = text.str();
+  }
+  v1::AdminResponse response;
+  auto context = AdminContext();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  grpc::Status status = AdminStub()->StageIntermediate(context.get(), request, &response);
   if (!status.ok()) return AdminFailure(status);
   std::cout << response.message() << "\n";
   return 0;
@@ -868,6 +895,7 @@ int main(int argc, char** argv) {
   if (command == "secrets" && words.size() == 2 && words[1] == "export") return SecretsExport();
   if (command == "ca" && words.size() == 2 && words[1] == "rotate-intermediate") return CaRotateIntermediate();
   if (command == "ca" && words.size() == 2 && words[1] == "status") return CaStatus();
+  if (command == "ca" && words.size() == 2 && words[1] == "stage") return CaStage();
   if (command == "token" && words.size() == 2 && words[1] == "rotate") return TokenRotate();
   if (command == "tokens" && words.size() == 2 && words[1] == "list") return TokensList();
   if (command == "tokens" && words.size() == 3 && words[1] == "revoke") return TokensRevoke(words[2]);
