@@ -20,6 +20,8 @@
 #include "common/ready_file.h"
 #include "common/refusal.h"
 #include "common/status_macros.h"
+#include "pki/certificate.h"
+#include "pki/pem.h"
 #include "rotator/rotator.h"
 #include "secrets/directory_store.h"
 #include "tokens/identity_token.h"
@@ -377,6 +379,9 @@ class AgentImpl final : public Agent {
     hello.mutable_hello()->set_version(options_.version);
     hello.mutable_hello()->set_cert_serial(credentials.leaf.serial_hex);
     hello.mutable_hello()->set_acked_version(acked_version_);
+    if (absl::StatusOr<std::string> roots = LoadRootBundle(*store_, options_.secrets); roots.ok()) {
+      hello.mutable_hello()->set_trust_bundle_digest(pki::Sha256Hex(*roots));
+    }
     write(hello);
 
     std::unique_ptr<Heartbeat> heartbeat;
@@ -407,6 +412,8 @@ class AgentImpl final : public Agent {
         }
       } else if (message.has_snapshot()) {
         ApplySnapshot(message.snapshot(), write);
+      } else if (message.has_trust_bundle()) {
+        StoreTrustBundle(message.trust_bundle(), write);
       } else if (message.has_heartbeat_ack()) {
         // The round trip is the network's: real time, as the heartbeat was stamped.
         absl::Duration rtt = absl::Now() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
@@ -444,6 +451,43 @@ class AgentImpl final : public Agent {
       outcome.explained = refusal.empty() ? closed : WithRefusal(closed, refusal);
     }
     return outcome;
+  }
+
+  // The roots to trust from now on, from the server this stream verified: stored in
+  // relay-root-tls-secret (ca.crt replaced, other keys kept; one atomic write) and
+  // acknowledged. Refused (and reported) unless it is whole, all CA certificates valid
+  // now, and shares a root with the bundle held now, so a server can add and retire
+  // roots one step at a time but never swap the trust for an unrelated one.
+  template <typename Write>
+  void StoreTrustBundle(const v1::TrustBundle& bundle, Write& write) {
+    absl::Status stored = [&]() -> absl::Status {
+      if (pki::Sha256Hex(bundle.ca_pem()) != bundle.digest()) {
+        return absl::InvalidArgumentError("its digest does not match its content");
+      }
+      ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> offered, pki::ParseCertificateChainPem(bundle.ca_pem()));
+      for (const auto& root : offered) RETURN_IF_ERROR(pki::CheckCaCertificate(root.get(), clock_.Now(), "root"));
+      const enrolment::WorkloadSecrets& workload = options_.secrets;
+      ASSIGN_OR_RETURN(secrets::SecretData data, store_->Get(workload.ns, workload.values.root_tls_secret));
+      ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> held, pki::ParseCertificateChainPem(data["ca.crt"]));
+      bool shares = false;
+      for (const auto& a : offered) {
+        for (const auto& b : held) shares = shares || X509_cmp(a.get(), b.get()) == 0;
+      }
+      if (!shares) return absl::PermissionDeniedError("it shares no root with the bundle held now");
+      data["ca.crt"] = bundle.ca_pem();
+      return store_->Put(workload.ns, workload.values.root_tls_secret, data);
+    }();
+    if (!stored.ok()) {
+      LogError("trust_bundle_refused", {{"digest", bundle.digest().substr(0, 12)}, {"error", std::string(stored.message())}});
+      v1::AgentMessage status;
+      status.mutable_status()->set_message(absl::StrCat("trust bundle not stored: ", stored.message()));
+      write(status);
+      return;
+    }
+    LogInfo("trust_bundle_stored", {{"digest", bundle.digest().substr(0, 12)}});
+    v1::AgentMessage ack;
+    ack.mutable_trust_bundle_ack()->set_digest(bundle.digest());
+    write(ack);
   }
 
   template <typename Write>

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "pki/certificate.h"
 #include "pki/pem.h"
+#include "secrets/directory_store.h"
 
 namespace relay::e2e {
 namespace {
@@ -165,6 +166,54 @@ TEST(CaRotationTest, TheSharedTokenRotatesWithOverlapAndBootstrapTokensAreRevoca
       << fourth.Log();
   EXPECT_THAT(fourth.Log(), Not(HasSubstr("relay_connected")));
   EXPECT_NE(server.Relayctl({"tokens", "revoke", "abc"}).exit_code, 0);
+}
+
+// The trust bundle reaches every agent on its stream: a root added to the server's
+// bundle (the first step of a root rotation, here by hand) is stored by each agent in
+// relay-root-tls-secret and acknowledged, and relayctl ca status counts them.
+TEST(CaRotationTest, AnAddedRootReachesEveryAgentAndIsCounted) {
+  const std::string dir = MakeTempDir("trust-bundle");
+  ServerUnderTest server(dir + "/mgmt");
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  std::vector<std::unique_ptr<AgentUnderTest>> agents;
+  for (const char* cluster : {"east", "west"}) agents.push_back(StartConnectedAgent(server, dir, cluster));
+  // What each agent holds, from its Hello.
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(server.Relayctl({"ca", "status"}).output, "stored by 2 of 2 registered clusters");
+  }, kPatience)) << server.Relayctl({"ca", "status"}).output;
+
+  // A second root beside the first (made with the openssl command line).
+  const std::string root_b = dir + "/root-b";
+  CommandResult made = RunCommand({"openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                                   "ec_paramgen_curve:P-256", "-nodes", "-keyout", root_b + ".key", "-out",
+                                   root_b + ".crt", "-subj", "/CN=relay-root-b", "-days", "30", "-addext",
+                                   "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string root_a = SecretFile(server.secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  const std::string bundle = root_a + ReadFileOrEmpty(root_b + ".crt");
+  server.Stop();
+  {
+    auto store = secrets::DirectorySecretStore::Create(server.secrets_dir());
+    auto root_secret = *(*store)->Get("gloo-mesh", "relay-root-tls-secret");
+    root_secret["ca.crt"] = bundle;
+    ASSERT_TRUE((*store)->Put("gloo-mesh", "relay-root-tls-secret", root_secret).ok());
+  }
+  ASSERT_TRUE(server.Start(&error)) << error;
+  for (const auto& agent : agents) {
+    EXPECT_TRUE(WaitFor([&] { return agent->SecretKey("relay-root-tls-secret", "ca.crt") == bundle; }, kPatience))
+        << agent->Log();
+    EXPECT_TRUE(WaitFor([&] { return CountOccurrences(agent->Log(), "event=trust_bundle_stored") == 1; }, kPatience))
+        << agent->Log();
+  }
+  EXPECT_TRUE(WaitFor([&] {
+    return absl::StrContains(server.Relayctl({"ca", "status"}).output, "stored by 2 of 2 registered clusters");
+  }, kPatience)) << server.Relayctl({"ca", "status"}).output;
+  // The agents go on with the bundle: a restart connects with it.
+  agents[0]->Stop();
+  agents[0]->Start();
+  EXPECT_TRUE(agents[0]->WaitConnected(kPatience)) << agents[0]->Log();
+  EXPECT_EQ(CountOccurrences(agents[0]->Log(), "event=trust_bundle_stored"), 0) << agents[0]->Log();
 }
 
 }  // namespace

@@ -42,7 +42,8 @@ std::string Encode(const ClusterRecord& record) {
                       ";registered_at=", absl::ToUnixSeconds(record.registered_at),
                       ";snapshot_version=", record.snapshot_version,
                       ";acked_version=", record.acked_version,
-                      ";admitted=", record.admitted ? 1 : 0);
+                      ";admitted=", record.admitted ? 1 : 0,
+                      record.trust_bundle.empty() ? "" : ";trust_bundle=", record.trust_bundle);
 }
 
 bool IsSerial(absl::string_view serial) {
@@ -93,6 +94,11 @@ absl::StatusOr<ClusterRecord> Decode(const std::string& cluster, absl::string_vi
     } else if (key == "admitted") {
       if (value != "0" && value != "1") return absl::InvalidArgumentError("admitted is neither 0 nor 1");
       record.admitted = value == "1";
+    } else if (key == "trust_bundle") {
+      if (value.size() != 64 || !std::all_of(value.begin(), value.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
+        return absl::InvalidArgumentError("trust_bundle is not a SHA-256 digest");
+      }
+      record.trust_bundle = std::string(value);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown field \"", key.substr(0, 32), "\""));
     }
@@ -543,6 +549,22 @@ void ClusterRegistry::RecordAckAsync(const std::string& cluster, int64_t version
         }
         if (version > record.acked_version) {
           record.acked_version = version;
+          *save = true;
+        }
+        return absl::OkStatus();
+      },
+      std::move(done));
+}
+
+void ClusterRegistry::RecordTrustBundleAckAsync(const std::string& cluster, const std::string& digest, Done done) {
+  UpdateAsync(
+      cluster,
+      [digest](ClusterRecord& record, bool* save) {
+        if (digest.size() != 64 || !std::all_of(digest.begin(), digest.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
+          return absl::InvalidArgumentError("a trust bundle digest is 64 hex digits");
+        }
+        if (record.trust_bundle != digest) {
+          record.trust_bundle = digest;
           *save = true;
         }
         return absl::OkStatus();

@@ -41,6 +41,9 @@ struct ClusterRecord {
   // An operator admitted the cluster (relayctl register): the next Register with the
   // shared token may replace a certificate that is still valid.
   bool admitted = false;
+  // Hex SHA-256 of the trust bundle the agent last stored (TrustBundleAck); empty when
+  // none acked yet.
+  std::string trust_bundle;
 
   // Holds a certificate that has not expired at `now` (the latest issued).
   bool HasValidCertificate(absl::Time now) const {
@@ -127,6 +130,8 @@ class ClusterRegistry {
   // was never pushed; an older one than the last ack is ignored (OK).
   void RecordAckAsync(const std::string& cluster, int64_t version, Done done);
   absl::Status RecordAck(const std::string& cluster, int64_t version);
+  // The agent stored the trust bundle with this digest.
+  void RecordTrustBundleAckAsync(const std::string& cluster, const std::string& digest, Done done);
 
   std::optional<ClusterRecord> Find(const std::string& cluster) const;
   std::vector<ClusterRecord> List() const;

@@ -19,6 +19,7 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
     : options_(std::move(options)),
       state_(std::move(state)),
       pki_(std::move(pki)),
+      trust_bundle_digest_(pki::Sha256Hex(pki_.root_bundle_pem)),
       authority_(std::move(pki_.signer), std::move(pki_.retired_intermediates)),
       registry_(std::move(registry)),
       bootstrap_tokens_(state_.get(), options_.ns) {

@@ -39,6 +39,8 @@ class Core {
   // The current and the retired intermediates (which leaves are ours).
   const SigningAuthority& authority() const { return authority_; }
   const std::string& root_bundle_pem() const { return pki_.root_bundle_pem; }
+  // Hex SHA-256 of root_bundle_pem(): what agents are to hold (TrustBundle).
+  const std::string& trust_bundle_digest() const { return trust_bundle_digest_; }
   // Constant-time comparison with the shared identity token and, during a rotation's
   // overlap, with the previous one (by its hash).
   bool IsSharedToken(absl::string_view token) const;
@@ -110,6 +112,7 @@ class Core {
   const ServerOptions options_;
   std::unique_ptr<state::StateStore> state_;
   ManagementPki pki_;
+  const std::string trust_bundle_digest_;
   SigningAuthority authority_;
   absl::Mutex rotation_mu_;  // one rotation at a time
   std::unique_ptr<secrets::SecretWatch> signing_watch_;

@@ -112,6 +112,16 @@ void RelayStream::HandleHello(const v1::Hello& hello) {
   welcome.mutable_welcome()->set_cluster(identity_.cluster);
   welcome.mutable_welcome()->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(core_->options().heartbeat_interval));
   Send(std::move(welcome));
+  if (hello.trust_bundle_digest() == core_->trust_bundle_digest()) {
+    // What the agent holds, as it says on its authenticated stream (a write only when
+    // the record says otherwise).
+    core_->registry().RecordTrustBundleAckAsync(identity_.cluster, hello.trust_bundle_digest(), [](absl::Status) {});
+  } else {
+    v1::ServerMessage bundle;
+    bundle.mutable_trust_bundle()->set_digest(core_->trust_bundle_digest());
+    bundle.mutable_trust_bundle()->set_ca_pem(core_->root_bundle_pem());
+    Send(std::move(bundle));
+  }
   std::optional<ClusterRecord> record = core_->registry().Find(identity_.cluster);
   if (record && record->snapshot_version > hello.acked_version()) {
     // Reading the snapshot waits on the store: not on this callback thread.
@@ -168,6 +178,16 @@ void RelayStream::OnReadDone(bool ok) {
             std::optional<ClusterRecord> record = core->registry().Find(cluster);
             core->metrics().snapshot_acked_version.Set({cluster}, record ? record->acked_version : version);
             LogInfo("snapshot_acked", {{"cluster", cluster}, {"version", absl::StrCat(version)}});
+          }
+        });
+  } else if (incoming_.has_trust_bundle_ack()) {
+    const std::string digest = incoming_.trust_bundle_ack().digest();
+    core_->registry().RecordTrustBundleAckAsync(
+        identity_.cluster, digest, [cluster = identity_.cluster, digest](absl::Status recorded) {
+          if (!recorded.ok()) {
+            LogWarning("trust_bundle_ack_not_recorded", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
+          } else {
+            LogInfo("trust_bundle_acked", {{"cluster", cluster}, {"digest", digest.substr(0, 12)}});
           }
         });
   } else if (incoming_.has_status()) {

@@ -1,6 +1,7 @@
 // The relay hub and its streams in this process (service_testing.h): real TLS, time
 // moved by calling Sweep with a later `now`.
 #include "mgmt/relay_hub.h"
+#include "pki/certificate.h"
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -25,15 +26,18 @@ constexpr absl::Duration kWait = absl::Seconds(20);
 class Stream {
  public:
   Stream(ServicesUnderTest& services, const ServicesUnderTest::Credentials& credentials)
-      : stub_(v1::Relay::NewStub(services.MutualTlsChannel(credentials.key_pem, credentials.chain_pem))) {
+      : stub_(v1::Relay::NewStub(services.MutualTlsChannel(credentials.key_pem, credentials.chain_pem))),
+        trust_bundle_digest_(services.core().trust_bundle_digest()) {
     context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     stream_ = stub_->Connect(&context_);
   }
-  bool Hello(const std::string& cluster, int64_t acked_version = 0) {
+  // As an agent that holds the server's trust bundle, unless told otherwise.
+  bool Hello(const std::string& cluster, int64_t acked_version = 0, const std::string* trust_bundle_digest = nullptr) {
     v1::AgentMessage hello;
     hello.mutable_hello()->set_cluster(cluster);
     hello.mutable_hello()->set_version(std::string("relay-agent/") + kVersion);
     hello.mutable_hello()->set_acked_version(acked_version);
+    hello.mutable_hello()->set_trust_bundle_digest(trust_bundle_digest ? *trust_bundle_digest : trust_bundle_digest_);
     return stream_->Write(hello);
   }
   bool Write(const v1::AgentMessage& message) { return stream_->Write(message); }
@@ -52,6 +56,7 @@ class Stream {
 
  private:
   std::unique_ptr<v1::Relay::Stub> stub_;
+  const std::string trust_bundle_digest_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::ServerMessage>> stream_;
 };
@@ -180,6 +185,32 @@ TEST_F(RelayHubTest, HelloForAnotherClusterOrAnotherMajorVersionIsClosed) {
   EXPECT_THAT(close->close().reason(), HasSubstr("not compatible"));
   EXPECT_THAT(old.Finish(), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_EQ(services_->core().metrics().agent_version_skew.Value({"major"}), 1);
+}
+
+// An agent that holds another trust bundle gets the server's after Welcome; its ack is
+// recorded, and a bad digest is not.
+TEST_F(RelayHubTest, AnAgentBehindGetsTheTrustBundleAndItsAckIsRecorded) {
+  Stream stream(*services_, east_);
+  const std::string old_digest(64, 'a');
+  ASSERT_TRUE(stream.Hello("east", 0, &old_digest));
+  std::optional<v1::ServerMessage> welcome = stream.Read();
+  ASSERT_TRUE(welcome && welcome->has_welcome());
+  std::optional<v1::ServerMessage> bundle = stream.Read();
+  ASSERT_TRUE(bundle && bundle->has_trust_bundle());
+  EXPECT_EQ(bundle->trust_bundle().digest(), services_->core().trust_bundle_digest());
+  EXPECT_EQ(bundle->trust_bundle().ca_pem(), services_->core().root_bundle_pem());
+  EXPECT_EQ(pki::Sha256Hex(bundle->trust_bundle().ca_pem()), bundle->trust_bundle().digest());
+  v1::AgentMessage bad;
+  bad.mutable_trust_bundle_ack()->set_digest("not hex");
+  ASSERT_TRUE(stream.Write(bad));
+  v1::AgentMessage ack;
+  ack.mutable_trust_bundle_ack()->set_digest(bundle->trust_bundle().digest());
+  ASSERT_TRUE(stream.Write(ack));
+  EXPECT_TRUE(WaitFor([&] {
+    std::optional<ClusterRecord> record = services_->core().registry().Find("east");
+    return record && record->trust_bundle == services_->core().trust_bundle_digest();
+  }));
+  EXPECT_THAT(stream.Finish(), IsOk());
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "pki/certificate.h"
 
+#include <openssl/sha.h>
+
 #include <arpa/inet.h>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
@@ -316,6 +318,19 @@ std::vector<const X509*> Borrow(const std::vector<UniquePtr<X509>>& certs) {
   out.reserve(certs.size());
   for (const auto& cert : certs) out.push_back(cert.get());
   return out;
+}
+
+std::string Sha256Hex(absl::string_view bytes) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(2 * SHA256_DIGEST_LENGTH);
+  for (unsigned char byte : digest) {
+    hex.push_back(kHex[byte >> 4]);
+    hex.push_back(kHex[byte & 0xf]);
+  }
+  return hex;
 }
 
 }  // namespace relay::pki

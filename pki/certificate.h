@@ -80,6 +80,9 @@ bool NamesIssuer(const X509* issuer, const LeafSummary& leaf);
 // Borrowed views for the verify functions.
 std::vector<const X509*> Borrow(const std::vector<UniquePtr<X509>>& certs);
 
+// Lowercase hex of the SHA-256 of `bytes` (a trust bundle's digest).
+std::string Sha256Hex(absl::string_view bytes);
+
 // Uppercase hex of the serial number.
 std::string SerialHex(const X509* cert);
 

@@ -428,6 +428,14 @@ int CaStatus() {
     std::cout << std::setw(22) << ca.role() << std::setw(36) << ca.serial() << std::setw(22)
               << relay::pki::FormatUtc(not_after) << std::setw(10) << Ago(not_after - now) << rotation << "\n";
   }
+  std::cout << "trust bundle " << response.trust_bundle_digest().substr(0, 12) << ": stored by "
+            << response.clusters_with_bundle() << " of " << response.clusters() << " registered clusters";
+  if (response.without_bundle_size() > 0) {
+    std::cout << " (not yet: " << absl::StrJoin(response.without_bundle(), ", ")
+              << (response.clusters() - response.clusters_with_bundle() > response.without_bundle_size() ? ", ..." : "")
+              << ")";
+  }
+  std::cout << "\n";
   return 0;
 }
 
