@@ -117,6 +117,12 @@ server_metrics() { curl -s "127.0.0.1:$metrics_port/metrics"; }
 cluster=pod-cluster
 tools/relayctl secrets export --cluster=$cluster --secrets=kubernetes --kubeconfig="$work/management/kubeconfig" \
   --admin_socket="$work/mgmt/admin.sock" > "$work/export.yaml" || fail "relayctl secrets export failed"
+# The root as an older copy would hold it (one byte more): the server sends its trust
+# bundle on the stream and the agent must replace relay-root-tls-secret, which its Role
+# must allow.
+ca_b64=$(sed -n 's/^  ca\.crt: //p' "$work/export.yaml")
+[[ -n "$ca_b64" ]] || fail "no ca.crt in the exported manifest"
+sed -i "s|^  ca\.crt: .*|  ca.crt: $( (printf '%s' "$ca_b64" | base64 -d; echo) | base64 -w0)|" "$work/export.yaml"
 # In a namespace of its own: the pod finds it in its service account's namespace file,
 # and the exported manifest goes where it is applied (kubectl apply -n).
 start_apiserver workload deploy/kubernetes/agent.yaml relay-agent --preload="$work/export.yaml" \
@@ -170,6 +176,8 @@ renewed_twice() { local n; n=$(renewals); [[ -n "$n" && "$n" -ge 2 ]]; }
 
 wait_for 60 connected || fail "the agent in the pod did not connect"
 echo "agent registered and connected"
+wait_for 30 bash -c "podman logs '$pod-agent' 2>&1 | grep -q event=trust_bundle_stored" ||
+  fail "the agent did not store the server's trust bundle"
 wait_for 60 renewed_twice || fail "the rotator did not renew twice (renewals: $(renewals))"
 echo "rotator renewed $(renewals) times"
 sleep 1
