@@ -169,8 +169,9 @@ TEST(CaRotationTest, TheSharedTokenRotatesWithOverlapAndBootstrapTokensAreRevoca
 }
 
 // The trust bundle reaches every agent on its stream: a root added to the server's
-// bundle (the first step of a root rotation, here by hand) is stored by each agent in
-// relay-root-tls-secret and acknowledged, and relayctl ca status counts them.
+// bundle while it runs (the first step of a root rotation, here by hand) is pushed to
+// every stream, stored by each agent in relay-root-tls-secret and acknowledged, and
+// relayctl ca status counts them; the streams stay up.
 TEST(CaRotationTest, AnAddedRootReachesEveryAgentAndIsCounted) {
   const std::string dir = MakeTempDir("trust-bundle");
   ServerUnderTest server(dir + "/mgmt");
@@ -192,14 +193,19 @@ TEST(CaRotationTest, AnAddedRootReachesEveryAgentAndIsCounted) {
   ASSERT_EQ(made.exit_code, 0) << made.output;
   const std::string root_a = SecretFile(server.secrets_dir(), "relay-root-tls-secret", "ca.crt");
   const std::string bundle = root_a + ReadFileOrEmpty(root_b + ".crt");
-  server.Stop();
   {
+    // While the server runs: it follows the root secret and pushes the bundle.
     auto store = secrets::DirectorySecretStore::Create(server.secrets_dir());
     auto root_secret = *(*store)->Get("gloo-mesh", "relay-root-tls-secret");
+    // A bundle without the intermediate's issuer is refused and changes nothing.
+    auto without_a = root_secret;
+    without_a["ca.crt"] = ReadFileOrEmpty(root_b + ".crt");
+    ASSERT_TRUE((*store)->Put("gloo-mesh", "relay-root-tls-secret", without_a).ok());
+    EXPECT_TRUE(WaitFor([&] { return CountOccurrences(server.Log(), "event=trust_bundle_change_refused") == 1; },
+                        kPatience)) << server.Log();
     root_secret["ca.crt"] = bundle;
     ASSERT_TRUE((*store)->Put("gloo-mesh", "relay-root-tls-secret", root_secret).ok());
   }
-  ASSERT_TRUE(server.Start(&error)) << error;
   for (const auto& agent : agents) {
     EXPECT_TRUE(WaitFor([&] { return agent->SecretKey("relay-root-tls-secret", "ca.crt") == bundle; }, kPatience))
         << agent->Log();
@@ -209,6 +215,9 @@ TEST(CaRotationTest, AnAddedRootReachesEveryAgentAndIsCounted) {
   EXPECT_TRUE(WaitFor([&] {
     return absl::StrContains(server.Relayctl({"ca", "status"}).output, "stored by 2 of 2 registered clusters");
   }, kPatience)) << server.Relayctl({"ca", "status"}).output;
+  for (const auto& agent : agents) {
+    EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_reconnects_total"), 0) << agent->Log();
+  }
   // The agents go on with the bundle: a restart connects with it.
   agents[0]->Stop();
   agents[0]->Start();

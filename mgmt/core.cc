@@ -19,7 +19,6 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
     : options_(std::move(options)),
       state_(std::move(state)),
       pki_(std::move(pki)),
-      trust_bundle_digest_(pki::Sha256Hex(pki_.root_bundle_pem)),
       authority_(std::move(pki_.signer), std::move(pki_.retired_intermediates)),
       registry_(std::move(registry)),
       bootstrap_tokens_(state_.get(), options_.ns) {
@@ -31,6 +30,11 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
     absl::MutexLock lock(&token_mu_);
     shared_token_ = pki_.token;
   }
+  {
+    absl::MutexLock lock(&bundle_mu_);
+    root_bundle_pem_ = pki_.root_bundle_pem;
+    trust_bundle_digest_ = pki::Sha256Hex(root_bundle_pem_);
+  }
   for (const ClusterRecord& record : registry_->List()) {
     if (record.deregistered) continue;
     metrics_.SetConnected(record.name, false);
@@ -40,6 +44,7 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
 }
 
 Core::~Core() {
+  root_watch_.reset();
   signing_watch_.reset();
   token_watch_.reset();
 }
@@ -122,7 +127,7 @@ void Core::ReloadSharedToken() {
 }
 
 void Core::SetCaMetrics() {
-  if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) {
+  if (auto roots = pki::ParseCertificateChainPem(root_bundle_pem()); roots.ok()) {
     if (auto info = pki::InspectCertificate((*roots)[0].get()); info.ok()) {
       metrics_.certificate_expiry.Set({"root"}, absl::ToUnixSeconds(info->not_after));
     }
@@ -139,7 +144,7 @@ void Core::SetCaMetrics() {
 relay::v1::CertificateResponse Core::Response(const pki::Issuer::IssuedPem& issued) const {
   relay::v1::CertificateResponse response;
   response.set_certificate_chain_pem(issued.certificate_pem);
-  response.set_root_ca_pem(pki_.root_bundle_pem);
+  response.set_root_ca_pem(root_bundle_pem());
   response.set_serial(issued.serial_hex);
   response.set_not_after_unix(absl::ToUnixSeconds(issued.not_after));
   return response;
@@ -193,7 +198,7 @@ void Core::MaybeRenewServerCertificate(absl::Time now) {
   }
   if (!LeadsHousekeeping()) return;  // the leader renews it; we take it on a later sweep
   absl::StatusOr<pki::CertificateInfo> renewed =
-      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *signer, pki_.root_bundle_pem, now);
+      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *signer, root_bundle_pem(), now);
   if (!renewed.ok()) {
     LogError("server_certificate_renewal_failed", {{"error", std::string(renewed.status().message())}});
     return;
@@ -265,7 +270,7 @@ absl::StatusOr<pki::CertificateInfo> Core::StageIntermediate(const std::string& 
   }
   ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> chain, pki::ParseCertificateChainPem(certificate_pem));
   ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::ParsePrivateKeyPem(key_pem));
-  ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> roots, pki::ParseCertificateChainPem(pki_.root_bundle_pem));
+  ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> roots, pki::ParseCertificateChainPem(root_bundle_pem()));
   if (absl::Status chains = pki::VerifyChain(chain[0].get(), pki::Borrow(chain), pki::Borrow(roots), now);
       !chains.ok()) {
     return absl::InvalidArgumentError(
@@ -282,7 +287,7 @@ absl::StatusOr<pki::CertificateInfo> Core::StageIntermediate(const std::string& 
   if (!issuer.ok()) return absl::InvalidArgumentError(absl::StrCat("the staged intermediate: ", issuer.status().message()));
   NewIntermediate made;
   made.issuer = *std::move(issuer);
-  made.secret = {{"tls.crt", certificate_pem}, {"tls.key", key_pem}, {"ca.crt", pki_.root_bundle_pem}};
+  made.secret = {{"tls.crt", certificate_pem}, {"tls.key", key_pem}, {"ca.crt", root_bundle_pem()}};
   if (std::string retired = RetiredAfterRotation(now); !retired.empty()) made.secret[kRetiredIntermediatesKey] = retired;
   return InstallIntermediate(std::move(made), now, "staged by an operator");
 }
@@ -303,7 +308,7 @@ absl::StatusOr<pki::CertificateInfo> Core::InstallIntermediate(NewIntermediate m
   // The server certificate under the new one too, so the relay port's chain moves on.
   std::shared_ptr<const pki::Issuer> signer = authority_.current();
   absl::StatusOr<pki::CertificateInfo> server =
-      WriteServerCertificate(state_->secrets(), pki_options, *signer, pki_.root_bundle_pem, now);
+      WriteServerCertificate(state_->secrets(), pki_options, *signer, root_bundle_pem(), now);
   if (!server.ok()) {
     LogError("server_certificate_renewal_failed", {{"error", std::string(server.status().message())}});
   } else {
@@ -346,7 +351,7 @@ void Core::WarnOfCaExpiry(absl::Time now) {
                                    {"hours_left", absl::StrCat(absl::ToInt64Hours(info->not_after - now))},
                                    {"advice", advice}});
   };
-  if (auto roots = pki::ParseCertificateChainPem(pki_.root_bundle_pem); roots.ok()) {
+  if (auto roots = pki::ParseCertificateChainPem(root_bundle_pem()); roots.ok()) {
     for (const auto& root : *roots) {
       check("root", root.get(), "the root does not rotate by itself: plan a root rotation (README \"Expired root\")");
     }
@@ -356,6 +361,60 @@ void Core::WarnOfCaExpiry(absl::Time now) {
           "it is replaced by itself before this unless that fails (see intermediate_rotation_failed); "
           "relayctl ca rotate-intermediate replaces it now");
   }
+}
+
+std::string Core::root_bundle_pem() const {
+  absl::MutexLock lock(&bundle_mu_);
+  return root_bundle_pem_;
+}
+
+std::string Core::trust_bundle_digest() const {
+  absl::MutexLock lock(&bundle_mu_);
+  return trust_bundle_digest_;
+}
+
+void Core::OnTrustBundleChange(std::function<void()> listener) {
+  absl::MutexLock lock(&bundle_listener_mu_);
+  bundle_listener_ = std::move(listener);
+}
+
+void Core::WatchRootBundle() {
+  root_watch_ = state_->secrets().Watch(options_.ns, options_.values.root_tls_secret, [this] { ReloadRootBundle(); });
+}
+
+void Core::ReloadRootBundle() {
+  absl::StatusOr<secrets::SecretData> secret = state_->secrets().Get(options_.ns, options_.values.root_tls_secret);
+  if (!secret.ok() || !secret->count("ca.crt")) return;  // a deleted root keeps the one held
+  const std::string bundle = secret->at("ca.crt");
+  if (bundle == root_bundle_pem()) return;
+  absl::Status usable = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> roots, pki::ParseCertificateChainPem(bundle));
+    const absl::Time now = absl::Now();
+    for (const auto& root : roots) RETURN_IF_ERROR(pki::CheckCaCertificate(root.get(), now, "root certificate"));
+    if (std::shared_ptr<const pki::Issuer> signer = authority_.current()) {
+      absl::Status chains = pki::VerifyChain(signer->certificate(), {}, pki::Borrow(roots), now);
+      if (!chains.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "no root in it issued the current intermediate (", chains.message(), "): add roots beside the old one"));
+      }
+    }
+    return absl::OkStatus();
+  }();
+  if (!usable.ok()) {
+    LogError("trust_bundle_change_refused", {{"secret", absl::StrCat(options_.ns, "/", options_.values.root_tls_secret)},
+                                             {"error", std::string(usable.message())}});
+    return;
+  }
+  std::string digest = pki::Sha256Hex(bundle);
+  {
+    absl::MutexLock lock(&bundle_mu_);
+    root_bundle_pem_ = bundle;
+    trust_bundle_digest_ = digest;
+  }
+  SetCaMetrics();
+  LogInfo("trust_bundle_changed", {{"digest", digest.substr(0, 12)}});
+  absl::MutexLock lock(&bundle_listener_mu_);
+  if (bundle_listener_) bundle_listener_();
 }
 
 }  // namespace relay::mgmt

@@ -5,6 +5,7 @@
 // cluster registry, bootstrap tokens), its CA, its metrics and a queue for blocking
 // work. The services reach all of it through these methods.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,9 +39,16 @@ class Core {
   std::shared_ptr<const pki::Issuer> signer() const { return authority_.current(); }
   // The current and the retired intermediates (which leaves are ours).
   const SigningAuthority& authority() const { return authority_; }
-  const std::string& root_bundle_pem() const { return pki_.root_bundle_pem; }
-  // Hex SHA-256 of root_bundle_pem(): what agents are to hold (TrustBundle).
-  const std::string& trust_bundle_digest() const { return trust_bundle_digest_; }
+  // The roots agents are to trust (relay-root-tls-secret ca.crt) and its hex SHA-256
+  // (TrustBundle); both follow the root secret while the server runs (WatchRootBundle).
+  std::string root_bundle_pem() const;
+  std::string trust_bundle_digest() const;
+  // Runs (on a store thread) after the root bundle changed, e.g. to push it to every
+  // stream; nullptr stops it, waiting for a call under way.
+  void OnTrustBundleChange(std::function<void()> listener);
+  // Follows the root secret: a bundle whose roots are CA certificates valid now and still
+  // include the intermediate's issuer replaces the one held; another is refused (logged).
+  void WatchRootBundle();
   // Constant-time comparison with the shared identity token and, during a rotation's
   // overlap, with the previous one (by its hash).
   bool IsSharedToken(absl::string_view token) const;
@@ -106,13 +114,19 @@ class Core {
   absl::StatusOr<pki::CertificateInfo> InstallIntermediate(NewIntermediate made, absl::Time now, absl::string_view why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(rotation_mu_);
   void ReloadSharedToken();
+  void ReloadRootBundle();
   // The server certificate in the store (which another replica may have renewed).
   absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();
 
   const ServerOptions options_;
   std::unique_ptr<state::StateStore> state_;
   ManagementPki pki_;
-  const std::string trust_bundle_digest_;
+  mutable absl::Mutex bundle_mu_;
+  std::string root_bundle_pem_ ABSL_GUARDED_BY(bundle_mu_);
+  std::string trust_bundle_digest_ ABSL_GUARDED_BY(bundle_mu_);
+  absl::Mutex bundle_listener_mu_;  // held while the listener runs
+  std::function<void()> bundle_listener_ ABSL_GUARDED_BY(bundle_listener_mu_);
+  std::unique_ptr<secrets::SecretWatch> root_watch_;
   SigningAuthority authority_;
   absl::Mutex rotation_mu_;  // one rotation at a time
   std::unique_ptr<secrets::SecretWatch> signing_watch_;

@@ -75,6 +75,8 @@ class RelayHub {
   void Remove(RelayStream* stream);
 
   void CloseCluster(const std::string& cluster, const std::string& reason, grpc::Status status);
+  // Sends the server's trust bundle on every stream (after it changed).
+  void BroadcastTrustBundle();
   // Closes the cluster's stream unless it was opened with certificate `serial`.
   void CloseClusterUnlessSerial(const std::string& cluster, const std::string& serial, const std::string& reason,
                                 grpc::Status status);

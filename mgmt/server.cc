@@ -72,6 +72,7 @@ class ServerImpl final : public ManagementServer {
         identifier_(&core_->authority(), &core_->registry()) {}
 
   ~ServerImpl() override {
+    core_->OnTrustBundleChange(nullptr);  // before the hub goes
     core_->registry().SetForeignChangeListener(nullptr);
     {
       // Foreign pushes under way use the hub: they finish first.
@@ -92,6 +93,8 @@ class ServerImpl final : public ManagementServer {
     RETURN_IF_ERROR(grpc_tls::IssueNoSessionTickets());
     core_->registry().SetForeignChangeListener(
         [this](const ClusterRecord& before, const ClusterRecord& after) { OnForeignChange(before, after); });
+    core_->OnTrustBundleChange([this] { hub_.BroadcastTrustBundle(); });
+    core_->WatchRootBundle();
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     relay_service_ = std::make_unique<RelayService>(core_.get(), &hub_, &identifier_);
