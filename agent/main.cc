@@ -108,8 +108,8 @@ int main(int argc, char** argv) {
       relay::DefaultStateDir(absl::GetFlag(FLAGS_secrets_dir), "agent-" + options.cluster);
   options.secrets_backend = absl::GetFlag(FLAGS_secrets);
   options.kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
-  if (!options.kubeconfig.empty() && options.secrets_backend != relay::kube::SecretBackend::kKubernetes) {
-    Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  if (absl::Status flags = relay::kube::CheckSecretFlags(options.secrets_backend, options.kubeconfig); !flags.ok()) {
+    Fail(std::string(flags.message()));
   }
   options.output_dir = absl::GetFlag(FLAGS_output_dir).empty() ? options.secrets_dir + "/output"
                                                                : absl::GetFlag(FLAGS_output_dir);

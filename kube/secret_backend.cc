@@ -26,6 +26,14 @@ std::string AbslUnparseFlag(SecretBackend backend) {
   return backend == SecretBackend::kKubernetes ? "kubernetes" : "directory";
 }
 
+absl::Status CheckSecretFlags(SecretBackend backend, const std::string& kubeconfig) {
+  if (!kubeconfig.empty() && backend != SecretBackend::kKubernetes) {
+    return absl::InvalidArgumentError(
+        "--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenSecretStore(SecretBackend backend,
                                                                       const std::string& dir,
                                                                       const std::string& kubeconfig) {

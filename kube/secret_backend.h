@@ -32,6 +32,10 @@ inline constexpr char kKubeconfigFlagHelp[] =
     "With --secrets=kubernetes: kubeconfig file whose current context (server, CA, bearer token) "
     "reaches the API. Empty: the pod's service account (in-cluster).";
 
+// INVALID_ARGUMENT when the flags do not go together (--kubeconfig without
+// --secrets=kubernetes), saying how to fix them.
+absl::Status CheckSecretFlags(SecretBackend backend, const std::string& kubeconfig);
+
 // Opens the store `backend` names: the directory `dir`, or the Kubernetes API through
 // `kubeconfig` (in-cluster when empty). The error says which configuration is missing.
 absl::StatusOr<std::unique_ptr<secrets::SecretStore>> OpenSecretStore(SecretBackend backend,

@@ -139,11 +139,12 @@ grpc::Status AdminService::CaStatus(grpc::ServerContext*, const v1::CaStatusRequ
   if (auto retired = pki::ParseCertificateChainPem(core_->authority().RetiredPem(absl::Now())); retired.ok()) {
     for (const auto& cert : *retired) add("retired-intermediate", cert.get(), absl::InfinitePast());
   }
-  response->set_trust_bundle_digest(core_->trust_bundle_digest());
+  const std::string digest = core_->trust_bundle_digest();
+  response->set_trust_bundle_digest(digest);
   for (const ClusterRecord& record : core_->registry().List()) {
     if (record.deregistered) continue;
     response->set_clusters(response->clusters() + 1);
-    if (record.trust_bundle == core_->trust_bundle_digest()) {
+    if (record.trust_bundle == digest) {
       response->set_clusters_with_bundle(response->clusters_with_bundle() + 1);
     } else if (response->without_bundle_size() < 50) {
       response->add_without_bundle(record.name);

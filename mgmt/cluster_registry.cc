@@ -32,6 +32,10 @@ absl::Status Deregistered(const std::string& cluster) {
                      kRefusalDeregistered);
 }
 
+bool IsSha256Hex(absl::string_view digest) {
+  return digest.size() == 64 && std::all_of(digest.begin(), digest.end(), [](char c) { return absl::ascii_isxdigit(c); });
+}
+
 // One line of `key=value` pairs separated by ';' (no value holds ';' or '=').
 std::string Encode(const ClusterRecord& record) {
   return absl::StrCat("state=", record.deregistered ? "deregistered" : "registered",
@@ -95,7 +99,7 @@ absl::StatusOr<ClusterRecord> Decode(const std::string& cluster, absl::string_vi
       if (value != "0" && value != "1") return absl::InvalidArgumentError("admitted is neither 0 nor 1");
       record.admitted = value == "1";
     } else if (key == "trust_bundle") {
-      if (value.size() != 64 || !std::all_of(value.begin(), value.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
+      if (!IsSha256Hex(value)) {
         return absl::InvalidArgumentError("trust_bundle is not a SHA-256 digest");
       }
       record.trust_bundle = std::string(value);
@@ -560,7 +564,7 @@ void ClusterRegistry::RecordTrustBundleAckAsync(const std::string& cluster, cons
   UpdateAsync(
       cluster,
       [digest](ClusterRecord& record, bool* save) {
-        if (digest.size() != 64 || !std::all_of(digest.begin(), digest.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
+        if (!IsSha256Hex(digest)) {
           return absl::InvalidArgumentError("a trust bundle digest is 64 hex digits");
         }
         if (record.trust_bundle != digest) {

@@ -32,8 +32,8 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
   }
   {
     absl::MutexLock lock(&bundle_mu_);
-    root_bundle_pem_ = pki_.root_bundle_pem;
-    trust_bundle_digest_ = pki::Sha256Hex(root_bundle_pem_);
+    trust_bundle_ = std::make_shared<const TrustBundle>(
+        TrustBundle{pki_.root_bundle_pem, pki::Sha256Hex(pki_.root_bundle_pem)});
   }
   for (const ClusterRecord& record : registry_->List()) {
     if (record.deregistered) continue;
@@ -144,7 +144,7 @@ void Core::SetCaMetrics() {
 relay::v1::CertificateResponse Core::Response(const pki::Issuer::IssuedPem& issued) const {
   relay::v1::CertificateResponse response;
   response.set_certificate_chain_pem(issued.certificate_pem);
-  response.set_root_ca_pem(root_bundle_pem());
+  response.set_root_ca_pem(trust_bundle()->pem);
   response.set_serial(issued.serial_hex);
   response.set_not_after_unix(absl::ToUnixSeconds(issued.not_after));
   return response;
@@ -363,14 +363,9 @@ void Core::WarnOfCaExpiry(absl::Time now) {
   }
 }
 
-std::string Core::root_bundle_pem() const {
+std::shared_ptr<const Core::TrustBundle> Core::trust_bundle() const {
   absl::MutexLock lock(&bundle_mu_);
-  return root_bundle_pem_;
-}
-
-std::string Core::trust_bundle_digest() const {
-  absl::MutexLock lock(&bundle_mu_);
-  return trust_bundle_digest_;
+  return trust_bundle_;
 }
 
 void Core::OnTrustBundleChange(std::function<void()> listener) {
@@ -408,8 +403,7 @@ void Core::ReloadRootBundle() {
   std::string digest = pki::Sha256Hex(bundle);
   {
     absl::MutexLock lock(&bundle_mu_);
-    root_bundle_pem_ = bundle;
-    trust_bundle_digest_ = digest;
+    trust_bundle_ = std::make_shared<const TrustBundle>(TrustBundle{bundle, digest});
   }
   SetCaMetrics();
   LogInfo("trust_bundle_changed", {{"digest", digest.substr(0, 12)}});

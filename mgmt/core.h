@@ -40,9 +40,15 @@ class Core {
   // The current and the retired intermediates (which leaves are ours).
   const SigningAuthority& authority() const { return authority_; }
   // The roots agents are to trust (relay-root-tls-secret ca.crt) and its hex SHA-256
-  // (TrustBundle); both follow the root secret while the server runs (WatchRootBundle).
-  std::string root_bundle_pem() const;
-  std::string trust_bundle_digest() const;
+  // (TrustBundle), read together; they follow the root secret while the server runs
+  // (WatchRootBundle).
+  struct TrustBundle {
+    std::string pem;
+    std::string digest;
+  };
+  std::shared_ptr<const TrustBundle> trust_bundle() const;
+  std::string root_bundle_pem() const { return trust_bundle()->pem; }
+  std::string trust_bundle_digest() const { return trust_bundle()->digest; }
   // Runs (on a store thread) after the root bundle changed, e.g. to push it to every
   // stream; nullptr stops it, waiting for a call under way.
   void OnTrustBundleChange(std::function<void()> listener);
@@ -122,8 +128,7 @@ class Core {
   std::unique_ptr<state::StateStore> state_;
   ManagementPki pki_;
   mutable absl::Mutex bundle_mu_;
-  std::string root_bundle_pem_ ABSL_GUARDED_BY(bundle_mu_);
-  std::string trust_bundle_digest_ ABSL_GUARDED_BY(bundle_mu_);
+  std::shared_ptr<const TrustBundle> trust_bundle_ ABSL_GUARDED_BY(bundle_mu_);
   absl::Mutex bundle_listener_mu_;  // held while the listener runs
   std::function<void()> bundle_listener_ ABSL_GUARDED_BY(bundle_listener_mu_);
   std::unique_ptr<secrets::SecretWatch> root_watch_;

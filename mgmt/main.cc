@@ -135,8 +135,8 @@ int main(int argc, char** argv) {
   options.kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
   options.ns = relay::kube::NamespaceFor(absl::GetFlag(FLAGS_namespace), relay::FlagGiven("namespace"),
                                          options.secrets_backend, options.kubeconfig);
-  if (!options.kubeconfig.empty() && options.secrets_backend != relay::kube::SecretBackend::kKubernetes) {
-    Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  if (absl::Status flags = relay::kube::CheckSecretFlags(options.secrets_backend, options.kubeconfig); !flags.ok()) {
+    Fail(std::string(flags.message()));
   }
   const relay::config::StateValues& state = options.values.state;
   options.state_backend = state.backend == "etcd" ? relay::mgmt::StateBackend::kEtcd : relay::mgmt::StateBackend::kLocal;

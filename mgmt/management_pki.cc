@@ -68,6 +68,37 @@ struct PlannedWrite {
   bool only_if_absent = false;  // a new secret: written only if still absent
 };
 
+// The signing secret's retired intermediates that have not expired at `now`.
+absl::StatusOr<std::vector<pki::UniquePtr<X509>>> UnexpiredRetired(const SecretData& signing_secret,
+                                                                    const std::string& ns, const std::string& name,
+                                                                    absl::Time now) {
+  std::vector<pki::UniquePtr<X509>> live;
+  auto retired = signing_secret.find(kRetiredIntermediatesKey);
+  if (retired == signing_secret.end()) return live;
+  absl::StatusOr<std::vector<pki::UniquePtr<X509>>> certs = pki::ParseCertificateChainPem(retired->second);
+  if (!certs.ok()) return InSecret(ns, name, kRetiredIntermediatesKey, certs.status());
+  for (auto& cert : *certs) {
+    absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert.get());
+    if (info.ok() && now < info->not_after) live.push_back(std::move(cert));
+  }
+  return live;
+}
+
+// A new intermediate signed by `root` (the signer it becomes), as the signing secret
+// holds it: tls.crt, tls.key and the trust bundle in ca.crt.
+absl::StatusOr<NewIntermediate> IssueIntermediate(const pki::Issuer& root, const std::string& root_bundle_pem,
+                                                  const ManagementPkiOptions& options, absl::Time now) {
+  ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::GenerateKey(options.key_type));
+  ASSIGN_OR_RETURN(pki::UniquePtr<X509> cert,
+                   root.Issue(key.get(), pki::IntermediateCaSpec("relay-signing-ca", now, options.intermediate_lifetime)));
+  NewIntermediate made;
+  ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
+  ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
+  made.secret = {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", root_bundle_pem}};
+  ASSIGN_OR_RETURN(made.issuer, pki::Issuer::Create(std::move(cert), std::move(key), now));
+  return made;
+}
+
 absl::Status MissingSecret(const std::string& ns, const std::string& name, absl::string_view why,
                            absl::string_view keys) {
   return absl::FailedPreconditionError(absl::StrCat(
@@ -206,9 +237,10 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
   const std::string& signing_name = values.signing_tls_secret;
   ASSIGN_OR_RETURN(std::optional<SecretData> signing_secret, Find(store, ns, signing_name));
   bool replace_expired_intermediate = false;
+  std::optional<KeyPair> signing_pair;
   if (signing_secret) {
-    ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*signing_secret, ns, signing_name, true));
-    if (absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(pair.chain[0].get());
+    ASSIGN_OR_RETURN(signing_pair, LoadPair(*signing_secret, ns, signing_name, true));
+    if (absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(signing_pair->chain[0].get());
         info.ok() && now >= info->not_after && !values.disable_ca) {
       // Down past the intermediate's expiry: its leaves have all expired too, so a new
       // one under the (still valid) root takes its place.
@@ -228,7 +260,7 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
     }
   }
   if (signing_secret && !replace_expired_intermediate) {
-    ASSIGN_OR_RETURN(KeyPair pair, LoadPair(*signing_secret, ns, signing_name, true));
+    KeyPair& pair = *signing_pair;
     absl::Status chains = pki::VerifyChain(pair.chain[0].get(),
                                            pki::Borrow(pair.chain), pki::Borrow(roots), now);
     if (!chains.ok()) {
@@ -244,14 +276,7 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
         pki::Issuer::Create(std::move(pair.chain[0]), std::move(pair.key), now);
     if (!signer.ok()) return InSecret(ns, signing_name, "tls.crt", signer.status());
     result.signer = *std::move(signer);
-    if (auto retired = signing_secret->find(kRetiredIntermediatesKey); retired != signing_secret->end()) {
-      absl::StatusOr<std::vector<pki::UniquePtr<X509>>> certs = pki::ParseCertificateChainPem(retired->second);
-      if (!certs.ok()) return InSecret(ns, signing_name, kRetiredIntermediatesKey, certs.status());
-      for (auto& cert : *certs) {
-        absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert.get());
-        if (info.ok() && now < info->not_after) result.retired_intermediates.push_back(std::move(cert));
-      }
-    }
+    ASSIGN_OR_RETURN(result.retired_intermediates, UnexpiredRetired(*signing_secret, ns, signing_name, now));
   } else if (!values.disable_ca) {
     if (!may_generate) {
       return MissingSecret(ns, signing_name, "disableCaCertGeneration is set (bring your own intermediate)",
@@ -268,17 +293,10 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
     ASSIGN_OR_RETURN(std::unique_ptr<pki::Issuer> root_issuer,
                      pki::Issuer::Create(pki::UniquePtr<X509>(roots[0].get()),
                                          pki::UniquePtr<EVP_PKEY>(root_key.get()), now));
-    ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::GenerateKey(options.key_type));
-    ASSIGN_OR_RETURN(pki::UniquePtr<X509> cert,
-                     root_issuer->Issue(key.get(), pki::IntermediateCaSpec(
-                                                       "relay-signing-ca", now,
-                                                       options.intermediate_lifetime)));
-    ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
-    ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
-    writes.push_back({ns, signing_name,
-                      {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", result.root_bundle_pem}},
-                      !replace_expired_intermediate, !replace_expired_intermediate});
-    ASSIGN_OR_RETURN(result.signer, pki::Issuer::Create(std::move(cert), std::move(key), now));
+    ASSIGN_OR_RETURN(NewIntermediate made, IssueIntermediate(*root_issuer, result.root_bundle_pem, options, now));
+    writes.push_back({ns, signing_name, std::move(made.secret), !replace_expired_intermediate,
+                      !replace_expired_intermediate});
+    result.signer = std::move(made.issuer);
   }
 
   // 3. Server certificate. One that has expired is replaced when the server holds the
@@ -388,16 +406,8 @@ absl::StatusOr<NewIntermediate> MakeIntermediate(secrets::SecretStore& store, co
   ASSIGN_OR_RETURN(KeyPair root, LoadPair(pair_view, ns, root_name, true));
   ASSIGN_OR_RETURN(std::unique_ptr<pki::Issuer> root_issuer,
                    pki::Issuer::Create(std::move(root.chain[0]), std::move(root.key), now));
-  ASSIGN_OR_RETURN(pki::UniquePtr<EVP_PKEY> key, pki::GenerateKey(options.key_type));
-  ASSIGN_OR_RETURN(pki::UniquePtr<X509> cert,
-                   root_issuer->Issue(key.get(), pki::IntermediateCaSpec("relay-signing-ca", now,
-                                                                         options.intermediate_lifetime)));
-  NewIntermediate made;
-  ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
-  ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
-  made.secret = {{"tls.crt", cert_pem}, {"tls.key", key_pem}, {"ca.crt", root_bundle_pem}};
+  ASSIGN_OR_RETURN(NewIntermediate made, IssueIntermediate(*root_issuer, root_bundle_pem, options, now));
   if (!retired_pem.empty()) made.secret[kRetiredIntermediatesKey] = retired_pem;
-  ASSIGN_OR_RETURN(made.issuer, pki::Issuer::Create(std::move(cert), std::move(key), now));
   return made;
 }
 
@@ -411,13 +421,7 @@ absl::StatusOr<StoredSigningCa> ReadSigningCa(secrets::SecretStore& store, const
   absl::StatusOr<std::unique_ptr<pki::Issuer>> issuer = pki::Issuer::Create(std::move(pair.chain[0]), std::move(pair.key), now);
   if (!issuer.ok()) return InSecret(ns, name, "tls.crt", issuer.status());
   stored.issuer = *std::move(issuer);
-  if (auto retired = secret.find(kRetiredIntermediatesKey); retired != secret.end()) {
-    ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> certs, pki::ParseCertificateChainPem(retired->second));
-    for (auto& cert : certs) {
-      absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert.get());
-      if (info.ok() && now < info->not_after) stored.retired.push_back(std::move(cert));
-    }
-  }
+  ASSIGN_OR_RETURN(stored.retired, UnexpiredRetired(secret, ns, name, now));
   return stored;
 }
 

@@ -1,7 +1,5 @@
 #include "mgmt/relay_hub.h"
 
-#include "pki/certificate.h"
-
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
@@ -114,15 +112,15 @@ void RelayStream::HandleHello(const v1::Hello& hello) {
   welcome.mutable_welcome()->set_cluster(identity_.cluster);
   welcome.mutable_welcome()->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(core_->options().heartbeat_interval));
   Send(std::move(welcome));
-  const std::string server_digest = core_->trust_bundle_digest();
-  if (hello.trust_bundle_digest() == server_digest) {
+  std::shared_ptr<const Core::TrustBundle> trust = core_->trust_bundle();
+  if (hello.trust_bundle_digest() == trust->digest) {
     // What the agent holds, as it says on its authenticated stream (a write only when
     // the record says otherwise).
     core_->registry().RecordTrustBundleAckAsync(identity_.cluster, hello.trust_bundle_digest(), [](absl::Status) {});
   } else {
     v1::ServerMessage bundle;
-    bundle.mutable_trust_bundle()->set_ca_pem(core_->root_bundle_pem());
-    bundle.mutable_trust_bundle()->set_digest(pki::Sha256Hex(bundle.trust_bundle().ca_pem()));
+    bundle.mutable_trust_bundle()->set_ca_pem(trust->pem);
+    bundle.mutable_trust_bundle()->set_digest(trust->digest);
     Send(std::move(bundle));
   }
   std::optional<ClusterRecord> record = core_->registry().Find(identity_.cluster);
@@ -258,9 +256,10 @@ void RelayHub::CloseClusterUnlessSerial(const std::string& cluster, const std::s
 }
 
 void RelayHub::BroadcastTrustBundle() {
+  std::shared_ptr<const Core::TrustBundle> trust = core_->trust_bundle();
   v1::ServerMessage bundle;
-  bundle.mutable_trust_bundle()->set_ca_pem(core_->root_bundle_pem());
-  bundle.mutable_trust_bundle()->set_digest(pki::Sha256Hex(bundle.trust_bundle().ca_pem()));
+  bundle.mutable_trust_bundle()->set_ca_pem(trust->pem);
+  bundle.mutable_trust_bundle()->set_digest(trust->digest);
   absl::MutexLock lock(&mu_);
   for (const auto& [cluster, stream] : streams_) stream->Send(bundle);
   LogInfo("trust_bundle_pushed", {{"streams", absl::StrCat(streams_.size())}});

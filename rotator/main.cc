@@ -111,8 +111,8 @@ int main(int argc, char** argv) {
 
   const relay::kube::SecretBackend backend = absl::GetFlag(FLAGS_secrets);
   const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
-  if (!kubeconfig.empty() && backend != relay::kube::SecretBackend::kKubernetes) {
-    Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  if (absl::Status flags = relay::kube::CheckSecretFlags(backend, kubeconfig); !flags.ok()) {
+    Fail(std::string(flags.message()));
   }
   absl::StatusOr<std::unique_ptr<relay::secrets::SecretStore>> store =
       relay::kube::OpenSecretStore(backend, secrets_dir, kubeconfig);

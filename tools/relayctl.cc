@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "absl/flags/flag.h"
@@ -177,10 +178,20 @@ std::unique_ptr<v1::Admin::Stub> AdminStub() {
   return v1::Admin::NewStub(grpc::CreateChannel("unix:" + UsableAdminSocket(), grpc::InsecureChannelCredentials()));
 }
 
-std::unique_ptr<grpc::ClientContext> AdminContext() {
+// Calls that write secrets (a new intermediate) may take longer than a lookup.
+std::unique_ptr<grpc::ClientContext> AdminContext(absl::Duration timeout = absl::Seconds(5)) {
   auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   return context;
+}
+
+// A whole file's bytes, or nullopt when it cannot be read.
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
 }
 
 int Fail(const std::string& message) {
@@ -198,6 +209,13 @@ std::string AdminFailureMessage(const grpc::Status& status) {
 }
 
 int AdminFailure(const grpc::Status& status) { return Fail(AdminFailureMessage(status)); }
+
+// The exit code of an admin call that answers with a message: printed, or the failure.
+int PrintAdminAnswer(const grpc::Status& status, const v1::AdminResponse& response) {
+  if (!status.ok()) return AdminFailure(status);
+  std::cout << response.message() << "\n";
+  return 0;
+}
 
 absl::StatusOr<std::unique_ptr<DirectorySecretStore>> OpenStore(const std::string& dir) {
   return DirectorySecretStore::Create(dir);
@@ -313,11 +331,9 @@ int CertsInspect() {
   std::string pem;
   std::string label;
   if (!absl::GetFlag(FLAGS_file).empty()) {
-    std::ifstream in(absl::GetFlag(FLAGS_file));
-    if (!in) return Fail(absl::StrCat("cannot read ", absl::GetFlag(FLAGS_file)));
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    pem = buffer.str();
+    std::optional<std::string> read = ReadWholeFile(absl::GetFlag(FLAGS_file));
+    if (!read) return Fail(absl::StrCat("cannot read ", absl::GetFlag(FLAGS_file)));
+    pem = *std::move(read);
     label = absl::GetFlag(FLAGS_file);
   } else if (!absl::GetFlag(FLAGS_secret).empty()) {
     std::string dir = absl::GetFlag(FLAGS_mgmt) ? MgmtDir() : WorkloadDir(absl::GetFlag(FLAGS_cluster));
@@ -372,21 +388,14 @@ int ClustersDeregister(const std::string& cluster) {
   v1::ClusterRequest request;
   request.set_cluster(cluster);
   v1::AdminResponse response;
-  grpc::Status status = AdminStub()->DeregisterCluster(AdminContext().get(), request, &response);
-  if (!status.ok()) return AdminFailure(status);
-  std::cout << response.message() << "\n";
-  return 0;
+  return PrintAdminAnswer(AdminStub()->DeregisterCluster(AdminContext().get(), request, &response), response);
 }
 
 int CaRotateIntermediate() {
   v1::RotateIntermediateRequest request;
   v1::AdminResponse response;
-  auto context = AdminContext();
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));  // writes secrets
-  grpc::Status status = AdminStub()->RotateIntermediate(context.get(), request, &response);
-  if (!status.ok()) return AdminFailure(status);
-  std::cout << response.message() << "\n";
-  return 0;
+  return PrintAdminAnswer(
+      AdminStub()->RotateIntermediate(AdminContext(absl::Seconds(30)).get(), request, &response), response);
 }
 
 int CaStage() {
@@ -395,19 +404,13 @@ int CaStage() {
   v1::StageIntermediateRequest request;
   for (auto [path, field] : {std::pair{cert_file, request.mutable_certificate_pem()},
                              std::pair{key_file, request.mutable_key_pem()}}) {
-    std::ifstream in(path);
-    if (!in) return Fail(absl::StrCat("cannot read ", path));
-    std::stringstream text;
-    text << in.rdbuf();
-    *field = text.str();
+    std::optional<std::string> content = ReadWholeFile(path);
+    if (!content) return Fail(absl::StrCat("cannot read ", path));
+    *field = *std::move(content);
   }
   v1::AdminResponse response;
-  auto context = AdminContext();
-  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  grpc::Status status = AdminStub()->StageIntermediate(context.get(), request, &response);
-  if (!status.ok()) return AdminFailure(status);
-  std::cout << response.message() << "\n";
-  return 0;
+  return PrintAdminAnswer(
+      AdminStub()->StageIntermediate(AdminContext(absl::Seconds(30)).get(), request, &response), response);
 }
 
 int CaStatus() {
@@ -443,10 +446,7 @@ int TokenRotate() {
   v1::RotateSharedTokenRequest request;
   request.set_overlap_seconds(absl::ToInt64Seconds(absl::GetFlag(FLAGS_overlap)));
   v1::AdminResponse response;
-  grpc::Status status = AdminStub()->RotateSharedToken(AdminContext().get(), request, &response);
-  if (!status.ok()) return AdminFailure(status);
-  std::cout << response.message() << "\n";
-  return 0;
+  return PrintAdminAnswer(AdminStub()->RotateSharedToken(AdminContext().get(), request, &response), response);
 }
 
 int TokensList() {
@@ -468,10 +468,7 @@ int TokensRevoke(const std::string& hash_prefix) {
   v1::RevokeBootstrapTokenRequest request;
   request.set_hash_prefix(hash_prefix);
   v1::AdminResponse response;
-  grpc::Status status = AdminStub()->RevokeBootstrapToken(AdminContext().get(), request, &response);
-  if (!status.ok()) return AdminFailure(status);
-  std::cout << response.message() << "\n";
-  return 0;
+  return PrintAdminAnswer(AdminStub()->RevokeBootstrapToken(AdminContext().get(), request, &response), response);
 }
 
 int RegistryRepair() {
@@ -594,13 +591,11 @@ int Push(const std::vector<std::string>& files) {
   v1::PushSnapshotRequest request;
   request.set_cluster(cluster);
   for (const std::string& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) return Fail(absl::StrCat("cannot read ", file));
-    std::stringstream buffer;
-    buffer << in.rdbuf();
+    std::optional<std::string> content = ReadWholeFile(file);
+    if (!content) return Fail(absl::StrCat("cannot read ", file));
     v1::Resource* resource = request.add_resources();
     resource->set_name(file.substr(file.rfind('/') + 1));
-    resource->set_content(buffer.str());
+    resource->set_content(*std::move(content));
   }
   v1::PushSnapshotResponse response;
   grpc::Status status = AdminStub()->PushSnapshot(AdminContext().get(), request, &response);
@@ -843,8 +838,8 @@ int SecretsExport() {
   if (!agent_values.ok()) return Fail(std::string(agent_values.status().message()));
   const relay::kube::SecretBackend backend = absl::GetFlag(FLAGS_secrets);
   const std::string kubeconfig = absl::GetFlag(FLAGS_kubeconfig);
-  if (!kubeconfig.empty() && backend != relay::kube::SecretBackend::kKubernetes) {
-    return Fail("--kubeconfig is used only with --secrets=kubernetes: add it, or drop --kubeconfig");
+  if (absl::Status flags = relay::kube::CheckSecretFlags(backend, kubeconfig); !flags.ok()) {
+    return Fail(std::string(flags.message()));
   }
   absl::StatusOr<std::unique_ptr<relay::secrets::SecretStore>> mgmt =
       relay::kube::OpenSecretStore(backend, MgmtDir(), kubeconfig);
