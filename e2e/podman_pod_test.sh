@@ -143,7 +143,7 @@ free_port() {
   local port
   while :; do
     port=$((10000 + RANDOM % (ephemeral_low - 10000)))
-    ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
+    [[ -n "$(ss -Htln "sport = :$port")" ]] || { echo "$port"; return; }
   done
 }
 agent_metrics_port=$(free_port); agent_health_port=$(free_port)
@@ -170,13 +170,16 @@ wait_for() {  # wait_for SECONDS COMMAND...
   local deadline=$((SECONDS + $1)); shift
   until "$@"; do (( SECONDS < deadline )) || return 1; sleep 0.2; done
 }
-connected() { server_metrics | grep -q "relay_push_clients_connected{cluster=\"$cluster\"} 1"; }
+# Output is captured before it is searched: with pipefail, `producer | grep -q` fails
+# whenever grep exits at its match before the producer has written its last line.
+connected() { [[ "$(server_metrics)" == *"relay_push_clients_connected{cluster=\"$cluster\"} 1"* ]]; }
+agent_logged() { [[ "$(podman logs "$pod-agent" 2>&1)" == *"$1"* ]]; }
 renewals() { server_metrics | sed -n 's/^relay_certificates_issued_total{kind="renew"} //p'; }
 renewed_twice() { local n; n=$(renewals); [[ -n "$n" && "$n" -ge 2 ]]; }
 
 wait_for 60 connected || fail "the agent in the pod did not connect"
 echo "agent registered and connected"
-wait_for 30 bash -c "podman logs '$pod-agent' 2>&1 | grep -q event=trust_bundle_stored" ||
+wait_for 30 agent_logged event=trust_bundle_stored ||
   fail "the agent did not store the server's trust bundle"
 wait_for 60 renewed_twice || fail "the rotator did not renew twice (renewals: $(renewals))"
 echo "rotator renewed $(renewals) times"
@@ -205,7 +208,7 @@ disconnected() { ! connected; }
 wait_for 30 disconnected || fail "the server still counts the removed pod as connected"
 play_pod
 wait_for 60 connected || fail "the replacement pod did not connect"
-podman logs "$pod-agent" 2>&1 | grep -q 'event=credentials_loaded' ||
+wait_for 30 agent_logged event=credentials_loaded ||
   fail "the replacement pod did not load the certificate from the API"
 [[ "$(registrations)" == "$registered_before" ]] ||
   fail "the replacement pod registered again (registrations $registered_before -> $(registrations))"
