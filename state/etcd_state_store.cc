@@ -189,11 +189,14 @@ class EtcdStateStore final : public StateStore {
     }
     watch_wakeup_.Notify();
     if (watch_thread_.joinable()) watch_thread_.join();
+    completions_.Shutdown();
+    if (completion_thread_.joinable()) completion_thread_.join();
   }
 
   // Reads the store's revision, then watches everything under the prefix from the next
   // one: no change made after Open returns is missed.
   absl::Status Start() {
+    completion_thread_ = std::thread([this] { CompletionLoop(); });
     pb::RangeResponse response;
     RETURN_IF_ERROR(Range(options_.prefix, PrefixEnd(options_.prefix), /*count_only=*/true, &response));
     watch_from_ = response.header().revision() + 1;
@@ -228,15 +231,11 @@ class EtcdStateStore final : public StateStore {
       callbacks_.Post([done = std::move(done), valid]() mutable { std::move(done)(valid); });
       return;
     }
-    struct Call {
-      grpc::ClientContext context;
-      pb::TxnRequest request;
-      pb::TxnResponse response;
-      Members::Member* member;
-      Done done;
-    };
-    auto call = std::make_shared<Call>();
-    call->request = CompareAndSetTxn(key, value, expected_revision);
+    auto call = std::make_unique<AsyncTxn>();
+    call->key = std::move(key);
+    call->value = std::move(value);
+    call->expected_revision = expected_revision;
+    call->request = CompareAndSetTxn(call->key, call->value, expected_revision);
     call->context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
     call->member = &members_->Reachable(ConnectTimeout());
     call->done = std::move(done);
@@ -244,16 +243,9 @@ class EtcdStateStore final : public StateStore {
       absl::MutexLock lock(&mu_);
       in_flight_++;
     }
-    call->member->kv->async()->Txn(
-        &call->context, &call->request, &call->response,
-        [this, call, key = std::move(key), value = std::move(value), expected_revision](grpc::Status status) {
-          absl::StatusOr<int64_t> outcome = TxnOutcome(key, value, expected_revision, status, *call->member,
-                                                       call->response);
-          // "Done" on the store's own thread: gRPC's threads must not run caller code.
-          callbacks_.Post([call, outcome = std::move(outcome)]() mutable { std::move(call->done)(outcome); });
-          absl::MutexLock lock(&mu_);
-          in_flight_--;
-        });
+    AsyncTxn* started = call.release();  // owned by the completion queue until it answers
+    started->reader = started->member->kv->AsyncTxn(&started->context, started->request, &completions_);
+    started->reader->Finish(&started->response, &started->status, started);
   }
 
   absl::StatusOr<int64_t> CompareAndSetAndWait(std::string key, std::optional<std::string> value,
@@ -398,6 +390,38 @@ class EtcdStateStore final : public StateStore {
     return refused;
   }
 
+  // A CompareAndSet under way. gRPC's completion queue, not its callback API: in gRPC
+  // 1.51 the callback API's shared queue is torn down when the last channel using it goes
+  // and made anew by the next, and a store closed and another opened at once crashed in
+  // that hand-over ("ref_counted.h: assertion failed: prior > 0", 1 run in ~50).
+  struct AsyncTxn {
+    std::string key;
+    std::optional<std::string> value;
+    int64_t expected_revision = 0;
+    grpc::ClientContext context;
+    pb::TxnRequest request;
+    pb::TxnResponse response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<pb::TxnResponse>> reader;
+    Members::Member* member = nullptr;
+    Done done;
+  };
+
+  // Answers CompareAndSet calls as they complete, until the queue is shut down.
+  void CompletionLoop() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (completions_.Next(&tag, &ok)) {
+      std::shared_ptr<AsyncTxn> call(static_cast<AsyncTxn*>(tag));
+      absl::StatusOr<int64_t> outcome =
+          TxnOutcome(call->key, call->value, call->expected_revision, call->status, *call->member, call->response);
+      // "Done" on the store's own thread, in order with the watch's notifications.
+      callbacks_.Post([call, outcome = std::move(outcome)]() mutable { std::move(call->done)(outcome); });
+      absl::MutexLock lock(&mu_);
+      in_flight_--;
+    }
+  }
+
   // Reads the prefix's changes from `watch_from_` on, across reconnects.
   void WatchLoop() {
     int failures = 0;
@@ -478,6 +502,8 @@ class EtcdStateStore final : public StateStore {
   std::atomic<int64_t> compact_next_{0};  // CompactHistory: the revision to compact to next time
   Wakeup watch_wakeup_;
   std::thread watch_thread_;
+  grpc::CompletionQueue completions_;  // CompareAndSet's answers
+  std::thread completion_thread_;
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
