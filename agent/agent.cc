@@ -456,8 +456,9 @@ class AgentImpl final : public Agent {
   // The roots to trust from now on, from the server this stream verified: stored in
   // relay-root-tls-secret (ca.crt replaced, other keys kept; one atomic write) and
   // acknowledged. Refused (and reported) unless it is whole, all CA certificates valid
-  // now, and shares a root with the bundle held now, so a server can add and retire
-  // roots one step at a time but never swap the trust for an unrelated one.
+  // now, and shares a root with the bundle held now (or holds a root that a held one
+  // cross-certified), so a server can add and retire roots one step at a time but never
+  // swap the trust for an unrelated one.
   template <typename Write>
   void StoreTrustBundle(const v1::TrustBundle& bundle, Write& write) {
     absl::Status stored = [&]() -> absl::Status {
@@ -473,7 +474,21 @@ class AgentImpl final : public Agent {
       for (const auto& a : offered) {
         for (const auto& b : held) shares = shares || X509_cmp(a.get(), b.get()) == 0;
       }
-      if (!shares) return absl::PermissionDeniedError("it shares no root with the bundle held now");
+      if (!shares) {
+        // Offline through a root rotation: the new root is in, the old one out. Taken
+        // only when a cross-certificate shows a held root vouching for an offered one.
+        absl::StatusOr<std::vector<pki::UniquePtr<X509>>> cross =
+            pki::ParseCertificateChainPem(bundle.cross_certificates_pem());
+        for (size_t i = 0; cross.ok() && !shares && i < cross->size(); ++i) {
+          const X509* voucher = (*cross)[i].get();
+          if (!pki::VerifyChain(voucher, {}, pki::Borrow(held), clock_.Now()).ok()) continue;
+          for (const auto& a : offered) shares = shares || pki::SameSubjectAndKey(a.get(), voucher);
+        }
+      }
+      if (!shares) {
+        return absl::PermissionDeniedError(
+            "it shares no root with the bundle held now, and no cross-certificate from a held root vouches for one");
+      }
       data["ca.crt"] = bundle.ca_pem();
       return store_->Put(workload.ns, workload.values.root_tls_secret, data);
     }();

@@ -116,6 +116,14 @@ grpc::Status AdminService::StageIntermediate(grpc::ServerContext*, const v1::Sta
   return grpc::Status::OK;
 }
 
+grpc::Status AdminService::RotateRoot(grpc::ServerContext*, const v1::RotateRootRequest* request,
+                                      v1::AdminResponse* response) {
+  absl::StatusOr<std::string> done = core_->RotateRoot(request->force(), absl::Now());
+  if (!done.ok()) return ToGrpc(done.status());
+  response->set_message(*done);
+  return grpc::Status::OK;
+}
+
 grpc::Status AdminService::CaStatus(grpc::ServerContext*, const v1::CaStatusRequest*, v1::CaStatusResponse* response) {
   auto add = [&](const std::string& role, const X509* cert, absl::Time rotation_due) {
     absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert);
@@ -149,6 +157,28 @@ grpc::Status AdminService::CaStatus(grpc::ServerContext*, const v1::CaStatusRequ
     } else if (response->without_bundle_size() < 50) {
       response->add_without_bundle(record.name);
     }
+  }
+  if (auto root = core_->state().secrets().Get(core_->options().ns, core_->options().values.root_tls_secret); root.ok()) {
+    for (auto [key, role] : {std::pair{kCrossCertificatesKey, "cross-certificate"}, std::pair{kRetiredRootsKey, "retired-root"}}) {
+      if (!root->count(key)) continue;
+      if (auto certs = pki::ParseCertificateChainPem(root->at(key)); certs.ok()) {
+        for (const auto& cert : *certs) add(role, cert.get(), absl::InfinitePast());
+      }
+    }
+  }
+  if (absl::StatusOr<Core::RootRotationReport> report = core_->ReportRootRotation(absl::Now()); report.ok()) {
+    v1::RootRotationStatus* rotation = response->mutable_root_rotation();
+    auto unix_or_zero = [](absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixSeconds(t); };
+    rotation->set_phase(std::string(PhaseName(report->rotation.phase)));
+    rotation->set_previous_serial(report->rotation.previous_serial);
+    rotation->set_next_serial(report->rotation.next_serial);
+    rotation->set_started_unix(unix_or_zero(report->rotation.started_at));
+    rotation->set_switched_unix(unix_or_zero(report->rotation.switched_at));
+    rotation->set_finished_unix(unix_or_zero(report->rotation.finished_at));
+    rotation->set_gate(report->gate);
+    rotation->set_clusters(report->progress.clusters);
+    rotation->set_clusters_ready(report->progress.ready);
+    for (const std::string& name : report->progress.waiting) rotation->add_waiting(name);
   }
   if (auto server = core_->state().secrets().Get(core_->options().ns, core_->options().values.tls_secret); server.ok()) {
     if (auto chain = pki::ParseCertificateChainPem((*server)["tls.crt"]); chain.ok() && !chain->empty()) {

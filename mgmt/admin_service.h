@@ -27,6 +27,8 @@ class AdminService final : public relay::v1::Admin::Service {
                                   relay::v1::AdminResponse* response) override;
   grpc::Status StageIntermediate(grpc::ServerContext*, const relay::v1::StageIntermediateRequest* request,
                                  relay::v1::AdminResponse* response) override;
+  grpc::Status RotateRoot(grpc::ServerContext*, const relay::v1::RotateRootRequest* request,
+                          relay::v1::AdminResponse* response) override;
   grpc::Status CaStatus(grpc::ServerContext*, const relay::v1::CaStatusRequest* request,
                         relay::v1::CaStatusResponse* response) override;
   grpc::Status RotateSharedToken(grpc::ServerContext*, const relay::v1::RotateSharedTokenRequest* request,

@@ -33,7 +33,7 @@ Core::Core(ServerOptions options, std::unique_ptr<state::StateStore> state, Mana
   {
     absl::MutexLock lock(&bundle_mu_);
     trust_bundle_ = std::make_shared<const TrustBundle>(
-        TrustBundle{pki_.root_bundle_pem, pki::Sha256Hex(pki_.root_bundle_pem)});
+        TrustBundle{pki_.root_bundle_pem, pki::Sha256Hex(pki_.root_bundle_pem), pki_.cross_certificates_pem});
   }
   for (const ClusterRecord& record : registry_->List()) {
     if (record.deregistered) continue;
@@ -143,8 +143,9 @@ void Core::SetCaMetrics() {
 
 relay::v1::CertificateResponse Core::Response(const pki::Issuer::IssuedPem& issued) const {
   relay::v1::CertificateResponse response;
-  response.set_certificate_chain_pem(issued.certificate_pem);
-  response.set_root_ca_pem(trust_bundle()->pem);
+  std::shared_ptr<const TrustBundle> trust = trust_bundle();
+  response.set_certificate_chain_pem(issued.certificate_pem + trust->cross_pem);
+  response.set_root_ca_pem(trust->pem);
   response.set_serial(issued.serial_hex);
   response.set_not_after_unix(absl::ToUnixSeconds(issued.not_after));
   return response;
@@ -198,7 +199,8 @@ void Core::MaybeRenewServerCertificate(absl::Time now) {
   }
   if (!LeadsHousekeeping()) return;  // the leader renews it; we take it on a later sweep
   absl::StatusOr<pki::CertificateInfo> renewed =
-      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *signer, root_bundle_pem(), now);
+      WriteServerCertificate(state_->secrets(), PkiOptions(options_), *signer, root_bundle_pem(),
+                             trust_bundle()->cross_pem, now);
   if (!renewed.ok()) {
     LogError("server_certificate_renewal_failed", {{"error", std::string(renewed.status().message())}});
     return;
@@ -225,6 +227,7 @@ ManagementPkiOptions Core::PkiOptions(const ServerOptions& options) {
   pki_options.extra_ip_addresses = options.server_ip_addresses;
   pki_options.server_lifetime = options.server_cert_lifetime;
   pki_options.intermediate_lifetime = options.intermediate_lifetime;
+  pki_options.root_lifetime = options.root_lifetime;
   return pki_options;
 }
 
@@ -308,7 +311,7 @@ absl::StatusOr<pki::CertificateInfo> Core::InstallIntermediate(NewIntermediate m
   // The server certificate under the new one too, so the relay port's chain moves on.
   std::shared_ptr<const pki::Issuer> signer = authority_.current();
   absl::StatusOr<pki::CertificateInfo> server =
-      WriteServerCertificate(state_->secrets(), pki_options, *signer, root_bundle_pem(), now);
+      WriteServerCertificate(state_->secrets(), pki_options, *signer, root_bundle_pem(), trust_bundle()->cross_pem, now);
   if (!server.ok()) {
     LogError("server_certificate_renewal_failed", {{"error", std::string(server.status().message())}});
   } else {
@@ -353,7 +356,7 @@ void Core::WarnOfCaExpiry(absl::Time now) {
   };
   if (auto roots = pki::ParseCertificateChainPem(root_bundle_pem()); roots.ok()) {
     for (const auto& root : *roots) {
-      check("root", root.get(), "the root does not rotate by itself: plan a root rotation (README \"Expired root\")");
+      check("root", root.get(), "rotate it before then: relayctl ca rotate-root (README \"The root rotates in phases\")");
     }
   }
   if (std::shared_ptr<const pki::Issuer> signer = authority_.current()) {
@@ -381,7 +384,8 @@ void Core::ReloadRootBundle() {
   absl::StatusOr<secrets::SecretData> secret = state_->secrets().Get(options_.ns, options_.values.root_tls_secret);
   if (!secret.ok() || !secret->count("ca.crt")) return;  // a deleted root keeps the one held
   const std::string bundle = secret->at("ca.crt");
-  if (bundle == root_bundle_pem()) return;
+  const std::string cross = LiveCrossCertificates(*secret, absl::Now());
+  if (std::shared_ptr<const TrustBundle> held = trust_bundle(); bundle == held->pem && cross == held->cross_pem) return;
   absl::Status usable = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(std::vector<pki::UniquePtr<X509>> roots, pki::ParseCertificateChainPem(bundle));
     const absl::Time now = absl::Now();
@@ -401,11 +405,16 @@ void Core::ReloadRootBundle() {
     return;
   }
   std::string digest = pki::Sha256Hex(bundle);
+  bool roots_changed = true;
   {
     absl::MutexLock lock(&bundle_mu_);
-    trust_bundle_ = std::make_shared<const TrustBundle>(TrustBundle{bundle, digest});
+    roots_changed = trust_bundle_->pem != bundle;
+    trust_bundle_ = std::make_shared<const TrustBundle>(TrustBundle{bundle, digest, cross});
   }
   SetCaMetrics();
+  // A new cross-certificate alone is news only to agents that lack the new root, and
+  // they are sent the bundle when they connect.
+  if (!roots_changed) return;
   LogInfo("trust_bundle_changed", {{"digest", digest.substr(0, 12)}});
   absl::MutexLock lock(&bundle_listener_mu_);
   if (bundle_listener_) bundle_listener_();

@@ -18,6 +18,7 @@
 #include "mgmt/cluster_registry.h"
 #include "mgmt/connection_directory.h"
 #include "mgmt/management_pki.h"
+#include "mgmt/root_rotation.h"
 #include "mgmt/server.h"
 #include "mgmt/server_metrics.h"
 #include "mgmt/signing_authority.h"
@@ -45,6 +46,9 @@ class Core {
   struct TrustBundle {
     std::string pem;
     std::string digest;
+    // During a root rotation: the new root cross-certified by the old one (root secret
+    // cross.crt, unexpired), appended to every chain handed out and sent with the bundle.
+    std::string cross_pem;
   };
   std::shared_ptr<const TrustBundle> trust_bundle() const;
   std::string root_bundle_pem() const { return trust_bundle()->pem; }
@@ -109,6 +113,22 @@ class Core {
   // Follows the signing secret, so a rotation another replica made reaches this one.
   void WatchSigningCa();
 
+  // Root rotation (root_rotation.h; core_root_rotation.cc). Starts one when none is under
+  // way; otherwise moves the current one to its next phase when its gate has passed, or
+  // regardless with `force` (the clusters still waiting are named). What it did, in an
+  // operator's words; FAILED_PRECONDITION saying what is awaited when the gate holds.
+  absl::StatusOr<std::string> RotateRoot(bool force, absl::Time now);
+  // The elected replica's sweep: redoes what the current phase must have done (after a
+  // crash) and moves on once its gate passes. Looks at most once a second.
+  void MaybeAdvanceRootRotation(absl::Time now);
+  struct RootRotationReport {
+    RootRotation rotation;
+    std::string gate;  // what the phase waits for
+    GateProgress progress;
+  };
+  // The rotation as stored with its gate's progress; NOT_FOUND when none ever ran.
+  absl::StatusOr<RootRotationReport> ReportRootRotation(absl::Time now);
+
   static ManagementPkiOptions PkiOptions(const ServerOptions& options);
 
  private:
@@ -121,6 +141,15 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(rotation_mu_);
   void ReloadSharedToken();
   void ReloadRootBundle();
+  // Root rotation steps, under root_rotation_mu_.
+  absl::StatusOr<RootRotation> StoredRootRotation();
+  absl::StatusOr<std::string> StartRootRotation(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
+  absl::Status EnsureRootRotationPhase(RootRotation& rotation, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
+  absl::StatusOr<std::string> AdvanceRootRotation(RootRotation& rotation, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
+  absl::Status StoreRootRotation(RootRotation& rotation);
+  RootRotationReport Report(const RootRotation& rotation, absl::Time now);
   // The server certificate in the store (which another replica may have renewed).
   absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();
 
@@ -133,7 +162,10 @@ class Core {
   std::function<void()> bundle_listener_ ABSL_GUARDED_BY(bundle_listener_mu_);
   std::unique_ptr<secrets::SecretWatch> root_watch_;
   SigningAuthority authority_;
-  absl::Mutex rotation_mu_;  // one rotation at a time
+  absl::Mutex rotation_mu_;       // one intermediate rotation at a time
+  absl::Mutex root_rotation_mu_;  // one root rotation step at a time (taken before rotation_mu_)
+  absl::Time next_root_rotation_check_ = absl::InfinitePast();  // the sweeper's alone
+  absl::Time next_root_rotation_error_log_ = absl::InfinitePast();  // the sweeper's alone
   std::unique_ptr<secrets::SecretWatch> signing_watch_;
   mutable absl::Mutex token_mu_;
   std::string shared_token_ ABSL_GUARDED_BY(token_mu_);

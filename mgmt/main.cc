@@ -85,6 +85,14 @@ ABSL_FLAG(absl::Duration, intermediate_lifetime, absl::Hours(24 * 1825),
           "Lifetime of an intermediate signing CA the server makes (at first start and at each rotation). "
           "It is replaced when a sixth of it remains, and never later than two client certificate lifetimes "
           "before it expires; it must be longer than two client certificate lifetimes.");
+ABSL_FLAG(absl::Duration, root_lifetime, absl::Hours(24 * 3650),
+          "Lifetime of the root CA the server makes: at first start, and the new root of each root rotation "
+          "(relayctl ca rotate-root).");
+ABSL_FLAG(absl::Duration, root_cross_certificate_lifetime, absl::Hours(24 * 90),
+          "During a root rotation, from its switch on, certificate chains carry the new root cross-certified "
+          "by the old one for this long (never past the old root's expiry), so an agent that was offline "
+          "through the rotation and holds only the old root comes back by itself. 0 turns it off (rotating "
+          "away from a compromised root: such agents then need the new root copied to them).");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A relay connection that has not finished its TLS handshake by then is closed, so idle "
           "connections cannot pile up.");
@@ -179,6 +187,16 @@ int main(int argc, char** argv) {
       DurationFlag("server_cert_lifetime", absl::GetFlag(FLAGS_server_cert_lifetime));
   options.intermediate_lifetime =
       DurationFlag("intermediate_lifetime", absl::GetFlag(FLAGS_intermediate_lifetime));
+  options.root_lifetime = DurationFlag("root_lifetime", absl::GetFlag(FLAGS_root_lifetime));
+  options.root_cross_certificate_lifetime = absl::GetFlag(FLAGS_root_cross_certificate_lifetime);
+  if (options.root_cross_certificate_lifetime < absl::ZeroDuration()) {
+    Fail("--root_cross_certificate_lifetime must not be negative (0 turns cross-certificates off)");
+  }
+  if (options.root_lifetime <= options.intermediate_lifetime) {
+    Fail(absl::StrCat("--root_lifetime=", absl::FormatDuration(options.root_lifetime),
+                      " must be longer than --intermediate_lifetime=", absl::FormatDuration(options.intermediate_lifetime),
+                      ": an intermediate never outlives its root"));
+  }
   if (options.intermediate_lifetime <= options.values.client_cert_ttl * 2) {
     Fail(absl::StrCat("--intermediate_lifetime=", absl::FormatDuration(options.intermediate_lifetime),
                       " must be longer than two client certificate lifetimes (",

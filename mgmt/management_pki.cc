@@ -107,6 +107,20 @@ absl::Status MissingSecret(const std::string& ns, const std::string& name, absl:
 
 }  // namespace
 
+std::string LiveCrossCertificates(const SecretData& root_secret, absl::Time now) {
+  auto cross = root_secret.find(kCrossCertificatesKey);
+  if (cross == root_secret.end()) return "";
+  absl::StatusOr<std::vector<pki::UniquePtr<X509>>> certs = pki::ParseCertificateChainPem(cross->second);
+  if (!certs.ok()) return "";
+  std::string live;
+  for (const auto& cert : *certs) {
+    absl::StatusOr<pki::CertificateInfo> info = pki::InspectCertificate(cert.get());
+    absl::StatusOr<std::string> pem = pki::CertificateToPem(cert.get());
+    if (info.ok() && pem.ok() && now < info->not_after) live += *pem;
+  }
+  return live;
+}
+
 std::string TokenNamespace(const config::MgmtServerValues& values, const std::string& ns) {
   return values.token_secret.Namespace(ns);
 }
@@ -121,6 +135,7 @@ struct IssuedServerCertificate {
 absl::StatusOr<IssuedServerCertificate> IssueServerCertificate(const ManagementPkiOptions& options,
                                                                const pki::Issuer& signer,
                                                                const std::string& root_bundle_pem,
+                                                               const std::string& cross_certificates_pem,
                                                                absl::Time now) {
   std::vector<std::string> dns_names = {options.authority};
   for (const std::string& name : options.extra_dns_names) {
@@ -135,7 +150,7 @@ absl::StatusOr<IssuedServerCertificate> IssueServerCertificate(const ManagementP
   ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert.get()));
   ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key.get()));
   ASSIGN_OR_RETURN(issued.info, pki::InspectCertificate(cert.get()));
-  issued.data = {{"tls.crt", cert_pem + signer.certificate_pem()},
+  issued.data = {{"tls.crt", cert_pem + signer.certificate_pem() + cross_certificates_pem},
                  {"tls.key", key_pem},
                  {"ca.crt", root_bundle_pem}};
   return issued;
@@ -147,9 +162,10 @@ absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore
                                                             const ManagementPkiOptions& options,
                                                             const pki::Issuer& signer,
                                                             const std::string& root_bundle_pem,
+                                                            const std::string& cross_certificates_pem,
                                                             absl::Time now) {
   ASSIGN_OR_RETURN(IssuedServerCertificate issued,
-                   IssueServerCertificate(options, signer, root_bundle_pem, now));
+                   IssueServerCertificate(options, signer, root_bundle_pem, cross_certificates_pem, now));
   const std::string& name = options.values.tls_secret;
   absl::Status status = store.Put(options.ns, name, issued.data);
   if (!status.ok()) return InSecret(options.ns, name, "", status);
@@ -209,6 +225,7 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
       absl::Status ca = pki::CheckCaCertificate(root.get(), now, "root certificate");
       if (!ca.ok()) return InSecret(ns, root_name, "ca.crt", ca);
     }
+    result.cross_certificates_pem = LiveCrossCertificates(*root_secret, now);
     if (root_secret->count("tls.key")) {
       SecretData pair_view = {{"tls.crt", root_secret->count("tls.crt") ? root_secret->at("tls.crt")
                                                                          : result.root_bundle_pem},
@@ -336,7 +353,8 @@ absl::StatusOr<ManagementPki> EnsureOnce(secrets::SecretStore& store, const Mana
                            "tls.crt (server certificate + intermediates), tls.key and ca.crt");
     }
     ASSIGN_OR_RETURN(IssuedServerCertificate issued,
-                     IssueServerCertificate(options, *result.signer, result.root_bundle_pem, now));
+                     IssueServerCertificate(options, *result.signer, result.root_bundle_pem,
+                                            result.cross_certificates_pem, now));
     result.server_certificate = issued.info;
     // A new secret, or the replacement of an expired one.
     writes.push_back({ns, server_name, std::move(issued.data), true, !server_secret});

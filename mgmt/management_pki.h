@@ -39,6 +39,9 @@ struct ManagementPki {
   // Earlier intermediates whose leaves may still be live (the signing secret's
   // retired.crt), unexpired.
   std::vector<pki::UniquePtr<X509>> retired_intermediates;
+  // During a root rotation, from its switch: the new root cross-certified by the old one
+  // (root secret cross.crt, unexpired), appended to every chain the server hands out.
+  std::string cross_certificates_pem;
   std::string token;                        // shared identity token; empty with disableCa
   std::vector<std::string> created;         // "ns/name" of each secret this call made
   pki::CertificateInfo server_certificate;  // the leaf in relay-server-tls-secret
@@ -51,6 +54,17 @@ absl::StatusOr<ManagementPki> EnsureManagementPki(secrets::SecretStore& store,
 
 // The signing secret's key holding the retired intermediates (PEM bundle).
 inline constexpr char kRetiredIntermediatesKey[] = "retired.crt";
+// The root secret's keys a root rotation (root_rotation.h) uses beside ca.crt (the trust
+// bundle) and tls.crt + tls.key (the root that signs intermediates): the new root while
+// it is only trusted (add), the new root cross-certified by the old one (from switch), the
+// old roots kept for audit (retire).
+inline constexpr char kNextRootCertificateKey[] = "next.crt";
+inline constexpr char kNextRootKeyKey[] = "next.key";
+inline constexpr char kCrossCertificatesKey[] = "cross.crt";
+inline constexpr char kRetiredRootsKey[] = "retired.crt";
+
+// The root secret's cross-certificates that are valid at `now` (PEM; "" when none).
+std::string LiveCrossCertificates(const secrets::SecretData& root_secret, absl::Time now);
 
 // A new intermediate under the root in relay-root-tls-secret (which must hold its
 // tls.key), valid from `now` for `lifetime`, and the signing secret that holds it with
@@ -74,10 +88,11 @@ absl::StatusOr<StoredSigningCa> ReadSigningCa(secrets::SecretStore& store, const
 std::string TokenNamespace(const config::MgmtServerValues& values, const std::string& ns);
 
 // Issues a fresh server certificate from `signer` and writes relay-server-tls-secret
-// (used at start-up and when the server renews its own certificate).
+// (used at start-up and when the server renews its own certificate); its chain ends
+// with `cross_certificates_pem`.
 absl::StatusOr<pki::CertificateInfo> WriteServerCertificate(secrets::SecretStore& store, const ManagementPkiOptions& options,
                                     const pki::Issuer& signer, const std::string& root_bundle_pem,
-                                    absl::Time now);
+                                    const std::string& cross_certificates_pem, absl::Time now);
 
 }  // namespace relay::mgmt
 

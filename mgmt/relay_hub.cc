@@ -121,6 +121,7 @@ void RelayStream::HandleHello(const v1::Hello& hello) {
     v1::ServerMessage bundle;
     bundle.mutable_trust_bundle()->set_ca_pem(trust->pem);
     bundle.mutable_trust_bundle()->set_digest(trust->digest);
+    bundle.mutable_trust_bundle()->set_cross_certificates_pem(trust->cross_pem);
     Send(std::move(bundle));
   }
   std::optional<ClusterRecord> record = core_->registry().Find(identity_.cluster);
@@ -260,6 +261,7 @@ void RelayHub::BroadcastTrustBundle() {
   v1::ServerMessage bundle;
   bundle.mutable_trust_bundle()->set_ca_pem(trust->pem);
   bundle.mutable_trust_bundle()->set_digest(trust->digest);
+  bundle.mutable_trust_bundle()->set_cross_certificates_pem(trust->cross_pem);
   absl::MutexLock lock(&mu_);
   for (const auto& [cluster, stream] : streams_) stream->Send(bundle);
   LogInfo("trust_bundle_pushed", {{"streams", absl::StrCat(streams_.size())}});

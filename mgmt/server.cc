@@ -236,6 +236,7 @@ class ServerImpl final : public ManagementServer {
       core_->metrics().connections_shed.Increment({}, static_cast<double>(shed - shed_counted_));
       shed_counted_ = shed;
       core_->MaybeRotateIntermediate(now);
+      core_->MaybeAdvanceRootRotation(now);
       core_->WarnOfCaExpiry(now);
       core_->MaybeRenewServerCertificate(now);
       const bool leads = core_->LeadsHousekeeping();

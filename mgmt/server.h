@@ -57,6 +57,12 @@ struct ServerOptions {
   absl::Duration server_cert_lifetime = absl::Hours(24 * 365);
   // Lifetime of an intermediate the server makes (at first start, and at each rotation).
   absl::Duration intermediate_lifetime = absl::Hours(24 * 1825);
+  // Lifetime of a new root made by a root rotation.
+  absl::Duration root_lifetime = absl::Hours(24 * 3650);
+  // From a root rotation's switch, how long chains carry the new root cross-certified
+  // by the old one (never past the old root's expiry): an agent offline through the
+  // rotation that comes back within it re-registers by itself (DESIGN.md "Root rotation").
+  absl::Duration root_cross_certificate_lifetime = absl::Hours(24 * 90);
   // Refuse a Register with the shared token whenever the cluster holds a valid
   // certificate, online or not (for agents that keep their certificates across restarts).
   bool strict_reregistration = false;

@@ -362,4 +362,37 @@ absl::StatusOr<Issuer::IssuedPem> Issuer::IssueClient(const VerifiedCsr& csr, ab
   return issued;
 }
 
+namespace {
+
+// The UTF-8 text of the first `nid` entry of `name`, or "".
+std::string NameEntry(const X509_NAME* name, int nid) {
+  const int index = X509_NAME_get_index_by_NID(const_cast<X509_NAME*>(name), nid, -1);
+  if (index < 0) return "";
+  const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(const_cast<X509_NAME*>(name), index));
+  unsigned char* utf8 = nullptr;
+  const int length = ASN1_STRING_to_UTF8(&utf8, data);
+  if (length < 0) return "";
+  std::string text(reinterpret_cast<char*>(utf8), static_cast<size_t>(length));
+  OPENSSL_free(utf8);
+  return text;
+}
+
+}  // namespace
+
+absl::StatusOr<UniquePtr<X509>> CrossCertify(const Issuer& issuer, const X509* ca, absl::Time now,
+                                             absl::Duration lifetime) {
+  RETURN_IF_ERROR(CheckCaCertificate(ca, now, "certificate to cross-certify"));
+  const X509_NAME* subject = X509_get_subject_name(ca);
+  CertificateSpec spec = RootCaSpec(NameEntry(subject, NID_commonName), now, lifetime);
+  spec.organization = NameEntry(subject, NID_organizationName);
+  UniquePtr<EVP_PKEY> key(X509_get_pubkey(const_cast<X509*>(ca)));
+  if (!key) return Internal("reading the public key to cross-certify");
+  ASSIGN_OR_RETURN(UniquePtr<X509> cross, issuer.Issue(key.get(), spec));
+  if (X509_NAME_cmp(X509_get_subject_name(cross.get()), subject) != 0) {
+    return absl::InvalidArgumentError(
+        "the certificate's subject holds more than an organization and a common name: it cannot be cross-certified");
+  }
+  return cross;
+}
+
 }  // namespace relay::pki

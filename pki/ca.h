@@ -54,6 +54,16 @@ CertificateSpec ClientSpec(absl::string_view cluster, absl::Time now, absl::Dura
 absl::StatusOr<UniquePtr<X509>> CreateSelfSignedCertificate(const EVP_PKEY* key,
                                                             const CertificateSpec& spec);
 
+class Issuer;
+
+// A cross-certificate: `ca`'s subject name and public key, signed by `issuer`, a CA
+// certificate with no path-length limit, valid from `now` for `lifetime` (never past
+// the issuer). A verifier that trusts the issuer then trusts what `ca` signed, which
+// lets a root rotation reach holders of the old root only. `ca`'s subject must be one
+// this package makes (organization and common name).
+absl::StatusOr<UniquePtr<X509>> CrossCertify(const Issuer& issuer, const X509* ca, absl::Time now,
+                                             absl::Duration lifetime);
+
 // A CA certificate and its key, ready to sign. Immutable once created; safe to share
 // between threads.
 class Issuer {

@@ -72,6 +72,39 @@ TEST_P(CaTest, ClientLeafHasTheClusterIdentityAndClientAuthOnly) {
   EXPECT_THAT(as_server.message(), HasSubstr("purpose"));
 }
 
+// Root rotation: a holder of the old root A only verifies leaves under a new root B when
+// the chain carries B cross-certified by A; a holder of B does without it.
+TEST_P(CaTest, ACrossCertificateLetsHoldersOfTheOldRootVerifyTheNewOne) {
+  const absl::Time now = ReferenceTime() + absl::Hours(1);
+  TestPki next = TestPki::Make(now, GetParam());
+  // A distinct name, as the server gives each new root.
+  UniquePtr<EVP_PKEY> b_key = ValueOrDie(GenerateKey(GetParam()));
+  UniquePtr<X509> b = ValueOrDie(CreateSelfSignedCertificate(b_key.get(), RootCaSpec("relay-root-ca 2", now, absl::Hours(24 * 3650))));
+  X509_up_ref(b.get());
+  std::unique_ptr<Issuer> b_issuer = ValueOrDie(Issuer::Create(UniquePtr<X509>(b.get()), std::move(b_key), now));
+  UniquePtr<EVP_PKEY> intermediate_key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> intermediate =
+      ValueOrDie(b_issuer->Issue(intermediate_key.get(), IntermediateCaSpec("relay-signing-ca", now, absl::Hours(24))));
+  std::unique_ptr<Issuer> signer = ValueOrDie(Issuer::Create(std::move(intermediate), std::move(intermediate_key), now));
+  UniquePtr<EVP_PKEY> leaf_key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(signer->Issue(leaf_key.get(), ClientSpec("east", now, absl::Hours(1))));
+
+  UniquePtr<X509> cross = ValueOrDie(CrossCertify(*pki_.root_issuer, b.get(), now, absl::Hours(48)));
+  EXPECT_TRUE(SameSubjectAndKey(cross.get(), b.get()));
+  EXPECT_FALSE(SameSubjectAndKey(cross.get(), pki_.root.get()));
+  EXPECT_TRUE(IsIssuedBy(pki_.root.get(), cross.get()));
+  EXPECT_EQ(ValueOrDie(InspectCertificate(cross.get())).not_after, now + absl::Hours(48));
+
+  const std::vector<const X509*> with_cross = {signer->certificate(), cross.get()};
+  EXPECT_THAT(VerifyChain(leaf.get(), with_cross, {pki_.root.get()}, now, Purpose::kClientAuth), IsOk());
+  EXPECT_THAT(VerifyChain(leaf.get(), with_cross, {b.get()}, now, Purpose::kClientAuth), IsOk());
+  EXPECT_FALSE(VerifyChain(leaf.get(), {signer->certificate()}, {pki_.root.get()}, now, Purpose::kClientAuth).ok());
+  // Once the cross-certificate expires, holders of A alone no longer verify the chain.
+  EXPECT_FALSE(VerifyChain(leaf.get(), with_cross, {pki_.root.get()}, now + absl::Hours(49), Purpose::kClientAuth).ok());
+  // Another root of the same name and another key is not the one vouched for.
+  EXPECT_FALSE(SameSubjectAndKey(cross.get(), next.root.get()));
+}
+
 TEST_P(CaTest, SerialsAreRandom) {
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
   std::set<std::string> serials;

@@ -236,6 +236,19 @@ bool IsIssuedBy(const X509* issuer, const X509* cert) {
   return issued;
 }
 
+bool SameSubjectAndKey(const X509* a, const X509* b) {
+  if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) != 0) return false;
+  auto der = [](const X509* cert) {
+    unsigned char* bytes = nullptr;
+    const int length = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &bytes);
+    std::string out = length > 0 ? std::string(reinterpret_cast<char*>(bytes), static_cast<size_t>(length)) : "";
+    OPENSSL_free(bytes);
+    return out;
+  };
+  const std::string key_a = der(a);
+  return !key_a.empty() && key_a == der(b);
+}
+
 absl::StatusOr<LeafSummary> SummarizeLeafPem(absl::string_view pem) {
   UniquePtr<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   char* name = nullptr;

@@ -66,6 +66,9 @@ ABSL_FLAG(absl::Duration, overlap, absl::Hours(24),
           "workload cluster that may register within it).");
 ABSL_FLAG(std::string, cert_file, "", "ca stage: the new intermediate's certificate (PEM, chain to the root allowed).");
 ABSL_FLAG(std::string, key_file, "", "ca stage: the new intermediate's private key (PEM; read here, sent over the admin socket).");
+ABSL_FLAG(bool, force, false,
+          "ca rotate-root: move the root rotation to its next phase without waiting for the clusters its gate "
+          "still lists.");
 ABSL_FLAG(std::string, file, "", "certs inspect: a PEM file (certificate or chain).");
 ABSL_FLAG(std::string, secret, "",
           "certs inspect: a secret name instead of a file (its tls.crt, else ca.crt), in "
@@ -132,6 +135,11 @@ Commands:
   ca rotate-intermediate        replace the intermediate now (it is replaced by itself when a
                                 sixth of its lifetime remains); the old one stays trusted
                                 until it expires
+  ca rotate-root [--force]      start a root rotation, or move the current one on: add (a new
+                                root is trusted beside the old one and sent to every agent),
+                                switch (issuing under it), retire (the old root is dropped),
+                                done. Each phase moves on by itself once every registered
+                                cluster has confirmed it; --force moves on without them
   ca stage --cert_file F --key_file K
                                 install an intermediate you made under your root (with
                                 disableCaCertGeneration, or a root without its key here)
@@ -398,6 +406,14 @@ int CaRotateIntermediate() {
       AdminStub()->RotateIntermediate(AdminContext(absl::Seconds(30)).get(), request, &response), response);
 }
 
+int CaRotateRoot() {
+  v1::RotateRootRequest request;
+  request.set_force(absl::GetFlag(FLAGS_force));
+  v1::AdminResponse response;
+  return PrintAdminAnswer(AdminStub()->RotateRoot(AdminContext(absl::Seconds(30)).get(), request, &response),
+                          response);
+}
+
 int CaStage() {
   const std::string cert_file = absl::GetFlag(FLAGS_cert_file), key_file = absl::GetFlag(FLAGS_key_file);
   if (cert_file.empty() || key_file.empty()) return Fail("ca stage needs --cert_file=FILE and --key_file=FILE");
@@ -439,6 +455,28 @@ int CaStatus() {
               << ")";
   }
   std::cout << "\n";
+  if (response.has_root_rotation()) {
+    const v1::RootRotationStatus& rotation = response.root_rotation();
+    std::cout << "root rotation " << rotation.previous_serial() << " -> " << rotation.next_serial() << ": phase "
+              << rotation.phase() << ", started "
+              << relay::pki::FormatUtc(absl::FromUnixSeconds(rotation.started_unix()));
+    if (rotation.switched_unix() != 0) {
+      std::cout << ", switched " << relay::pki::FormatUtc(absl::FromUnixSeconds(rotation.switched_unix()));
+    }
+    if (rotation.finished_unix() != 0) {
+      std::cout << ", finished " << relay::pki::FormatUtc(absl::FromUnixSeconds(rotation.finished_unix()));
+    }
+    std::cout << "\n";
+    if (rotation.phase() != "done") {
+      std::cout << "  waits until " << rotation.gate() << ": " << rotation.clusters_ready() << " of "
+                << rotation.clusters() << " there";
+      if (rotation.waiting_size() > 0) {
+        std::cout << " (not yet: " << absl::StrJoin(rotation.waiting(), ", ")
+                  << (rotation.clusters() - rotation.clusters_ready() > rotation.waiting_size() ? ", ..." : "") << ")";
+      }
+      std::cout << "\n";
+    }
+  }
   return 0;
 }
 
@@ -898,6 +936,7 @@ int main(int argc, char** argv) {
   if (command == "secrets" && words.size() == 2 && words[1] == "export") return SecretsExport();
   if (command == "ca" && words.size() == 2 && words[1] == "rotate-intermediate") return CaRotateIntermediate();
   if (command == "ca" && words.size() == 2 && words[1] == "status") return CaStatus();
+  if (command == "ca" && words.size() == 2 && words[1] == "rotate-root") return CaRotateRoot();
   if (command == "ca" && words.size() == 2 && words[1] == "stage") return CaStage();
   if (command == "token" && words.size() == 2 && words[1] == "rotate") return TokenRotate();
   if (command == "tokens" && words.size() == 2 && words[1] == "list") return TokensList();
