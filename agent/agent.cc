@@ -41,8 +41,6 @@ using enrolment::SignLocally;
 using enrolment::WorkloadSecrets;
 using enrolment::WriteClientCredentials;
 
-constexpr char kStateSecret[] = "relay-agent-state";
-
 class AgentImpl final : public Agent {
  public:
   AgentImpl(AgentOptions options, std::unique_ptr<secrets::SecretStore> store)
@@ -65,9 +63,9 @@ class AgentImpl final : public Agent {
     } else {
       return credentials.status();  // something this side must provide
     }
-    if (absl::StatusOr<secrets::SecretData> state = store_->Get(options_.secrets.ns, kStateSecret);
-        state.ok() && state->count("acked_version")) {
-      acked_version_ = std::atoll(state->at("acked_version").c_str());
+    if (absl::StatusOr<secrets::SecretData> state = store_->Get(options_.secrets.ns, enrolment::kAgentStateSecret);
+        state.ok() && state->count(enrolment::kAckedVersionKey)) {
+      acked_version_ = std::atoll(state->at(enrolment::kAckedVersionKey).c_str());
     }
     watch_ = store_->Watch(options_.secrets.ns, options_.secrets.values.client_tls_secret, [this] {
       ReloadCredentials();
@@ -414,6 +412,8 @@ class AgentImpl final : public Agent {
         ApplySnapshot(message.snapshot(), write);
       } else if (message.has_trust_bundle()) {
         StoreTrustBundle(message.trust_bundle(), write);
+      } else if (message.has_renew_now()) {
+        RequestRenewal(message.renew_now(), credentials);
       } else if (message.has_heartbeat_ack()) {
         // The round trip is the network's: real time, as the heartbeat was stamped.
         absl::Duration rtt = absl::Now() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
@@ -505,6 +505,25 @@ class AgentImpl final : public Agent {
     write(ack);
   }
 
+  // Leaves the server's ask in relay-agent-state for whoever renews (the rotator, sidecar
+  // or built in, watches it): the certificate this stream uses, by a moment drawn at
+  // random within the window.
+  void RequestRenewal(const v1::RenewNow& renew, const ClientCredentials& credentials) {
+    const absl::Duration window = absl::Milliseconds(std::max<int64_t>(0, renew.within_ms()));
+    const absl::Time at =
+        clock_.Now() + window * std::uniform_real_distribution<double>(0, 1)(rng_);
+    absl::Status saved = enrolment::UpdateAgentState(
+        *store_, options_.secrets,
+        {{enrolment::kRenewSerialKey, credentials.leaf.serial_hex},
+         {enrolment::kRenewAtKey, absl::StrCat(absl::ToUnixSeconds(at))}});
+    if (!saved.ok()) {
+      LogWarning("renewal_request_not_saved", {{"error", std::string(saved.message())}});
+      return;
+    }
+    LogInfo("renewal_requested", {{"reason", renew.reason()}, {"serial", credentials.leaf.serial_hex},
+                                  {"at", pki::FormatUtc(at)}});
+  }
+
   template <typename Write>
   void ApplySnapshot(const v1::Snapshot& snapshot, Write& write) {
     secrets::SecretData files;
@@ -522,8 +541,8 @@ class AgentImpl final : public Agent {
       return;
     }
     acked_version_ = snapshot.version();
-    absl::Status saved = store_->Put(options_.secrets.ns, kStateSecret,
-                                     {{"acked_version", absl::StrCat(snapshot.version())}});
+    absl::Status saved = enrolment::UpdateAgentState(*store_, options_.secrets,
+                                                     {{enrolment::kAckedVersionKey, absl::StrCat(snapshot.version())}});
     if (!saved.ok()) LogWarning("agent_state_not_saved", {{"error", std::string(saved.message())}});
     metrics_.snapshots_applied.Increment();
     LogInfo("snapshot_applied", {{"version", absl::StrCat(snapshot.version())},

@@ -52,7 +52,9 @@ void KillAndRestart(ServerUnderTest& server) {
 // The rotation on its own: one command, and every gate passes as the agents confirm.
 TEST(RootRotationTest, AWholeRootRotationUnderFiftyConnectedAgentsLeavesNoHeartbeatUnanswered) {
   const std::string dir = MakeTempDir("root-rotation-fleet");
-  ServerUnderTest server(dir + "/mgmt", {"--client_cert_ttl=20s"});
+  // Hour-long certificates: the switch completes only because the server asks every
+  // agent to renew (RenewNow, spread over 5 s), not because they age.
+  ServerUnderTest server(dir + "/mgmt", {"--client_cert_ttl=1h", "--renew_now_window=5s"});
   std::string error;
   ASSERT_TRUE(server.Start(&error)) << error;
   const std::string root_a = SecretFile(server.secrets_dir(), "relay-root-tls-secret", "ca.crt");
@@ -77,6 +79,7 @@ TEST(RootRotationTest, AWholeRootRotationUnderFiftyConnectedAgentsLeavesNoHeartb
         << agent->Log();
     EXPECT_TRUE(agent->WaitConnected(kPatience)) << agent->Log();
     EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_heartbeats_unanswered_total"), 0) << agent->Log();
+    EXPECT_EQ(CountOccurrences(agent->Log(), "event=renewal_requested"), 1) << agent->Log();
     // Stored the bundle twice ({A, B}, then {B}) and refused none.
     EXPECT_EQ(CountOccurrences(agent->Log(), "event=trust_bundle_stored"), 2) << agent->Log();
     EXPECT_EQ(CountOccurrences(agent->Log(), "event=trust_bundle_refused"), 0) << agent->Log();

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/grpc_tls.h"
@@ -154,6 +155,25 @@ bool HasToken(secrets::SecretStore& store, const WorkloadSecrets& secrets) {
   return tokens::LoadToken(store, secrets.TokenNamespace(), secrets.values.token_secret.name,
                            secrets.values.token_secret.key)
       .ok();
+}
+
+absl::Status UpdateAgentState(secrets::SecretStore& store, const WorkloadSecrets& secrets,
+                              const std::map<std::string, std::string>& values) {
+  absl::StatusOr<secrets::SecretData> state = store.Get(secrets.ns, kAgentStateSecret);
+  if (!state.ok() && !absl::IsNotFound(state.status())) return state.status();
+  secrets::SecretData data = state.ok() ? *std::move(state) : secrets::SecretData();
+  for (const auto& [key, value] : values) data[key] = value;
+  return store.Put(secrets.ns, kAgentStateSecret, data);
+}
+
+absl::Time RequestedRenewal(secrets::SecretStore& store, const WorkloadSecrets& secrets, const std::string& serial) {
+  absl::StatusOr<secrets::SecretData> state = store.Get(secrets.ns, kAgentStateSecret);
+  int64_t at = 0;
+  if (!state.ok() || !state->count(kRenewSerialKey) || state->at(kRenewSerialKey) != serial ||
+      !state->count(kRenewAtKey) || !absl::SimpleAtoi(state->at(kRenewAtKey), &at)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromUnixSeconds(at);
 }
 
 absl::Status WriteClientCredentials(secrets::SecretStore& store, const WorkloadSecrets& secrets,

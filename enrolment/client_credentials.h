@@ -8,6 +8,7 @@
 // depend on it, and neither on the other's.
 
 #include <memory>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -59,6 +60,22 @@ ClientSecretState InspectClientSecret(secrets::SecretStore& store, const Workloa
 
 // True when the token secret holds a non-empty token.
 bool HasToken(secrets::SecretStore& store, const WorkloadSecrets& secrets);
+
+// The agent's own state secret: the last snapshot version applied, and a renewal the
+// server asked for (RenewNow during a root rotation's switch), which the rotator, sidecar
+// or built in, carries out.
+inline constexpr char kAgentStateSecret[] = "relay-agent-state";
+inline constexpr char kAckedVersionKey[] = "acked_version";
+inline constexpr char kRenewSerialKey[] = "renew_serial";  // the certificate to replace
+inline constexpr char kRenewAtKey[] = "renew_at";          // by then (unix seconds)
+
+// Sets `values` in the agent state secret, keeping its other keys.
+absl::Status UpdateAgentState(secrets::SecretStore& store, const WorkloadSecrets& secrets,
+                              const std::map<std::string, std::string>& values);
+
+// When the server asked for the certificate with `serial` to be replaced;
+// InfiniteFuture when it did not (or asked about another certificate).
+absl::Time RequestedRenewal(secrets::SecretStore& store, const WorkloadSecrets& secrets, const std::string& serial);
 
 // Writes relay-client-tls-secret (tls.crt, tls.key, ca.crt) in one atomic swap.
 absl::Status WriteClientCredentials(secrets::SecretStore& store, const WorkloadSecrets& secrets,

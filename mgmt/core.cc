@@ -303,6 +303,7 @@ absl::StatusOr<pki::CertificateInfo> Core::InstallIntermediate(NewIntermediate m
       !written.ok()) {
     return absl::Status(written.code(), absl::StrCat("cannot store the new intermediate: ", written.message()));
   }
+  std::shared_ptr<const pki::Issuer> previous = authority_.current();
   authority_.Replace(std::move(made.issuer), now);
   SetCaMetrics();
   LogInfo("intermediate_rotated", {{"why", std::string(why)},
@@ -319,6 +320,7 @@ absl::StatusOr<pki::CertificateInfo> Core::InstallIntermediate(NewIntermediate m
     server_certificate_ = *server;
     metrics_.certificate_expiry.Set({"server"}, absl::ToUnixSeconds(server->not_after));
   }
+  NoticeRootSwitch(previous->certificate(), signer->certificate());
   return made_info;
 }
 
@@ -334,8 +336,11 @@ void Core::AdoptStoredSigningCa() {
     LogWarning("signing_ca_not_reloaded", {{"error", std::string(stored.status().message())}});
     return;
   }
+  std::shared_ptr<const pki::Issuer> previous = authority_.current();
   authority_.Adopt(std::move(stored->issuer), std::move(stored->retired));
   SetCaMetrics();
+  std::shared_ptr<const pki::Issuer> adopted = authority_.current();
+  if (previous && adopted && previous != adopted) NoticeRootSwitch(previous->certificate(), adopted->certificate());
 }
 
 void Core::WarnOfCaExpiry(absl::Time now) {
@@ -369,6 +374,18 @@ void Core::WarnOfCaExpiry(absl::Time now) {
 std::shared_ptr<const Core::TrustBundle> Core::trust_bundle() const {
   absl::MutexLock lock(&bundle_mu_);
   return trust_bundle_;
+}
+
+void Core::OnRootSwitch(std::function<void()> listener) {
+  absl::MutexLock lock(&switch_listener_mu_);
+  switch_listener_ = std::move(listener);
+}
+
+void Core::NoticeRootSwitch(const X509* previous, const X509* next) {
+  if (pki::SameIssuer(previous, next)) return;
+  LogInfo("root_switched", {{"intermediate", pki::SerialHex(next)}});
+  absl::MutexLock lock(&switch_listener_mu_);
+  if (switch_listener_) switch_listener_();
 }
 
 void Core::OnTrustBundleChange(std::function<void()> listener) {

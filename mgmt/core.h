@@ -56,6 +56,9 @@ class Core {
   // Runs (on a store thread) after the root bundle changed, e.g. to push it to every
   // stream; nullptr stops it, waiting for a call under way.
   void OnTrustBundleChange(std::function<void()> listener);
+  // Runs (on the thread that installed it) once the intermediate changed to one under
+  // another root: a root rotation's switch, here or on another replica; nullptr stops it.
+  void OnRootSwitch(std::function<void()> listener);
   // Follows the root secret: a bundle whose roots are CA certificates valid now and still
   // include the intermediate's issuer replaces the one held; another is refused (logged).
   void WatchRootBundle();
@@ -141,6 +144,8 @@ class Core {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(rotation_mu_);
   void ReloadSharedToken();
   void ReloadRootBundle();
+  // Calls the root-switch listener when `next` has another issuer than `previous`.
+  void NoticeRootSwitch(const X509* previous, const X509* next);
   // Root rotation steps, under root_rotation_mu_.
   absl::StatusOr<RootRotation> StoredRootRotation();
   absl::StatusOr<std::string> StartRootRotation(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
@@ -161,6 +166,8 @@ class Core {
   absl::Mutex bundle_listener_mu_;  // held while the listener runs
   std::function<void()> bundle_listener_ ABSL_GUARDED_BY(bundle_listener_mu_);
   std::unique_ptr<secrets::SecretWatch> root_watch_;
+  absl::Mutex switch_listener_mu_;  // held while the listener runs
+  std::function<void()> switch_listener_ ABSL_GUARDED_BY(switch_listener_mu_);
   SigningAuthority authority_;
   absl::Mutex rotation_mu_;       // one intermediate rotation at a time
   absl::Mutex root_rotation_mu_;  // one root rotation step at a time (taken before rotation_mu_)

@@ -195,9 +195,9 @@ absl::Status Core::EnsureRootRotationPhase(RootRotation& rotation, absl::Time no
         RETURN_IF_ERROR(RotateIntermediate(now, "root rotation: switch to the new root").status());
       }
       if (rotation.switched_at == absl::InfinitePast()) {
-        // A second later than now: an issuance that took the old intermediate just before
-        // the switch is dated before it, never after.
-        rotation.switched_at = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()) + 1);
+        // After the new intermediate took over: an issuance is dated before it takes the
+        // signer, so one dated after this moment is under the new root.
+        rotation.switched_at = absl::Now();
         RETURN_IF_ERROR(StoreRootRotation(rotation));
       }
       return absl::OkStatus();

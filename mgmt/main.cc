@@ -93,6 +93,10 @@ ABSL_FLAG(absl::Duration, root_cross_certificate_lifetime, absl::Hours(24 * 90),
           "by the old one for this long (never past the old root's expiry), so an agent that was offline "
           "through the rotation and holds only the old root comes back by itself. 0 turns it off (rotating "
           "away from a compromised root: such agents then need the new root copied to them).");
+ABSL_FLAG(absl::Duration, renew_now_window, absl::Minutes(2),
+          "At a root rotation's switch, every connected agent is asked to renew its certificate within this "
+          "window, each at a random moment in it (spreading the load), so the switch completes without waiting "
+          "a client certificate lifetime. 0 turns the ask off.");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A relay connection that has not finished its TLS handshake by then is closed, so idle "
           "connections cannot pile up.");
@@ -189,6 +193,8 @@ int main(int argc, char** argv) {
       DurationFlag("intermediate_lifetime", absl::GetFlag(FLAGS_intermediate_lifetime));
   options.root_lifetime = DurationFlag("root_lifetime", absl::GetFlag(FLAGS_root_lifetime));
   options.root_cross_certificate_lifetime = absl::GetFlag(FLAGS_root_cross_certificate_lifetime);
+  options.renew_now_window = absl::GetFlag(FLAGS_renew_now_window);
+  if (options.renew_now_window < absl::ZeroDuration()) Fail("--renew_now_window must not be negative (0 turns it off)");
   if (options.root_cross_certificate_lifetime < absl::ZeroDuration()) {
     Fail("--root_cross_certificate_lifetime must not be negative (0 turns cross-certificates off)");
   }

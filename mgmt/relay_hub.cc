@@ -267,6 +267,15 @@ void RelayHub::BroadcastTrustBundle() {
   LogInfo("trust_bundle_pushed", {{"streams", absl::StrCat(streams_.size())}});
 }
 
+void RelayHub::BroadcastRenewNow(absl::Duration window, const std::string& reason) {
+  v1::ServerMessage renew;
+  renew.mutable_renew_now()->set_within_ms(absl::ToInt64Milliseconds(window));
+  renew.mutable_renew_now()->set_reason(reason);
+  absl::MutexLock lock(&mu_);
+  for (const auto& [cluster, stream] : streams_) stream->Send(renew);
+  LogInfo("renew_now_pushed", {{"streams", absl::StrCat(streams_.size())}, {"within", absl::FormatDuration(window)}});
+}
+
 void RelayHub::Send(const std::string& cluster, v1::ServerMessage message, uint64_t stream_id) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(cluster);

@@ -77,6 +77,8 @@ class RelayHub {
   void CloseCluster(const std::string& cluster, const std::string& reason, grpc::Status status);
   // Sends the server's trust bundle on every stream (after it changed).
   void BroadcastTrustBundle();
+  // Asks every stream's agent to renew its certificate within `window` (RenewNow).
+  void BroadcastRenewNow(absl::Duration window, const std::string& reason);
   // Closes the cluster's stream unless it was opened with certificate `serial`.
   void CloseClusterUnlessSerial(const std::string& cluster, const std::string& serial, const std::string& reason,
                                 grpc::Status status);

@@ -11,8 +11,9 @@ namespace {
 constexpr RootRotationPhase kPhases[] = {RootRotationPhase::kAdd, RootRotationPhase::kSwitch,
                                          RootRotationPhase::kRetire, RootRotationPhase::kDone};
 
-int64_t UnixOrZero(absl::Time time) { return time == absl::InfinitePast() ? 0 : absl::ToUnixSeconds(time); }
-absl::Time TimeOrPast(int64_t unix) { return unix == 0 ? absl::InfinitePast() : absl::FromUnixSeconds(unix); }
+// Milliseconds: the switch gate compares issuance times with the switch's.
+int64_t UnixMillisOrZero(absl::Time time) { return time == absl::InfinitePast() ? 0 : absl::ToUnixMillis(time); }
+absl::Time TimeOrPast(int64_t unix_ms) { return unix_ms == 0 ? absl::InfinitePast() : absl::FromUnixMillis(unix_ms); }
 
 void Count(GateProgress& progress, const ClusterRecord& record, bool ready) {
   progress.clusters++;
@@ -37,8 +38,9 @@ absl::string_view PhaseName(RootRotationPhase phase) {
 
 std::string FormatRootRotation(const RootRotation& rotation) {
   return absl::StrCat("phase=", PhaseName(rotation.phase), " previous=", rotation.previous_serial,
-                      " next=", rotation.next_serial, " started=", UnixOrZero(rotation.started_at),
-                      " switched=", UnixOrZero(rotation.switched_at), " finished=", UnixOrZero(rotation.finished_at));
+                      " next=", rotation.next_serial, " started_ms=", UnixMillisOrZero(rotation.started_at),
+                      " switched_ms=", UnixMillisOrZero(rotation.switched_at),
+                      " finished_ms=", UnixMillisOrZero(rotation.finished_at));
 }
 
 absl::StatusOr<RootRotation> ParseRootRotation(absl::string_view text) {
@@ -56,11 +58,11 @@ absl::StatusOr<RootRotation> ParseRootRotation(absl::string_view text) {
       rotation.previous_serial = std::string(field);
     } else if (absl::ConsumePrefix(&field, "next=")) {
       rotation.next_serial = std::string(field);
-    } else if (absl::ConsumePrefix(&field, "started=")) {
+    } else if (absl::ConsumePrefix(&field, "started_ms=")) {
       ok = absl::SimpleAtoi(field, &unix), rotation.started_at = TimeOrPast(unix);
-    } else if (absl::ConsumePrefix(&field, "switched=")) {
+    } else if (absl::ConsumePrefix(&field, "switched_ms=")) {
       ok = absl::SimpleAtoi(field, &unix), rotation.switched_at = TimeOrPast(unix);
-    } else if (absl::ConsumePrefix(&field, "finished=")) {
+    } else if (absl::ConsumePrefix(&field, "finished_ms=")) {
       ok = absl::SimpleAtoi(field, &unix), rotation.finished_at = TimeOrPast(unix);
     }  // unknown fields: written by a newer server, kept out of the way
     if (!ok) {

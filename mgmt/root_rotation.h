@@ -40,7 +40,7 @@ struct RootRotation {
   int64_t revision = 0;  // of the record, for the next compare-and-set
 };
 
-// "phase=switch previous=<hex> next=<hex> started=<unix> switched=<unix> finished=<unix>"
+// "phase=switch previous=<hex> next=<hex> started_ms=<unix ms> switched_ms=... finished_ms=..."
 std::string FormatRootRotation(const RootRotation& rotation);
 // DATA_LOSS naming the record when it cannot be read.
 absl::StatusOr<RootRotation> ParseRootRotation(absl::string_view text);

@@ -26,23 +26,23 @@ TEST(RootRotationTest, TheRecordReadsBackAsWritten) {
   rotation.previous_serial = "AA01";
   rotation.next_serial = "BB02";
   rotation.started_at = absl::FromUnixSeconds(1000);
-  rotation.switched_at = absl::FromUnixSeconds(2000);
+  rotation.switched_at = absl::FromUnixMillis(2'000'123);
   absl::StatusOr<RootRotation> read = ParseRootRotation(FormatRootRotation(rotation));
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->phase, RootRotationPhase::kSwitch);
   EXPECT_EQ(read->previous_serial, "AA01");
   EXPECT_EQ(read->next_serial, "BB02");
   EXPECT_EQ(read->started_at, absl::FromUnixSeconds(1000));
-  EXPECT_EQ(read->switched_at, absl::FromUnixSeconds(2000));
+  EXPECT_EQ(read->switched_at, absl::FromUnixMillis(2'000'123));
   EXPECT_EQ(read->finished_at, absl::InfinitePast());
   // A field a newer server added is passed over.
-  EXPECT_TRUE(ParseRootRotation(FormatRootRotation(rotation) + " window=60").ok());
+  EXPECT_TRUE(ParseRootRotation(FormatRootRotation(rotation) + " window_ms=60").ok());
 }
 
 TEST(RootRotationTest, AnUnreadableRecordSaysHowToRecover) {
   EXPECT_THAT(ParseRootRotation("phase=sideways next=BB"), StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(ParseRootRotation("phase=add"), StatusIs(absl::StatusCode::kDataLoss));
-  EXPECT_THAT(ParseRootRotation("phase=add next=BB started=soon"), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(ParseRootRotation("phase=add next=BB started_ms=soon"), StatusIs(absl::StatusCode::kDataLoss));
   absl::Status status = ParseRootRotation("").status();
   EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("delete it to end the rotation"));
 }

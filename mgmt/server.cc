@@ -73,6 +73,7 @@ class ServerImpl final : public ManagementServer {
 
   ~ServerImpl() override {
     core_->OnTrustBundleChange(nullptr);  // before the hub goes
+    core_->OnRootSwitch(nullptr);
     core_->registry().SetForeignChangeListener(nullptr);
     {
       // Foreign pushes under way use the hub: they finish first.
@@ -94,6 +95,11 @@ class ServerImpl final : public ManagementServer {
     core_->registry().SetForeignChangeListener(
         [this](const ClusterRecord& before, const ClusterRecord& after) { OnForeignChange(before, after); });
     core_->OnTrustBundleChange([this] { hub_.BroadcastTrustBundle(); });
+    core_->OnRootSwitch([this] {
+      if (core_->options().renew_now_window <= absl::ZeroDuration()) return;
+      hub_.BroadcastRenewNow(core_->options().renew_now_window,
+                             "root rotation: certificates are issued under a new root");
+    });
     core_->WatchRootBundle();
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();

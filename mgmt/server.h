@@ -63,6 +63,10 @@ struct ServerOptions {
   // by the old one (never past the old root's expiry): an agent offline through the
   // rotation that comes back within it re-registers by itself (DESIGN.md "Root rotation").
   absl::Duration root_cross_certificate_lifetime = absl::Hours(24 * 90);
+  // At a root rotation's switch every agent is asked to renew within this window (each
+  // at a random moment in it), so the switch's gate passes without waiting a client
+  // lifetime; 0 turns the ask off.
+  absl::Duration renew_now_window = absl::Minutes(2);
   // Refuse a Register with the shared token whenever the cluster holds a valid
   // certificate, online or not (for agents that keep their certificates across restarts).
   bool strict_reregistration = false;

@@ -236,6 +236,18 @@ bool IsIssuedBy(const X509* issuer, const X509* cert) {
   return issued;
 }
 
+bool SameIssuer(const X509* a, const X509* b) {
+  if (X509_NAME_cmp(X509_get_issuer_name(a), X509_get_issuer_name(b)) != 0) return false;
+  auto key_id = [](const X509* cert) {
+    UniquePtr<AUTHORITY_KEYID> aki(static_cast<AUTHORITY_KEYID*>(
+        X509_get_ext_d2i(cert, NID_authority_key_identifier, nullptr, nullptr)));
+    if (!aki || aki->keyid == nullptr) return std::string();
+    return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(aki->keyid)),
+                       static_cast<size_t>(ASN1_STRING_length(aki->keyid)));
+  };
+  return key_id(a) == key_id(b);
+}
+
 bool SameSubjectAndKey(const X509* a, const X509* b) {
   if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) != 0) return false;
   auto der = [](const X509* cert) {

@@ -57,6 +57,7 @@ RotationState Rotator::ReadState() {
   if (secret.kind == enrolment::ClientSecretState::kUsable) {
     state.have_certificate = true;
     state.certificate = secret.leaf;
+    state.renew_requested_at = enrolment::RequestedRenewal(*store_, options_.secrets, secret.leaf.serial_hex);
     // Only a certificate the agent can use: an unusable secret's would mislead.
     metrics_.certificate_expiry.Set(absl::ToUnixSeconds(secret.leaf.not_after));
   } else if (secret.kind == enrolment::ClientSecretState::kUnusable) {
@@ -175,8 +176,10 @@ void Rotator::Start() {
     wakeup_.Notify();
   }));
   // A token or root that appears or changes can end a stuck state (relayctl register).
+  // So does the agent's state, where a renewal the server asked for lands.
   for (auto [ns, name] : {std::pair(secrets.TokenNamespace(), secrets.values.token_secret.name),
-                          std::pair(secrets.ns, secrets.values.root_tls_secret)}) {
+                          std::pair(secrets.ns, secrets.values.root_tls_secret),
+                          std::pair(secrets.ns, std::string(enrolment::kAgentStateSecret))}) {
     watches_.push_back(store_->Watch(ns, name, [this] { wakeup_.Notify(); }));
   }
   thread_ = std::thread([this] { Loop(); });

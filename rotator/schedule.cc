@@ -67,6 +67,8 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
 
   absl::StatusOr<absl::Time> renew_at = pki::RenewAt(state.certificate, ratio, jitter);
   absl::Time due = renew_at.ok() ? *renew_at : now;
+  const bool requested = state.renew_requested_at < due;
+  due = std::min(due, state.renew_requested_at);
   absl::Time at = std::max(due, retry_at);
   // A retry never waits past expiry: at expiry the Register fallback takes over.
   if (state.consecutive_failures > 0) at = std::min(at, state.certificate.not_after);
@@ -74,9 +76,12 @@ Decision Decide(const RotationState& state, absl::Time now, double ratio,
     return {Action::kRenew, now,
             state.consecutive_failures > 0
                 ? absl::StrCat("retrying after ", state.consecutive_failures, " failed renewal(s)")
-                : "rotation point reached"};
+                : (requested ? "the server asked for a renewal (root rotation)" : "rotation point reached")};
   }
-  return {Action::kWait, at, state.consecutive_failures > 0 ? "waiting to retry" : "waiting for the rotation point"};
+  return {Action::kWait, at,
+          state.consecutive_failures > 0 ? "waiting to retry"
+                                         : (requested ? "waiting for the renewal the server asked for"
+                                                      : "waiting for the rotation point")};
 }
 
 std::string HealthProblem(const RotationState& state, absl::Time now, double ratio,

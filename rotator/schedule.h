@@ -39,6 +39,9 @@ struct RotationState {
   // The secret store cannot be read now (why), so nothing above is known.
   std::string store_problem;
   bool force = false;  // renew now, whatever the schedule and the state of the secret
+  // The server asked for this certificate to be replaced by then (RenewNow, during a root
+  // rotation's switch; the agent keeps it in relay-agent-state). InfiniteFuture: no ask.
+  absl::Time renew_requested_at = absl::InfiniteFuture();
 };
 
 enum class Action {

@@ -35,6 +35,27 @@ TEST(ScheduleTest, WaitsForTheRotationPointThenRenews) {
   EXPECT_EQ(Decide(state, kIssued, 0.2, Fixed(0), policy, 0).at, kIssued + absl::Hours(80));
 }
 
+// RenewNow during a root rotation: the server's ask brings the renewal forward, never
+// back, and a failure still waits its retry.
+TEST(ScheduleTest, ARenewalTheServerAskedForComesBeforeTheRotationPoint) {
+  RotationState state = Fresh();
+  RetryPolicy policy;
+  state.renew_requested_at = kIssued + absl::Hours(2);
+  Decision wait = Decide(state, kIssued + absl::Hours(1), 0.5, Fixed(0), policy, 0);
+  EXPECT_EQ(wait.action, Action::kWait);
+  EXPECT_EQ(wait.at, kIssued + absl::Hours(2));
+  EXPECT_THAT(wait.why, HasSubstr("the server asked for"));
+  Decision renew = Decide(state, kIssued + absl::Hours(2), 0.5, Fixed(0), policy, 0);
+  EXPECT_EQ(renew.action, Action::kRenew);
+  EXPECT_THAT(renew.why, HasSubstr("the server asked for a renewal"));
+  state.renew_requested_at = kIssued + absl::Hours(70);  // later than the rotation point
+  EXPECT_EQ(Decide(state, kIssued + absl::Hours(1), 0.5, Fixed(0), policy, 0).at, kIssued + absl::Hours(50));
+  state.renew_requested_at = kIssued + absl::Hours(2);
+  state.consecutive_failures = 1;
+  state.last_failure = kIssued + absl::Hours(2);
+  EXPECT_EQ(Decide(state, kIssued + absl::Hours(2), 0.5, Fixed(0), policy, 0).action, Action::kWait);
+}
+
 TEST(ScheduleTest, JitterMovesRenewalEarlierWithinATenthOfTheGrace) {
   RotationState state = Fresh();
   RetryPolicy policy;
