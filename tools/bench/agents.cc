@@ -173,19 +173,8 @@ int main(int argc, char** argv) {
   std::atomic<bool> stop_heartbeats{false};
   // Every agent once per interval, spread over the interval.
   std::thread heartbeats([&] {
-    while (!stop_heartbeats) {
-      absl::Time round = absl::Now();
-      int count = created;
-      for (int i = 0; i < count && !stop_heartbeats; ++i) {
-        std::atomic_load(&agents[i].stream)->Heartbeat(record_heartbeats);
-        if (i % 100 == 99) {
-          absl::Time due = round + interval * (static_cast<double>(i + 1) / n);
-          if (due > absl::Now()) absl::SleepFor(due - absl::Now());
-        }
-      }
-      absl::Time next = round + interval;
-      while (absl::Now() < next && !stop_heartbeats) absl::SleepFor(absl::Milliseconds(20));
-    }
+    relay::bench::PaceHeartbeats([&](int i) { return std::atomic_load(&agents[i].stream); },
+                                 [&] { return created.load(); }, interval, stop_heartbeats, record_heartbeats);
   });
   // A channel of its own (one TCP + TLS connection) with the agent's channel arguments.
   // The agent makes a new channel for every stream it runs; here each agent keeps its

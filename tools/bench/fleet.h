@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -45,9 +46,16 @@ inline double RssMiB(pid_t pid) {
 // One agent's relay stream, on gRPC's callback API (no thread per agent).
 class AgentStream : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerMessage> {
  public:
+  // Messages other than Welcome and HeartbeatAck go to `on_message` (on a gRPC thread;
+  // it may Send), when given.
+  using OnMessage = std::function<void(AgentStream&, const v1::ServerMessage&)>;
   AgentStream(v1::Relay::Stub* stub, std::string cluster, std::atomic<int>* connected,
-              absl::Mutex* rtt_mu, std::vector<double>* rtts)
-      : cluster_(std::move(cluster)), connected_(connected), rtt_mu_(rtt_mu), rtts_(rtts) {
+              absl::Mutex* rtt_mu, std::vector<double>* rtts, OnMessage on_message = nullptr)
+      : cluster_(std::move(cluster)),
+        connected_(connected),
+        rtt_mu_(rtt_mu),
+        rtts_(rtts),
+        on_message_(std::move(on_message)) {
     stub->async()->Connect(&context_, this);
     v1::AgentMessage hello;
     hello.mutable_hello()->set_cluster(cluster_);
@@ -92,6 +100,7 @@ class AgentStream : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerM
       absl::MutexLock lock(rtt_mu_);
       rtts_->push_back(ms);
     }
+    if (on_message_ && !incoming_.has_welcome() && !incoming_.has_heartbeat_ack()) on_message_(*this, incoming_);
     StartRead(&incoming_);
   }
 
@@ -115,6 +124,7 @@ class AgentStream : public grpc::ClientBidiReactor<v1::AgentMessage, v1::ServerM
   std::atomic<int>* connected_;
   absl::Mutex* rtt_mu_;
   std::vector<double>* rtts_;
+  OnMessage on_message_;
   v1::ServerMessage incoming_;
   std::atomic<bool> welcomed_{false};
   std::atomic<bool> record_{false};
@@ -135,6 +145,26 @@ struct Agent {
   std::unique_ptr<v1::Registration::Stub> registration;
   std::shared_ptr<AgentStream> stream;  // replaced on reconnect; read with std::atomic_load
 };
+
+// Sends every stream a heartbeat once per `interval`, spread over it, until `stop`
+// (the server closes a stream silent for three intervals). `stream_of(i)` for i below
+// `count()` (which may grow while it runs).
+template <typename StreamOf, typename Count>
+void PaceHeartbeats(StreamOf stream_of, Count count, absl::Duration interval, const std::atomic<bool>& stop,
+                    const std::atomic<bool>& record) {
+  while (!stop) {
+    const absl::Time round = absl::Now();
+    const int live = count();
+    for (int i = 0; i < live && !stop; ++i) {
+      stream_of(i)->Heartbeat(record);
+      if (i % 100 == 99) {
+        absl::Time due = round + interval * (static_cast<double>(i + 1) / live);
+        if (due > absl::Now()) absl::SleepFor(due - absl::Now());
+      }
+    }
+    while (absl::Now() < round + interval && !stop) absl::SleepFor(absl::Milliseconds(20));
+  }
+}
 
 template <typename Work>
 void Parallel(int callers, int total, Work work) {

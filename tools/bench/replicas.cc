@@ -199,18 +199,10 @@ int RunWorker() {
     if (agent.stream) running.push_back(&agent);
   }
   // Heartbeats, every agent once per interval, spread over it.
+  const std::atomic<bool> record{false};
   std::thread heartbeats([&] {
-    while (!stop) {
-      absl::Time round = absl::Now();
-      for (int i = 0; i < live && !stop; ++i) {
-        std::atomic_load(&running[i]->stream)->Heartbeat(false);
-        if (i % 100 == 99) {
-          absl::Time due = round + interval * (static_cast<double>(i + 1) / live);
-          if (due > absl::Now()) absl::SleepFor(due - absl::Now());
-        }
-      }
-      while (absl::Now() < round + interval && !stop) absl::SleepFor(absl::Milliseconds(20));
-    }
+    relay::bench::PaceHeartbeats([&](int i) { return std::atomic_load(&running[i]->stream); },
+                                 [&] { return live; }, interval, stop, record);
   });
   // Reconnects as the agent does: at once after losing a stream it had been welcomed
   // on, then full-jitter exponential backoff (AgentOptions' defaults).
