@@ -376,6 +376,11 @@ std::shared_ptr<const Core::TrustBundle> Core::trust_bundle() const {
   return trust_bundle_;
 }
 
+absl::Time Core::root_switched_at() const {
+  absl::MutexLock lock(&switched_mu_);
+  return root_switched_at_;
+}
+
 void Core::OnRootSwitch(std::function<void()> listener) {
   absl::MutexLock lock(&switch_listener_mu_);
   switch_listener_ = std::move(listener);
@@ -383,6 +388,10 @@ void Core::OnRootSwitch(std::function<void()> listener) {
 
 void Core::NoticeRootSwitch(const X509* previous, const X509* next) {
   if (pki::SameIssuer(previous, next)) return;
+  {
+    absl::MutexLock lock(&switched_mu_);
+    root_switched_at_ = authority_.current_since();
+  }
   LogInfo("root_switched", {{"intermediate", pki::SerialHex(next)}});
   absl::MutexLock lock(&switch_listener_mu_);
   if (switch_listener_) switch_listener_();

@@ -59,6 +59,13 @@ class Core {
   // Runs (on the thread that installed it) once the intermediate changed to one under
   // another root: a root rotation's switch, here or on another replica; nullptr stops it.
   void OnRootSwitch(std::function<void()> listener);
+  // When this process began issuing under a root other than the previous intermediate's
+  // (InfinitePast before any switch): a cluster whose latest certificate is older is
+  // asked to renew when it connects.
+  absl::Time root_switched_at() const;
+  // At start-up: a root rotation stored in its switch phase sets root_switched_at, so the
+  // clusters that have not renewed since are asked when they connect to this process.
+  void RecallRootSwitch();
   // Follows the root secret: a bundle whose roots are CA certificates valid now and still
   // include the intermediate's issuer replaces the one held; another is refused (logged).
   void WatchRootBundle();
@@ -168,6 +175,8 @@ class Core {
   std::unique_ptr<secrets::SecretWatch> root_watch_;
   absl::Mutex switch_listener_mu_;  // held while the listener runs
   std::function<void()> switch_listener_ ABSL_GUARDED_BY(switch_listener_mu_);
+  mutable absl::Mutex switched_mu_;
+  absl::Time root_switched_at_ ABSL_GUARDED_BY(switched_mu_) = absl::InfinitePast();
   SigningAuthority authority_;
   absl::Mutex rotation_mu_;       // one intermediate rotation at a time
   absl::Mutex root_rotation_mu_;  // one root rotation step at a time (taken before rotation_mu_)

@@ -195,9 +195,9 @@ absl::Status Core::EnsureRootRotationPhase(RootRotation& rotation, absl::Time no
         RETURN_IF_ERROR(RotateIntermediate(now, "root rotation: switch to the new root").status());
       }
       if (rotation.switched_at == absl::InfinitePast()) {
-        // After the new intermediate took over: an issuance is dated before it takes the
-        // signer, so one dated after this moment is under the new root.
-        rotation.switched_at = absl::Now();
+        // When the new intermediate took over here: an issuance is dated before it takes
+        // the signer, so one dated after this moment is under the new root.
+        rotation.switched_at = authority_.current_since();
         RETURN_IF_ERROR(StoreRootRotation(rotation));
       }
       return absl::OkStatus();
@@ -310,6 +310,13 @@ void Core::MaybeAdvanceRootRotation(absl::Time now) {
     next_root_rotation_error_log_ = now + absl::Minutes(1);
     LogError("root_rotation_stalled", {{"error", std::string(step.message())}});
   }
+}
+
+void Core::RecallRootSwitch() {
+  absl::StatusOr<RootRotation> stored = StoredRootRotation();
+  if (!stored.ok() || stored->phase != RootRotationPhase::kSwitch || stored->switched_at == absl::InfinitePast()) return;
+  absl::MutexLock lock(&switched_mu_);
+  root_switched_at_ = stored->switched_at;
 }
 
 absl::StatusOr<Core::RootRotationReport> Core::ReportRootRotation(absl::Time now) {

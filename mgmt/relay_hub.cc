@@ -125,6 +125,15 @@ void RelayStream::HandleHello(const v1::Hello& hello) {
     Send(std::move(bundle));
   }
   std::optional<ClusterRecord> record = core_->registry().Find(identity_.cluster);
+  if (const absl::Time switched = core_->root_switched_at();
+      record && switched != absl::InfinitePast() && record->issued_at <= switched &&
+      core_->options().renew_now_window > absl::ZeroDuration()) {
+    // Offline at the root switch's broadcast: asked now.
+    v1::ServerMessage renew;
+    renew.mutable_renew_now()->set_within_ms(absl::ToInt64Milliseconds(core_->options().renew_now_window));
+    renew.mutable_renew_now()->set_reason("root rotation: certificates are issued under a new root");
+    Send(std::move(renew));
+  }
   if (record && record->snapshot_version > hello.acked_version()) {
     // Reading the snapshot waits on the store: not on this callback thread.
     core_->work().Post([core = core_, hub = hub_, cluster = identity_.cluster, stream = id_] {

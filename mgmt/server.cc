@@ -101,6 +101,7 @@ class ServerImpl final : public ManagementServer {
                              "root rotation: certificates are issued under a new root");
     });
     core_->WatchRootBundle();
+    core_->RecallRootSwitch();
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     relay_service_ = std::make_unique<RelayService>(core_.get(), &hub_, &identifier_);

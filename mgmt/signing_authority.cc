@@ -34,6 +34,11 @@ SigningAuthority::SigningAuthority(std::unique_ptr<pki::Issuer> current, std::ve
   for (auto& cert : retired) retired_.push_back(Shared(std::move(cert)));
 }
 
+absl::Time SigningAuthority::current_since() const {
+  absl::MutexLock lock(&mu_);
+  return current_since_;
+}
+
 std::shared_ptr<const pki::Issuer> SigningAuthority::current() const {
   absl::MutexLock lock(&mu_);
   return current_;
@@ -67,12 +72,14 @@ void SigningAuthority::Replace(std::unique_ptr<pki::Issuer> next, absl::Time now
                                 [&](const std::shared_ptr<X509>& cert) { return ExpiredAt(cert.get(), now); }),
                  retired_.end());
   current_ = std::move(next);
+  current_since_ = absl::Now();
 }
 
 void SigningAuthority::Adopt(std::unique_ptr<pki::Issuer> next, std::vector<pki::UniquePtr<X509>> retired) {
   absl::MutexLock lock(&mu_);
   if (current_ && X509_cmp(current_->certificate(), next->certificate()) == 0) return;
   current_ = std::move(next);
+  current_since_ = absl::Now();
   retired_.clear();
   for (auto& cert : retired) retired_.push_back(Shared(std::move(cert)));
 }

@@ -33,6 +33,10 @@ class SigningAuthority {
   // The CA new certificates are issued under; null with disableCa. A caller keeps what
   // it got for the whole issuance, even if a rotation happens meanwhile.
   std::shared_ptr<const pki::Issuer> current() const;
+  // When this process started issuing under the current one (at construction, Replace or
+  // Adopt). Issuances are dated before they take the signer, so one dated after this is
+  // under the current one.
+  absl::Time current_since() const;
   // True when `leaf` names the current or a retired (unexpired at `now`) intermediate.
   bool Issued(const pki::LeafSummary& leaf) const;
   // The retired intermediates (PEM bundle; empty when none), as the signing secret keeps
@@ -49,6 +53,7 @@ class SigningAuthority {
  private:
   mutable absl::Mutex mu_;
   std::shared_ptr<const pki::Issuer> current_ ABSL_GUARDED_BY(mu_);
+  absl::Time current_since_ ABSL_GUARDED_BY(mu_) = absl::Now();
   std::vector<std::shared_ptr<X509>> retired_ ABSL_GUARDED_BY(mu_);
 };
 

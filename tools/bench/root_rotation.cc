@@ -24,6 +24,7 @@
 #include <map>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -46,6 +47,8 @@ ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(5), "Server --heartb
 ABSL_FLAG(absl::Duration, renew_now_window, absl::Seconds(60), "Server --renew_now_window.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Give up when the rotation has not finished by then.");
 ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server binary.");
+ABSL_FLAG(std::vector<std::string>, load_cpus, std::vector<std::string>({"0", "1"}),
+          "CPUs the load process (the simulated agents) may run on; the server runs on CPU 0.");
 
 namespace {
 
@@ -104,7 +107,7 @@ int main(int argc, char** argv) {
   pid_t server = relay::bench::Spawn(
       {"taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
        "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
-       "--ready_file=" + ready_file, "--log_level=warning",
+       "--ready_file=" + ready_file,
        "--heartbeat_interval=" + absl::FormatDuration(interval),
        "--renew_now_window=" + absl::FormatDuration(window)},
       log);
@@ -122,8 +125,10 @@ int main(int argc, char** argv) {
   const std::string secrets = dir + "/mgmt/gloo-mesh/";
   const std::string root = ReadFile(secrets + "relay-root-tls-secret/ca.crt");
   const std::string token = ReadFile(secrets + "relay-identity-token-secret/token");
-  if (!PinTo({1}) && !PinTo({0})) {
-    std::cerr << "cannot pin the load process\n";
+  std::vector<int> load_cpus;
+  for (const std::string& cpu : absl::GetFlag(FLAGS_load_cpus)) load_cpus.push_back(std::atoi(cpu.c_str()));
+  if (!PinTo(load_cpus)) {
+    std::cerr << "--load_cpus: this machine has none of these CPUs\n";
     stop_server();
     return 2;
   }
@@ -190,6 +195,13 @@ int main(int argc, char** argv) {
     };
   };
   std::atomic<int> created{0};
+  // Heartbeats from the first stream on (the server closes one silent for three intervals).
+  std::atomic<bool> stop{false};
+  const std::atomic<bool> record{false};
+  std::thread heartbeats([&] {
+    relay::bench::PaceHeartbeats([&](int i) { return std::atomic_load(&agents[i].stream); },
+                                 [&] { return created.load(); }, interval, stop, record);
+  });
   for (int i = 0; i < n; ++i) {
     Agent& agent = agents[i];
     grpc::ChannelArguments channel_args = relay::grpc_tls::AgentChannelArguments(kAuthority);
@@ -202,15 +214,25 @@ int main(int argc, char** argv) {
                                                                    &rtt_mu, &rtts, on_message(i)));
     created++;
   }
-  std::atomic<bool> stop{false};
-  const std::atomic<bool> record{false};
-  std::thread heartbeats([&] {
-    relay::bench::PaceHeartbeats([&](int i) { return std::atomic_load(&agents[i].stream); },
-                                 [&] { return created.load(); }, interval, stop, record);
+  // A stream that ends is opened again as the agent does (at once after one it was
+  // welcomed on, then full-jitter backoff from 200 ms to 30 s); each reopening is counted.
+  std::atomic<int> reopened{0};
+  std::thread reconnects([&] {
+    relay::bench::Reconnects reconnecting(n, 11, absl::Milliseconds(200), absl::Seconds(30));
+    while (!stop) {
+      reopened += reconnecting.Pass(
+          absl::Now(), [&](int i) { return std::atomic_load(&agents[i].stream); },
+          [&](int i) {
+            std::atomic_store(&agents[i].stream, std::make_shared<AgentStream>(agents[i].relay.get(), agents[i].cluster,
+                                                                               &connected, &rtt_mu, &rtts, on_message(i)));
+          });
+      absl::SleepFor(absl::Milliseconds(50));
+    }
   });
   absl::Time deadline = absl::Now() + absl::Seconds(180);
   while (connected < n && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
   const int connected_before = connected;
+  const int reopened_before = reopened;
   // The first bundle (each stream's Hello names none) is acknowledged by all first.
   deadline = absl::Now() + absl::Seconds(120);
   auto acked_by_all = [&](int roots) {
@@ -280,8 +302,10 @@ int main(int argc, char** argv) {
     }
   }
   const int connected_after = connected;
+  const int reopened_during = reopened - reopened_before;
   stop = true;
   heartbeats.join();
+  reconnects.join();
   for (auto& renewer : renewers) renewer.join();
   for (Agent& agent : agents) std::atomic_load(&agent.stream)->Cancel();
   deadline = absl::Now() + absl::Seconds(20);
@@ -308,8 +332,8 @@ int main(int argc, char** argv) {
               absl::FormatDuration(window).c_str());
   std::printf("renewals                      %d asked, %d renewed, %d failed\n", renew_asked.load(), renewed.load(),
               renew_failures.load());
-  std::printf("streams                       %d up before, at least %d throughout, %d after\n", connected_before,
-              min_connected, connected_after);
+  std::printf("streams                       %d up before, at least %d throughout, %d after; %d reopened during "
+              "the rotation\n", connected_before, min_connected, connected_after, reopened_during);
   std::printf("server                        %.1f s of CPU during the rotation; RSS %.0f -> %.0f MiB\n", server_cpu,
               rss_before, rss_after);
   return phase == "done" && renew_failures == 0 ? 0 : 1;
