@@ -217,6 +217,46 @@ TEST_F(HaTest, AnIntermediateRotatedOnOneReplicaIsAdoptedByTheOthers) {
   EXPECT_EQ(CountOccurrences(agent->Log(), "event=relay_closed_by_server"), 0) << agent->Log();
 }
 
+// A root rotation asked of one replica runs to its end with agents on both: the elected
+// replica drives it, every replica pushes the bundles to its own streams and asks them to
+// renew once it issues under the new root.
+TEST_F(HaTest, ARootRotationRunsAcrossReplicasWithAgentsOnEach) {
+  std::unique_ptr<ServerUnderTest> a = Replica("a", {"--client_cert_ttl=1h", "--renew_now_window=3s"});
+  std::unique_ptr<ServerUnderTest> b = Replica("b", {"--client_cert_ttl=1h", "--renew_now_window=3s"});
+  std::string error;
+  ASSERT_TRUE(a->Start(&error)) << error;
+  ASSERT_TRUE(b->Start(&error)) << error;
+  std::vector<std::unique_ptr<AgentUnderTest>> agents;
+  for (const char* cluster : {"east", "west"}) agents.push_back(StartConnectedAgent(*a, dir_, cluster, {"--rotation=builtin"}));
+  for (const char* cluster : {"north", "south"}) agents.push_back(StartConnectedAgent(*b, dir_, cluster, {"--rotation=builtin"}));
+  const std::string root_a = SecretFile(a->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  CommandResult started = b->Relayctl({"ca", "rotate-root"});
+  ASSERT_EQ(started.exit_code, 0) << started.output;
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(a->Relayctl({"ca", "status"}).output, ": phase done"); },
+                      absl::Seconds(60)))
+      << a->Relayctl({"ca", "status"}).output << a->Log() << b->Log();
+  for (const auto& replica : {a.get(), b.get()}) {
+    EXPECT_TRUE(WaitFor([&] {
+      const std::string bundle = SecretFile(replica->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+      return !bundle.empty() && bundle != root_a && CountOccurrences(bundle, "BEGIN CERTIFICATE") == 1;
+    }, kPatience)) << replica->Log();
+    EXPECT_EQ(CountOccurrences(replica->Log(), "event=renew_now_pushed"), 1) << replica->Log();
+  }
+  const std::string root_b = SecretFile(a->secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  for (const auto& agent : agents) {
+    EXPECT_TRUE(WaitFor([&] { return agent->SecretKey("relay-root-tls-secret", "ca.crt") == root_b; }, kPatience))
+        << agent->Log();
+    auto chain = pki::ParseCertificateChainPem(agent->SecretKey("relay-client-tls-secret", "tls.crt"));
+    auto roots = pki::ParseCertificateChainPem(root_b);
+    ASSERT_TRUE(chain.ok() && roots.ok());
+    EXPECT_TRUE(pki::VerifyChain((*chain)[0].get(), pki::Borrow(*chain), pki::Borrow(*roots), absl::Now(),
+                                 pki::Purpose::kClientAuth).ok())
+        << agent->Log();
+    EXPECT_TRUE(agent->WaitConnected(kPatience)) << agent->Log();
+    EXPECT_EQ(MetricValue(agent->Metrics(), "relay_agent_heartbeats_unanswered_total"), 0) << agent->Log();
+  }
+}
+
 TEST_F(HaTest, ReplicasRacingForBootstrapTokensConsumeEachUseOnce) {
   std::unique_ptr<ServerUnderTest> a = Replica("a");
   std::unique_ptr<ServerUnderTest> b = Replica("b");
