@@ -36,6 +36,12 @@ bool IsSha256Hex(absl::string_view digest) {
   return digest.size() == 64 && std::all_of(digest.begin(), digest.end(), [](char c) { return absl::ascii_isxdigit(c); });
 }
 
+// The milliseconds of issued_at past its whole second.
+int64_t IssuedMillis(const ClusterRecord& record) {
+  if (record.issued_at == absl::InfinitePast() || record.issued_at == absl::InfiniteFuture()) return 0;
+  return absl::ToUnixMillis(record.issued_at) - absl::ToUnixSeconds(record.issued_at) * 1000;
+}
+
 // One line of `key=value` pairs separated by ';' (no value holds ';' or '=').
 std::string Encode(const ClusterRecord& record) {
   return absl::StrCat("state=", record.deregistered ? "deregistered" : "registered",
@@ -47,7 +53,10 @@ std::string Encode(const ClusterRecord& record) {
                       ";snapshot_version=", record.snapshot_version,
                       ";acked_version=", record.acked_version,
                       ";admitted=", record.admitted ? 1 : 0,
-                      record.trust_bundle.empty() ? "" : ";trust_bundle=", record.trust_bundle);
+                      record.trust_bundle.empty() ? "" : ";trust_bundle=", record.trust_bundle,
+                      // Below the second, when there is any: a root rotation's switch gate
+                      // compares issuance times with the switch's, often within a second.
+                      IssuedMillis(record) == 0 ? "" : absl::StrCat(";issued_at_ms=", IssuedMillis(record)));
 }
 
 bool IsSerial(absl::string_view serial) {
@@ -65,6 +74,7 @@ absl::StatusOr<ClusterRecord> Decode(const std::string& cluster, absl::string_vi
   ClusterRecord record;
   record.name = cluster;
   std::set<std::string> seen;
+  int64_t issued_millis = 0;
   for (absl::string_view field : absl::StrSplit(text, ';')) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, absl::MaxSplits('=', 1));
     const std::string key(kv.first);
@@ -92,6 +102,9 @@ absl::StatusOr<ClusterRecord> Decode(const std::string& cluster, absl::string_vi
       if (!numeric) return absl::InvalidArgumentError(absl::StrCat(key, " is not a number"));
       absl::Time when = absl::FromUnixSeconds(number);
       (key == "not_after" ? record.not_after : key == "issued_at" ? record.issued_at : record.registered_at) = when;
+    } else if (key == "issued_at_ms") {
+      if (!numeric || number < 0 || number > 999) return absl::InvalidArgumentError("issued_at_ms is not 0-999");
+      issued_millis = number;
     } else if (key == "snapshot_version" || key == "acked_version") {
       if (!numeric || number < 0) return absl::InvalidArgumentError(absl::StrCat(key, " is not a version"));
       (key == "snapshot_version" ? record.snapshot_version : record.acked_version) = number;
@@ -111,6 +124,7 @@ absl::StatusOr<ClusterRecord> Decode(const std::string& cluster, absl::string_vi
                                "registered_at", "snapshot_version", "acked_version"}) {
     if (seen.count(required) == 0) return absl::InvalidArgumentError(absl::StrCat("field \"", required, "\" is missing"));
   }
+  record.issued_at += absl::Milliseconds(issued_millis);
   if (record.acked_version > record.snapshot_version) {
     return absl::InvalidArgumentError("acked_version is beyond snapshot_version");
   }

@@ -88,6 +88,8 @@ TEST_F(ClusterRegistryTest, StateSurvivesAReload) {
     ASSERT_THAT(registry->RecordIssued("east", "B", kNow + absl::Hours(2), kNow), IsOk());
     ASSERT_THAT(registry->RecordIssued("west", "W", kNow + absl::Hours(1), kNow), IsOk());
     ASSERT_THAT(registry->Deregister("west"), IsOk());
+    // Issuance times keep their milliseconds (a root rotation's switch gate needs them).
+    ASSERT_THAT(registry->RecordIssued("north", "N", kNow + absl::Hours(1), kNow + absl::Milliseconds(194)), IsOk());
     ASSERT_EQ(*registry->PushSnapshot("east", {{"a.yaml", "x"}}), 1);
     ASSERT_THAT(registry->RecordAck("east", 1), IsOk());
   }
@@ -99,10 +101,12 @@ TEST_F(ClusterRegistryTest, StateSurvivesAReload) {
   EXPECT_EQ(east->not_after, kNow + absl::Hours(2));
   EXPECT_EQ(east->snapshot_version, 1);
   EXPECT_EQ(east->acked_version, 1);
+  EXPECT_EQ(east->issued_at, kNow);
+  EXPECT_EQ(registry->Find("north")->issued_at, kNow + absl::Milliseconds(194));
   EXPECT_THAT(registry->CheckNotDeregistered("west"), StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_EQ(registry->LatestSnapshot("east")->at(0).content, "x");
   // Loading compacts: the header and one line per cluster.
-  EXPECT_EQ(JournalLines(), 3u);
+  EXPECT_EQ(JournalLines(), 4u);
 }
 
 TEST_F(ClusterRegistryTest, ConcurrentUpdatesAllReachTheDisk) {
