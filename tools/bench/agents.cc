@@ -63,8 +63,6 @@ ABSL_FLAG(std::string, load_cpus, "0,1",
 namespace {
 
 namespace v1 = ::relay::v1;
-// The name the server's certificate carries by default.
-constexpr const char* kAuthority = ::relay::config::kDefaultAuthority;
 
 using ::relay::bench::CpuSeconds;
 using ::relay::bench::PinTo;
@@ -143,23 +141,8 @@ int main(int argc, char** argv) {
   // 1. Keys and registration.
   std::vector<Agent> agents(n);
   absl::Time start = absl::Now();
-  std::atomic<int> register_failures{0};
-  auto register_channel = relay::grpc_tls::CreateChannel(address, relay::grpc_tls::ServerAuthCredentials(root), kAuthority);
-  auto register_stub = v1::Registration::NewStub(register_channel);
-  Parallel(absl::GetFlag(FLAGS_callers), n, [&](int i) {
-    Agent& agent = agents[i];
-    agent.cluster = absl::StrCat("agent-", i);
-    auto key = relay::pki::GenerateKey();
-    agent.key_pem = *relay::pki::PrivateKeyToPem(key->get());
-    grpc::ClientContext context;
-    context.AddMetadata("authorization", "Bearer " + token);
-    v1::RegisterRequest request;
-    request.set_cluster(agent.cluster);
-    request.set_csr_pem(*relay::pki::CreateCsrPem(key->get(), agent.cluster));
-    v1::CertificateResponse response;
-    if (!register_stub->Register(&context, request, &response).ok()) register_failures++;
-    agent.chain_pem = response.certificate_chain_pem();
-  });
+  const int register_failures =
+      relay::bench::RegisterFleet(agents, address, root, token, absl::GetFlag(FLAGS_callers));
   absl::Duration registered_in = absl::Now() - start;
 
   // 2. Connect every agent over its own mTLS connection.
@@ -181,14 +164,7 @@ int main(int argc, char** argv) {
   // channel and opens every later stream on it, which the server sees the same way (a
   // stream on a new connection after a restart: gRPC reconnects the channel, with a full
   // handshake).
-  auto open_channel = [&](Agent& agent) {
-    grpc::ChannelArguments channel_args = relay::grpc_tls::AgentChannelArguments(kAuthority);
-    channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-    agent.channel = grpc::CreateCustomChannel(
-        address, relay::grpc_tls::MutualTlsCredentials(root, agent.key_pem, agent.chain_pem), channel_args);
-    agent.relay = v1::Relay::NewStub(agent.channel);
-    agent.registration = v1::Registration::NewStub(agent.channel);
-  };
+  auto open_channel = [&](Agent& agent) { relay::bench::OpenAgentChannel(agent, address, root); };
   auto open_stream = [&](Agent& agent) {
     std::atomic_store(&agent.stream,
                       std::make_shared<AgentStream>(agent.relay.get(), agent.cluster, &connected, &rtt_mu, &rtts));
@@ -299,7 +275,7 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   std::printf("agents                        %d (registration failures %d; server on CPU 0, load on CPUs %s)\n", n,
-              register_failures.load(), absl::GetFlag(FLAGS_load_cpus).c_str());
+              register_failures, absl::GetFlag(FLAGS_load_cpus).c_str());
   std::printf("registered in                 %.1f s (%.0f/s, %d callers, keys made by the load process)\n",
               absl::ToDoubleSeconds(registered_in), n / absl::ToDoubleSeconds(registered_in),
               absl::GetFlag(FLAGS_callers));

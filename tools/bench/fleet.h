@@ -25,7 +25,12 @@
 #include "absl/time/clock.h"
 #include "api/relay/v1/relay.grpc.pb.h"
 #include "common/backoff.h"
+#include "common/grpc_tls.h"
+#include "config/values.h"
 #include "grpcpp/grpcpp.h"
+#include "pki/csr.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
 #include "tools/bench/bench_util.h"
 
 namespace relay::bench {
@@ -176,6 +181,41 @@ void Parallel(int callers, int total, Work work) {
     });
   }
   for (auto& thread : threads) thread.join();
+}
+
+// Registers agents "agent-0" .. with keys made here, `callers` at a time, with the shared
+// token; fills each Agent's cluster, key and chain. How many registrations failed.
+inline int RegisterFleet(std::vector<Agent>& agents, const std::string& address, const std::string& root,
+                         const std::string& token, int callers) {
+  std::atomic<int> failures{0};
+  auto stub = v1::Registration::NewStub(relay::grpc_tls::CreateChannel(
+      address, relay::grpc_tls::ServerAuthCredentials(root), relay::config::kDefaultAuthority));
+  Parallel(callers, static_cast<int>(agents.size()), [&](int i) {
+    Agent& agent = agents[i];
+    agent.cluster = absl::StrCat("agent-", i);
+    auto key = relay::pki::GenerateKey();
+    agent.key_pem = *relay::pki::PrivateKeyToPem(key->get());
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token);
+    v1::RegisterRequest request;
+    request.set_cluster(agent.cluster);
+    request.set_csr_pem(*relay::pki::CreateCsrPem(key->get(), agent.cluster));
+    v1::CertificateResponse response;
+    if (!stub->Register(&context, request, &response).ok()) failures++;
+    agent.chain_pem = response.certificate_chain_pem();
+  });
+  return failures;
+}
+
+// A channel of the agent's own (one TCP + TLS connection) with the agent's channel
+// arguments, and its stubs.
+inline void OpenAgentChannel(Agent& agent, const std::string& target, const std::string& root) {
+  grpc::ChannelArguments channel_args = relay::grpc_tls::AgentChannelArguments(relay::config::kDefaultAuthority);
+  channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
+  agent.channel = grpc::CreateCustomChannel(
+      target, relay::grpc_tls::MutualTlsCredentials(root, agent.key_pem, agent.chain_pem), channel_args);
+  agent.relay = v1::Relay::NewStub(agent.channel);
+  agent.registration = v1::Registration::NewStub(agent.channel);
 }
 
 inline double Percentile(std::vector<double> values, double p) {

@@ -61,7 +61,6 @@ using ::relay::bench::PinTo;
 using ::relay::bench::ReadFile;
 using ::relay::bench::RssMiB;
 
-constexpr const char* kAuthority = ::relay::config::kDefaultAuthority;
 
 // Renewals the server asked for, each due at its own moment.
 class RenewalQueue {
@@ -137,24 +136,9 @@ int main(int argc, char** argv) {
 
   // Register and connect the fleet.
   std::vector<Agent> agents(n);
-  std::atomic<int> register_failures{0};
-  auto register_stub = v1::Registration::NewStub(
-      relay::grpc_tls::CreateChannel(address, relay::grpc_tls::ServerAuthCredentials(root), kAuthority));
   absl::Time start = absl::Now();
-  Parallel(absl::GetFlag(FLAGS_callers), n, [&](int i) {
-    Agent& agent = agents[i];
-    agent.cluster = absl::StrCat("agent-", i);
-    auto key = relay::pki::GenerateKey();
-    agent.key_pem = *relay::pki::PrivateKeyToPem(key->get());
-    grpc::ClientContext context;
-    context.AddMetadata("authorization", "Bearer " + token);
-    v1::RegisterRequest request;
-    request.set_cluster(agent.cluster);
-    request.set_csr_pem(*relay::pki::CreateCsrPem(key->get(), agent.cluster));
-    v1::CertificateResponse response;
-    if (!register_stub->Register(&context, request, &response).ok()) register_failures++;
-    agent.chain_pem = response.certificate_chain_pem();
-  });
+  const int register_failures =
+      relay::bench::RegisterFleet(agents, address, root, token, absl::GetFlag(FLAGS_callers));
   const absl::Duration registered_in = absl::Now() - start;
 
   // What the streams see of the rotation.
@@ -204,12 +188,7 @@ int main(int argc, char** argv) {
   });
   for (int i = 0; i < n; ++i) {
     Agent& agent = agents[i];
-    grpc::ChannelArguments channel_args = relay::grpc_tls::AgentChannelArguments(kAuthority);
-    channel_args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a connection of its own
-    agent.channel = grpc::CreateCustomChannel(
-        address, relay::grpc_tls::MutualTlsCredentials(root, agent.key_pem, agent.chain_pem), channel_args);
-    agent.relay = v1::Relay::NewStub(agent.channel);
-    agent.registration = v1::Registration::NewStub(agent.channel);
+    relay::bench::OpenAgentChannel(agent, address, root);
     std::atomic_store(&agent.stream, std::make_shared<AgentStream>(agent.relay.get(), agent.cluster, &connected,
                                                                    &rtt_mu, &rtts, on_message(i)));
     created++;
@@ -317,7 +296,7 @@ int main(int argc, char** argv) {
 
   auto seconds = [](absl::Duration d) { return d == absl::InfiniteDuration() ? -1.0 : absl::ToDoubleSeconds(d); };
   std::printf("agents                        %d (registration failures %d, registered in %.1f s), %d connected\n", n,
-              register_failures.load(), absl::ToDoubleSeconds(registered_in), connected_before);
+              register_failures, absl::ToDoubleSeconds(registered_in), connected_before);
   if (!start_status.ok()) {
     std::printf("rotation                      did not start: %s\n", start_status.error_message().c_str());
     return 1;
