@@ -18,6 +18,7 @@ namespace relay::e2e {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr int kAgents = 50;
 constexpr int kAgentsWithKills = 5;
@@ -186,6 +187,57 @@ TEST(RootRotationTest, TheServerKilledInEveryPhaseResumesAndAnAgentOfflineThroug
   EXPECT_THAT(offline->Log(), HasSubstr("event=credentials_registered"));
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(Status(server), "stored by 6 of 6"); }, kPatience))
       << Status(server);
+}
+
+// With a root of the operator's own (made here with the openssl command line), checked
+// before anything is stored.
+TEST(RootRotationTest, AnOperatorsOwnRootIsRotatedToAndABadOneChangesNothing) {
+  const std::string dir = MakeTempDir("root-rotation-staged");
+  ServerUnderTest server(dir + "/mgmt", {"--client_cert_ttl=1h", "--renew_now_window=2s"});
+  std::string error;
+  ASSERT_TRUE(server.Start(&error)) << error;
+  std::vector<std::unique_ptr<AgentUnderTest>> agents;
+  for (const char* cluster : {"east", "west"}) agents.push_back(StartConnectedAgent(server, dir, cluster, {"--rotation=builtin"}));
+  const std::string root_a = SecretFile(server.secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  auto make_root = [&](const std::string& name, const std::string& days, const std::string& constraints) {
+    CommandResult made = RunCommand({"openssl", "req", "-x509", "-new", "-newkey", "ec", "-pkeyopt",
+                                     "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/" + name + ".key", "-out",
+                                     dir + "/" + name + ".crt", "-subj", "/O=example/CN=" + name, "-days", days,
+                                     "-addext", constraints, "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+    EXPECT_EQ(made.exit_code, 0) << made.output;
+  };
+  auto rotate_to = [&](const std::string& name) {
+    return server.Relayctl({"ca", "rotate-root", "--cert_file=" + dir + "/" + name + ".crt",
+                            "--key_file=" + dir + "/" + name + ".key"});
+  };
+  make_root("short-lived", "30", "basicConstraints=critical,CA:TRUE");
+  make_root("not-a-ca", "7300", "basicConstraints=critical,CA:FALSE");
+  make_root("ours", "7300", "basicConstraints=critical,CA:TRUE");
+  CommandResult short_lived = rotate_to("short-lived");
+  EXPECT_NE(short_lived.exit_code, 0);
+  EXPECT_THAT(short_lived.output, HasSubstr("stage a longer-lived root"));
+  EXPECT_NE(rotate_to("not-a-ca").exit_code, 0);
+  CommandResult mismatched = server.Relayctl({"ca", "rotate-root", "--cert_file=" + dir + "/ours.crt",
+                                              "--key_file=" + dir + "/short-lived.key"});
+  EXPECT_NE(mismatched.exit_code, 0);
+  EXPECT_THAT(mismatched.output, HasSubstr("key"));
+  EXPECT_EQ(SecretFile(server.secrets_dir(), "relay-root-tls-secret", "ca.crt"), root_a);
+  EXPECT_THAT(Status(server), Not(HasSubstr("root rotation")));
+
+  CommandResult started = rotate_to("ours");
+  ASSERT_EQ(started.exit_code, 0) << started.output;
+  ASSERT_TRUE(WaitFor([&] { return InPhase(server, "done"); }, absl::Seconds(60))) << Status(server) << server.Log();
+  const std::string final_bundle = SecretFile(server.secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  auto ours = pki::ParseCertificateChainPem(ReadFileOrEmpty(dir + "/ours.crt"));
+  auto held = pki::ParseCertificateChainPem(final_bundle);
+  ASSERT_TRUE(ours.ok() && held.ok() && held->size() == 1);
+  EXPECT_EQ(pki::SerialHex((*held)[0].get()), pki::SerialHex((*ours)[0].get()));
+  for (const auto& agent : agents) {
+    EXPECT_TRUE(WaitFor([&] { return agent->SecretKey("relay-root-tls-secret", "ca.crt") == final_bundle; }, kPatience))
+        << agent->Log();
+    EXPECT_TRUE(ChainsTo(agent->SecretKey("relay-client-tls-secret", "tls.crt"), final_bundle, pki::Purpose::kClientAuth))
+        << agent->Log();
+  }
 }
 
 }  // namespace

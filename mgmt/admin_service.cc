@@ -118,7 +118,8 @@ grpc::Status AdminService::StageIntermediate(grpc::ServerContext*, const v1::Sta
 
 grpc::Status AdminService::RotateRoot(grpc::ServerContext*, const v1::RotateRootRequest* request,
                                       v1::AdminResponse* response) {
-  absl::StatusOr<std::string> done = core_->RotateRoot(request->force(), absl::Now());
+  absl::StatusOr<std::string> done =
+      core_->RotateRoot(request->force(), absl::Now(), {request->certificate_pem(), request->key_pem()});
   if (!done.ok()) return ToGrpc(done.status());
   response->set_message(*done);
   return grpc::Status::OK;

@@ -127,7 +127,13 @@ class Core {
   // way; otherwise moves the current one to its next phase when its gate has passed, or
   // regardless with `force` (the clusters still waiting are named). What it did, in an
   // operator's words; FAILED_PRECONDITION saying what is awaited when the gate holds.
-  absl::StatusOr<std::string> RotateRoot(bool force, absl::Time now);
+  // Starting one, `staged_root` (certificate and key PEM; both empty: the server makes
+  // one) is the new root.
+  struct StagedRoot {
+    std::string certificate_pem;
+    std::string key_pem;
+  };
+  absl::StatusOr<std::string> RotateRoot(bool force, absl::Time now, const StagedRoot& staged_root = {});
   // The elected replica's sweep: redoes what the current phase must have done (after a
   // crash) and moves on once its gate passes. Looks at most once a second.
   void MaybeAdvanceRootRotation(absl::Time now);
@@ -155,12 +161,16 @@ class Core {
   void NoticeRootSwitch(const X509* previous, const X509* next);
   // Root rotation steps, under root_rotation_mu_.
   absl::StatusOr<RootRotation> StoredRootRotation();
-  absl::StatusOr<std::string> StartRootRotation(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
+  absl::StatusOr<std::string> StartRootRotation(absl::Time now, const StagedRoot& staged_root)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
   absl::Status EnsureRootRotationPhase(RootRotation& rotation, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
   absl::StatusOr<std::string> AdvanceRootRotation(RootRotation& rotation, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(root_rotation_mu_);
   absl::Status StoreRootRotation(RootRotation& rotation);
+  // An operator's new root, checked (a self-signed CA valid now that outlives a new
+  // intermediate, its key, not a root held already): certificate and key PEM.
+  absl::StatusOr<std::pair<std::string, std::string>> CheckStagedRoot(const StagedRoot& staged, absl::Time now);
   RootRotationReport Report(const RootRotation& rotation, absl::Time now);
   // The server certificate in the store (which another replica may have renewed).
   absl::StatusOr<pki::CertificateInfo> StoredServerCertificate();

@@ -35,6 +35,12 @@ absl::StatusOr<SplitBundle> SplitOut(const std::string& bundle_pem, const std::s
   return split;
 }
 
+// `bundle_pem` with `pem` after it, on a line of its own (an operator's ca.crt may lack
+// its last newline).
+std::string WithAppended(const std::string& bundle_pem, const std::string& pem) {
+  return bundle_pem.empty() || bundle_pem.back() == '\n' ? bundle_pem + pem : bundle_pem + "\n" + pem;
+}
+
 bool BundleHolds(const std::string& bundle_pem, const std::string& serial) {
   absl::StatusOr<SplitBundle> split = SplitOut(bundle_pem, serial);
   return split.ok() && !split->removed.empty();
@@ -90,13 +96,14 @@ absl::Status Core::StoreRootRotation(RootRotation& rotation) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Core::StartRootRotation(absl::Time now) {
+absl::StatusOr<std::string> Core::StartRootRotation(absl::Time now, const StagedRoot& staged_root) {
   if (!authority_.current()) {
     return absl::FailedPreconditionError("this server signs nothing (disableCa): it has no root to rotate");
   }
   const std::string& ns = options_.ns;
   const std::string& name = options_.values.root_tls_secret;
   ASSIGN_OR_RETURN(SecretData root, state_->secrets().Get(ns, name));
+  if (!root.count("ca.crt")) return InRootSecret(ns, name, absl::FailedPreconditionError("has no ca.crt"));
   if (!root.count("tls.key") || !root.count("tls.crt")) {
     return absl::FailedPreconditionError(absl::StrCat(
         "secret ", ns, "/", name, " holds no root key (tls.crt, tls.key), so this server cannot make the new "
@@ -111,7 +118,12 @@ absl::StatusOr<std::string> Core::StartRootRotation(absl::Time now) {
     return stored.status();
   }
   ASSIGN_OR_RETURN(rotation.previous_serial, SerialOfPem(root.at("tls.crt")));
-  ASSIGN_OR_RETURN(auto made, MakeRoot(PkiOptions(options_), now));
+  std::pair<std::string, std::string> made;
+  if (staged_root.certificate_pem.empty() && staged_root.key_pem.empty()) {
+    ASSIGN_OR_RETURN(made, MakeRoot(PkiOptions(options_), now));
+  } else {
+    ASSIGN_OR_RETURN(made, CheckStagedRoot(staged_root, now));
+  }
   ASSIGN_OR_RETURN(rotation.next_serial, SerialOfPem(made.first));
   rotation.phase = RootRotationPhase::kAdd;
   rotation.started_at = now;
@@ -120,7 +132,7 @@ absl::StatusOr<std::string> Core::StartRootRotation(absl::Time now) {
   RETURN_IF_ERROR(StoreRootRotation(rotation));
   root[kNextRootCertificateKey] = made.first;
   root[kNextRootKeyKey] = made.second;
-  root["ca.crt"] += made.first;
+  root["ca.crt"] = WithAppended(root.at("ca.crt"), made.first);
   RETURN_IF_ERROR(state_->secrets().Put(ns, name, root));
   RETURN_IF_ERROR(EnsureRootRotationPhase(rotation, now));
   LogInfo("root_rotation_started", {{"previous", rotation.previous_serial}, {"next", rotation.next_serial}});
@@ -151,7 +163,7 @@ absl::Status Core::EnsureRootRotationPhase(RootRotation& rotation, absl::Time no
         root[kNextRootKeyKey] = made.second;
       }
       if (!has_next || !BundleHolds(root.at("ca.crt"), rotation.next_serial)) {
-        root["ca.crt"] += root.at(kNextRootCertificateKey);
+        root["ca.crt"] = WithAppended(root.at("ca.crt"), root.at(kNextRootCertificateKey));
         RETURN_IF_ERROR(state_->secrets().Put(ns, name, root));
       }
       ReloadRootBundle();
@@ -209,7 +221,7 @@ absl::Status Core::EnsureRootRotationPhase(RootRotation& rotation, absl::Time no
           return InRootSecret(ns, name, absl::FailedPreconditionError("ca.crt would be left empty"));
         }
         root["ca.crt"] = split.others;
-        root[kRetiredRootsKey] = (root.count(kRetiredRootsKey) ? root.at(kRetiredRootsKey) : "") + split.removed;
+        root[kRetiredRootsKey] = WithAppended(root.count(kRetiredRootsKey) ? root.at(kRetiredRootsKey) : "", split.removed);
         RETURN_IF_ERROR(state_->secrets().Put(ns, name, root));
       }
       ReloadRootBundle();
@@ -273,13 +285,53 @@ absl::StatusOr<std::string> Core::AdvanceRootRotation(RootRotation& rotation, ab
   }
 }
 
-absl::StatusOr<std::string> Core::RotateRoot(bool force, absl::Time now) {
+absl::StatusOr<std::pair<std::string, std::string>> Core::CheckStagedRoot(const StagedRoot& staged, absl::Time now) {
+  auto invalid = [](absl::string_view what, const absl::Status& status) {
+    return absl::InvalidArgumentError(absl::StrCat("the staged root: ", what, status.message()));
+  };
+  absl::StatusOr<std::vector<pki::UniquePtr<X509>>> certs = pki::ParseCertificateChainPem(staged.certificate_pem);
+  if (!certs.ok()) return invalid("", certs.status());
+  if (certs->size() != 1) return invalid("", absl::InvalidArgumentError("give exactly one certificate, the root"));
+  X509* cert = (*certs)[0].get();
+  absl::StatusOr<pki::UniquePtr<EVP_PKEY>> key = pki::ParsePrivateKeyPem(staged.key_pem);
+  if (!key.ok()) return invalid("its key: ", key.status());
+  if (absl::Status ca = pki::CheckCaCertificate(cert, now, "root certificate"); !ca.ok()) return invalid("", ca);
+  if (!pki::IsIssuedBy(cert, cert)) return invalid("", absl::InvalidArgumentError("it is not self-signed"));
+  if (absl::Status match = pki::CheckKeyMatchesCertificate(cert, key->get()); !match.ok()) {
+    return invalid("its key: ", match);
+  }
+  ASSIGN_OR_RETURN(pki::CertificateInfo info, pki::InspectCertificate(cert));
+  if (info.not_after - now <= options_.intermediate_lifetime) {
+    return invalid("", absl::InvalidArgumentError(absl::StrCat(
+                           "it expires at ", pki::FormatUtc(info.not_after),
+                           ", before an intermediate made now would (--intermediate_lifetime ",
+                           absl::FormatDuration(options_.intermediate_lifetime), "): stage a longer-lived root")));
+  }
+  if (absl::StatusOr<std::vector<pki::UniquePtr<X509>>> held = pki::ParseCertificateChainPem(root_bundle_pem());
+      held.ok()) {
+    for (const auto& root : *held) {
+      if (pki::SameSubjectAndKey(root.get(), cert)) {
+        return invalid("", absl::InvalidArgumentError("it is a root already trusted: make a new one"));
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(std::string cert_pem, pki::CertificateToPem(cert));
+  ASSIGN_OR_RETURN(std::string key_pem, pki::PrivateKeyToPem(key->get()));
+  return std::make_pair(cert_pem, key_pem);
+}
+
+absl::StatusOr<std::string> Core::RotateRoot(bool force, absl::Time now, const StagedRoot& staged_root) {
   absl::MutexLock lock(&root_rotation_mu_);
   absl::StatusOr<RootRotation> stored = StoredRootRotation();
   if (absl::IsNotFound(stored.status()) || (stored.ok() && stored->phase == RootRotationPhase::kDone)) {
-    return StartRootRotation(now);
+    return StartRootRotation(now, staged_root);
   }
   if (!stored.ok()) return stored.status();
+  if (!staged_root.certificate_pem.empty() || !staged_root.key_pem.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a root rotation is under way (phase ", PhaseName(stored->phase),
+        "): a staged root starts the next one, once this one is done"));
+  }
   RootRotation rotation = *stored;
   RETURN_IF_ERROR(EnsureRootRotationPhase(rotation, now));
   RootRotationReport report = Report(rotation, now);

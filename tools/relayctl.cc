@@ -64,8 +64,11 @@ ABSL_FLAG(absl::Duration, bootstrap_token_ttl, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, overlap, absl::Hours(24),
           "token rotate: how long the previous shared token is still accepted (give the new one to every "
           "workload cluster that may register within it).");
-ABSL_FLAG(std::string, cert_file, "", "ca stage: the new intermediate's certificate (PEM, chain to the root allowed).");
-ABSL_FLAG(std::string, key_file, "", "ca stage: the new intermediate's private key (PEM; read here, sent over the admin socket).");
+ABSL_FLAG(std::string, cert_file, "",
+          "ca stage: the new intermediate's certificate (PEM, chain to the root allowed). ca rotate-root: a new root "
+          "of your own (self-signed) to rotate to, instead of one the server makes.");
+ABSL_FLAG(std::string, key_file, "",
+          "ca stage / ca rotate-root: the key of --cert_file (PEM; read here, sent over the admin socket only).");
 ABSL_FLAG(bool, force, false,
           "ca rotate-root: move the root rotation to its next phase without waiting for the clusters its gate "
           "still lists.");
@@ -135,7 +138,9 @@ Commands:
   ca rotate-intermediate        replace the intermediate now (it is replaced by itself when a
                                 sixth of its lifetime remains); the old one stays trusted
                                 until it expires
-  ca rotate-root [--force]      start a root rotation, or move the current one on: add (a new
+  ca rotate-root [--force] [--cert_file F --key_file K]
+                                start a root rotation (to a root the server makes, or to yours),
+                                or move the current one on: add (a new
                                 root is trusted beside the old one and sent to every agent),
                                 switch (issuing under it), retire (the old root is dropped),
                                 done. Each phase moves on by itself once every registered
@@ -409,6 +414,17 @@ int CaRotateIntermediate() {
 int CaRotateRoot() {
   v1::RotateRootRequest request;
   request.set_force(absl::GetFlag(FLAGS_force));
+  const std::string cert_file = absl::GetFlag(FLAGS_cert_file), key_file = absl::GetFlag(FLAGS_key_file);
+  if (cert_file.empty() != key_file.empty()) {
+    return Fail("ca rotate-root takes a staged root as --cert_file=FILE and --key_file=FILE together");
+  }
+  for (auto [path, field] : {std::pair{cert_file, request.mutable_certificate_pem()},
+                             std::pair{key_file, request.mutable_key_pem()}}) {
+    if (path.empty()) continue;
+    std::optional<std::string> content = ReadWholeFile(path);
+    if (!content) return Fail(absl::StrCat("cannot read ", path));
+    *field = *std::move(content);
+  }
   v1::AdminResponse response;
   return PrintAdminAnswer(AdminStub()->RotateRoot(AdminContext(absl::Seconds(30)).get(), request, &response),
                           response);
