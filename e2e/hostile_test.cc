@@ -216,6 +216,53 @@ TEST_F(HostileTest, AnOversizedTokenIsReportedAsSuch) {
 
 // Issue 12.14 and 12.15: an ack for a version never pushed changes nothing; an agent of
 // another major version is refused with a clear message and counted.
+// Issue 17: an authenticated agent cannot flood the server's log with status messages;
+// what it would have written is counted, and its stream goes on.
+TEST_F(HostileTest, AnAgentsStatusFloodIsCappedInTheLogAndCounted) {
+  // The agent steps aside (its reconnect would take the cluster's stream back).
+  east_->Stop();
+  ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, kPatience));
+  std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
+  std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
+  auto stub = relay::v1::Relay::NewStub(MutualTlsChannel(server_->address(), root_, key, chain));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto stream = stub->Connect(&context);
+  relay::v1::AgentMessage hello;
+  hello.mutable_hello()->set_cluster("east");
+  ASSERT_TRUE(stream->Write(hello));
+  relay::v1::ServerMessage message;
+  ASSERT_TRUE(stream->Read(&message));
+  ASSERT_TRUE(message.has_welcome());
+  constexpr int kFlood = 2000;
+  const absl::Time started = absl::Now();
+  for (int i = 0; i < kFlood; ++i) {
+    relay::v1::AgentMessage status;
+    status.mutable_status()->set_message(absl::StrCat("flood ", i, " ", std::string(200, 'x')));
+    ASSERT_TRUE(stream->Write(status));
+  }
+  // A heartbeat after the flood is answered: the stream is still served.
+  relay::v1::AgentMessage beat;
+  beat.mutable_heartbeat()->set_sequence(7);
+  ASSERT_TRUE(stream->Write(beat));
+  bool answered = false;
+  while (!answered && stream->Read(&message)) answered = message.has_heartbeat_ack() && message.heartbeat_ack().sequence() == 7;
+  EXPECT_TRUE(answered);
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - started);
+  const int logged = CountOccurrences(server_->Log(), "event=agent_status cluster=east");
+  // The budget: a burst of 20, then 5 a second over the time the flood took.
+  EXPECT_LE(logged, 20 + static_cast<int>(5 * (elapsed + 1)));
+  EXPECT_GE(logged, 20);
+  EXPECT_TRUE(WaitFor([&] {
+    return MetricValue(server_->Metrics(), "relay_agent_log_lines_dropped_total{cluster=\"east\"}") == kFlood - logged;
+  }, kPatience)) << server_->Metrics();
+  EXPECT_EQ(CountOccurrences(server_->Log(), "event=agent_log_limited cluster=east"), 1);
+  stream->WritesDone();
+  while (stream->Read(&message)) {
+  }
+  stream->Finish();
+}
+
 TEST_F(HostileTest, BogusAcksAndIncompatibleAgentVersionsAreRefused) {
   std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
   std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");

@@ -179,22 +179,25 @@ void RelayStream::OnReadDone(bool ok) {
   } else if (incoming_.has_ack()) {
     // Recorded without waiting: the stream reads on at once.
     int64_t version = incoming_.ack().snapshot_version();
+    const bool log = AllowLogLine();
     core_->registry().RecordAckAsync(
-        identity_.cluster, version, [core = core_, cluster = identity_.cluster, version](absl::Status recorded) {
+        identity_.cluster, version, [core = core_, cluster = identity_.cluster, version, log](absl::Status recorded) {
           if (absl::IsInvalidArgument(recorded)) {
-            LogWarning("ack_ignored", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
+            if (log) LogWarning("ack_ignored", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
           } else if (!recorded.ok()) {
             LogError("ack_not_recorded", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
           } else {
             std::optional<ClusterRecord> record = core->registry().Find(cluster);
             core->metrics().snapshot_acked_version.Set({cluster}, record ? record->acked_version : version);
-            LogInfo("snapshot_acked", {{"cluster", cluster}, {"version", absl::StrCat(version)}});
+            if (log) LogInfo("snapshot_acked", {{"cluster", cluster}, {"version", absl::StrCat(version)}});
           }
         });
   } else if (incoming_.has_trust_bundle_ack()) {
     const std::string digest = incoming_.trust_bundle_ack().digest();
+    const bool log = AllowLogLine();
     core_->registry().RecordTrustBundleAckAsync(
-        identity_.cluster, digest, [cluster = identity_.cluster, digest](absl::Status recorded) {
+        identity_.cluster, digest, [cluster = identity_.cluster, digest, log](absl::Status recorded) {
+          if (!log) return;
           if (!recorded.ok()) {
             LogWarning("trust_bundle_ack_not_recorded", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
           } else {
@@ -202,11 +205,27 @@ void RelayStream::OnReadDone(bool ok) {
           }
         });
   } else if (incoming_.has_status()) {
-    LogInfo("agent_status", {{"cluster", identity_.cluster}, {"message", incoming_.status().message().substr(0, 256)}});
+    if (AllowLogLine()) {
+      LogInfo("agent_status", {{"cluster", identity_.cluster}, {"message", incoming_.status().message().substr(0, 256)}});
+    }
   }
   incoming_.Clear();
   absl::MutexLock lock(&mu_);
   if (!finished_ && !closing_) StartRead(&incoming_);
+}
+
+bool RelayStream::AllowLogLine() {
+  if (log_budget_.TryTake(absl::Now())) return true;
+  core_->metrics().agent_log_lines_dropped.Increment({identity_.cluster});
+  if (!log_limited_) {
+    log_limited_ = true;
+    LogWarning("agent_log_limited", {{"cluster", identity_.cluster},
+                                     {"note", absl::StrCat("this stream's messages write at most ", kAgentLogLinesPerSecond,
+                                                           " log lines a second (bursts of ", kAgentLogBurst,
+                                                           "); the rest are counted in "
+                                                           "relay_agent_log_lines_dropped_total")}});
+  }
+  return false;
 }
 
 void RelayStream::OnDone() {

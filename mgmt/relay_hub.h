@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "api/relay/v1/relay.grpc.pb.h"
+#include "common/rate_limit.h"
 #include "mgmt/caller_identity.h"
 #include "mgmt/core.h"
 
@@ -21,6 +22,11 @@ class RelayHub;
 
 class RelayStream : public grpc::ServerBidiReactor<relay::v1::AgentMessage, relay::v1::ServerMessage> {
  public:
+  // What an agent's messages may write to the server's log (status, acks): beyond it,
+  // lines are dropped and counted (relay_agent_log_lines_dropped_total).
+  static constexpr double kAgentLogLinesPerSecond = 5;
+  static constexpr double kAgentLogBurst = 20;
+
   RelayStream(Core* core, RelayHub* hub, CallerIdentifier* identifier, grpc::CallbackServerContext* context);
 
   void Begin();
@@ -62,6 +68,11 @@ class RelayStream : public grpc::ServerBidiReactor<relay::v1::AgentMessage, rela
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status close_status_ ABSL_GUARDED_BY(mu_);
   absl::Time last_seen_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  // Log lines this stream's messages may cause (OnReadDone's alone: one read at a time).
+  // True when one more log line fits the budget; otherwise counts it as dropped.
+  bool AllowLogLine();
+  TokenBucket log_budget_{kAgentLogLinesPerSecond, kAgentLogBurst, absl::Now()};
+  bool log_limited_ = false;  // the drop has been logged once
 };
 
 class RelayHub {

@@ -36,6 +36,11 @@ ServerMetrics::ServerMetrics(Metrics& registry)
           "Agent connections whose version differs from the server's, by how (major: refused; minor, patch; "
           "unknown: no readable version).",
           {"how"})),
+      agent_log_lines_dropped(registry.AddCounter(
+          "relay_agent_log_lines_dropped_total",
+          "Log lines an agent's messages (status, acks) would have caused beyond the limit per stream "
+          "(5 a second, bursts of 20), dropped so one agent cannot flood the server's log.",
+          {"cluster"})),
       housekeeping_leader(registry.AddGauge(
           "relay_housekeeping_leader",
           "1 on the replica elected to run once-only work (server certificate renewal, clearing dead "

@@ -28,6 +28,7 @@ struct ServerMetrics {
   Counter& connections_shed;
   Counter& reregistrations;
   Counter& agent_version_skew;  // {how}
+  Counter& agent_log_lines_dropped;  // {cluster}
   Gauge& housekeeping_leader;   // 1 on the replica that runs once-only work
 };
 
