@@ -13,6 +13,7 @@
 #include "e2e/harness.h"
 #include "e2e/relay_client.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "pki/csr.h"
 #include "pki/keys.h"
@@ -261,6 +262,40 @@ TEST_F(HostileTest, AnAgentsStatusFloodIsCappedInTheLogAndCounted) {
   while (stream->Read(&message)) {
   }
   stream->Finish();
+}
+
+// Issue 17: the relay port describes its services (server reflection) only when the
+// operator asks for it.
+grpc::StatusCode ReflectionCall(const std::string& address, const std::string& root) {
+  grpc::GenericStub stub(ServerAuthChannel(address, root));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::CompletionQueue queue;
+  grpc::ByteBuffer request, response;  // an empty ServerReflectionRequest
+  grpc::Slice empty("", 0);
+  request = grpc::ByteBuffer(&empty, 1);
+  auto call = stub.PrepareUnaryCall(&context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                    request, &queue);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  queue.Next(&tag, &ok);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return status.error_code();
+}
+
+TEST_F(HostileTest, ServerReflectionIsServedOnlyWhenAskedFor) {
+  EXPECT_EQ(ReflectionCall(server_->address(), root_), grpc::StatusCode::UNIMPLEMENTED);
+  ServerUnderTest with_reflection(dir_ + "/mgmt-reflection", {"--grpc_reflection"});
+  std::string error;
+  ASSERT_TRUE(with_reflection.Start(&error)) << error;
+  EXPECT_NE(ReflectionCall(with_reflection.address(), SecretFile(with_reflection.secrets_dir(), "relay-root-tls-secret",
+                                                                 "ca.crt")),
+            grpc::StatusCode::UNIMPLEMENTED);
 }
 
 TEST_F(HostileTest, BogusAcksAndIncompatibleAgentVersionsAreRefused) {

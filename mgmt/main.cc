@@ -97,6 +97,9 @@ ABSL_FLAG(absl::Duration, renew_now_window, absl::Minutes(2),
           "At a root rotation's switch, every connected agent is asked to renew its certificate within this "
           "window, each at a random moment in it (spreading the load), so the switch completes without waiting "
           "a client certificate lifetime. 0 turns the ask off.");
+ABSL_FLAG(bool, grpc_reflection, false,
+          "Serve gRPC server reflection (what grpcurl lists) on the relay port and the admin socket. Off by "
+          "default: on the public relay port it tells anyone who connects the definition of every service.");
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A relay connection that has not finished its TLS handshake by then is closed, so idle "
           "connections cannot pile up.");
@@ -187,6 +190,7 @@ int main(int argc, char** argv) {
   }
   options.strict_reregistration = absl::GetFlag(FLAGS_strict_reregistration);
   options.handshake_timeout = DurationFlag("handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout));
+  options.grpc_reflection = absl::GetFlag(FLAGS_grpc_reflection);
   options.server_cert_lifetime =
       DurationFlag("server_cert_lifetime", absl::GetFlag(FLAGS_server_cert_lifetime));
   options.intermediate_lifetime =

@@ -1,5 +1,7 @@
 #include "mgmt/server.h"
 
+#include <dlfcn.h>
+
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,7 +26,7 @@
 #include "common/ready_file.h"
 #include "common/status_macros.h"
 #include "common/unix_socket_path.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/version_info.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "mgmt/accept_guard.h"
@@ -62,6 +64,17 @@ struct ReplicaFiles {
   std::unique_ptr<secrets::DirectorySecretStore> store;
   std::unique_ptr<SecretMirror> mirror;
 };
+
+// gRPC's reflection library registers its plugin for every server it sees built as soon
+// as it is loaded (a static initializer), so it is linked in only when asked for.
+absl::Status LoadReflection() {
+  const std::string library = absl::StrCat("libgrpc++_reflection.so.", GRPC_CPP_VERSION_MAJOR, ".", GRPC_CPP_VERSION_MINOR);
+  if (dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL) != nullptr) return absl::OkStatus();
+  const char* why = dlerror();
+  return absl::FailedPreconditionError(absl::StrCat("--grpc_reflection: cannot load ", library, " (",
+                                                    why ? why : "unknown error",
+                                                    "): install gRPC's C++ libraries, or leave reflection off"));
+}
 
 class ServerImpl final : public ManagementServer {
  public:
@@ -103,7 +116,7 @@ class ServerImpl final : public ManagementServer {
     core_->WatchRootBundle();
     core_->RecallRootSwitch();
     grpc::EnableDefaultHealthCheckService(true);
-    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    if (options.grpc_reflection) RETURN_IF_ERROR(LoadReflection());
     relay_service_ = std::make_unique<RelayService>(core_.get(), &hub_, &identifier_);
     registration_service_ = std::make_unique<RegistrationService>(core_.get(), &hub_, &identifier_);
     grpc::ServerBuilder builder;

@@ -72,6 +72,9 @@ struct ServerOptions {
   bool strict_reregistration = false;
   // A relay connection that has not completed its TLS handshake by then is closed.
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // gRPC server reflection on the relay port and the admin socket (off: it describes
+  // every service to anyone who connects).
+  bool grpc_reflection = false;
 };
 
 
