@@ -134,7 +134,7 @@ absl::StatusOr<std::string> Core::StartRootRotation(absl::Time now, const Staged
   root[kNextRootKeyKey] = made.second;
   root["ca.crt"] = WithAppended(root.at("ca.crt"), made.first);
   RETURN_IF_ERROR(state_->secrets().Put(ns, name, root));
-  RETURN_IF_ERROR(EnsureRootRotationPhase(rotation, now));
+  ReloadRootBundle();
   LogInfo("root_rotation_started", {{"previous", rotation.previous_serial}, {"next", rotation.next_serial}});
   return absl::StrCat("root rotation started: the new root ", rotation.next_serial,
                       " is trusted beside the current one and sent to every agent; the rotation switches to it by "
@@ -165,8 +165,8 @@ absl::Status Core::EnsureRootRotationPhase(RootRotation& rotation, absl::Time no
       if (!has_next || !BundleHolds(root.at("ca.crt"), rotation.next_serial)) {
         root["ca.crt"] = WithAppended(root.at("ca.crt"), root.at(kNextRootCertificateKey));
         RETURN_IF_ERROR(state_->secrets().Put(ns, name, root));
+        ReloadRootBundle();  // pushed now, not when the watch notices
       }
-      ReloadRootBundle();
       return absl::OkStatus();
     }
     case RootRotationPhase::kSwitch: {
@@ -223,8 +223,8 @@ absl::Status Core::EnsureRootRotationPhase(RootRotation& rotation, absl::Time no
         root["ca.crt"] = split.others;
         root[kRetiredRootsKey] = WithAppended(root.count(kRetiredRootsKey) ? root.at(kRetiredRootsKey) : "", split.removed);
         RETURN_IF_ERROR(state_->secrets().Put(ns, name, root));
+        ReloadRootBundle();
       }
-      ReloadRootBundle();
       return absl::OkStatus();
     }
     case RootRotationPhase::kDone:

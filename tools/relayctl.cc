@@ -411,19 +411,30 @@ int CaRotateIntermediate() {
       AdminStub()->RotateIntermediate(AdminContext(absl::Seconds(30)).get(), request, &response), response);
 }
 
+// Reads --cert_file and --key_file into `certificate_pem` and `key_pem`; false (said on
+// stderr) when one cannot be read.
+bool ReadCertificateAndKey(std::string* certificate_pem, std::string* key_pem) {
+  for (auto [path, field] : {std::pair{absl::GetFlag(FLAGS_cert_file), certificate_pem},
+                             std::pair{absl::GetFlag(FLAGS_key_file), key_pem}}) {
+    std::optional<std::string> content = ReadWholeFile(path);
+    if (!content) {
+      Fail(absl::StrCat("cannot read ", path));
+      return false;
+    }
+    *field = *std::move(content);
+  }
+  return true;
+}
+
 int CaRotateRoot() {
   v1::RotateRootRequest request;
   request.set_force(absl::GetFlag(FLAGS_force));
-  const std::string cert_file = absl::GetFlag(FLAGS_cert_file), key_file = absl::GetFlag(FLAGS_key_file);
-  if (cert_file.empty() != key_file.empty()) {
+  if (absl::GetFlag(FLAGS_cert_file).empty() != absl::GetFlag(FLAGS_key_file).empty()) {
     return Fail("ca rotate-root takes a staged root as --cert_file=FILE and --key_file=FILE together");
   }
-  for (auto [path, field] : {std::pair{cert_file, request.mutable_certificate_pem()},
-                             std::pair{key_file, request.mutable_key_pem()}}) {
-    if (path.empty()) continue;
-    std::optional<std::string> content = ReadWholeFile(path);
-    if (!content) return Fail(absl::StrCat("cannot read ", path));
-    *field = *std::move(content);
+  if (!absl::GetFlag(FLAGS_cert_file).empty() &&
+      !ReadCertificateAndKey(request.mutable_certificate_pem(), request.mutable_key_pem())) {
+    return 1;
   }
   v1::AdminResponse response;
   return PrintAdminAnswer(AdminStub()->RotateRoot(AdminContext(absl::Seconds(30)).get(), request, &response),
@@ -431,15 +442,11 @@ int CaRotateRoot() {
 }
 
 int CaStage() {
-  const std::string cert_file = absl::GetFlag(FLAGS_cert_file), key_file = absl::GetFlag(FLAGS_key_file);
-  if (cert_file.empty() || key_file.empty()) return Fail("ca stage needs --cert_file=FILE and --key_file=FILE");
-  v1::StageIntermediateRequest request;
-  for (auto [path, field] : {std::pair{cert_file, request.mutable_certificate_pem()},
-                             std::pair{key_file, request.mutable_key_pem()}}) {
-    std::optional<std::string> content = ReadWholeFile(path);
-    if (!content) return Fail(absl::StrCat("cannot read ", path));
-    *field = *std::move(content);
+  if (absl::GetFlag(FLAGS_cert_file).empty() || absl::GetFlag(FLAGS_key_file).empty()) {
+    return Fail("ca stage needs --cert_file=FILE and --key_file=FILE");
   }
+  v1::StageIntermediateRequest request;
+  if (!ReadCertificateAndKey(request.mutable_certificate_pem(), request.mutable_key_pem())) return 1;
   v1::AdminResponse response;
   return PrintAdminAnswer(
       AdminStub()->StageIntermediate(AdminContext(absl::Seconds(30)).get(), request, &response), response);
