@@ -42,6 +42,12 @@ absl::Status ErrnoError(absl::string_view what, absl::string_view path, int erro
 
 bool IsPlainName(absl::string_view entry) { return !entry.empty() && entry[0] != '.'; }
 
+// A secret key's file, as the kubelet's atomic writer lays them out: every name but its
+// own bookkeeping, which starts with "..". A key may start with one dot (".dockercfg").
+bool IsKeyName(absl::string_view entry) {
+  return !entry.empty() && entry != "." && !absl::StartsWith(entry, "..");
+}
+
 absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) {
   DIR* dir = opendir(path.c_str());
   if (dir == nullptr) return ErrnoError("cannot list", path, errno);
@@ -56,9 +62,11 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) {
   return entries;
 }
 
-// Reads a regular file (following symlinks), refusing anything over `limit` bytes.
-absl::StatusOr<std::string> ReadFile(const std::string& path, size_t limit) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+// Reads a regular file (following a symlink only with `follow_links`), refusing
+// anything over `limit` bytes. O_NONBLOCK: opening a FIFO planted where a key should be
+// must not block the reader forever (it is then refused as "not a file").
+absl::StatusOr<std::string> ReadFile(const std::string& path, size_t limit, bool follow_links = true) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | (follow_links ? 0 : O_NOFOLLOW));
   if (fd < 0) return ErrnoError("cannot read", path, errno);
   absl::Cleanup close_fd = [fd] { close(fd); };
   struct stat info;
@@ -150,17 +158,19 @@ absl::StatusOr<std::string> ReadLink(const std::string& path) {
   return std::string(target, static_cast<size_t>(n));
 }
 
-// Reads the keys of one version directory (or of a plain secret directory).
-absl::StatusOr<SecretData> ReadKeys(const std::string& dir) {
+// Reads the keys of one version directory (or of a plain secret directory). A version
+// directory holds the files themselves (the kubelet writes them so), so a symlink there
+// is not followed: it could lead anywhere.
+absl::StatusOr<SecretData> ReadKeys(const std::string& dir, bool follow_links) {
   ASSIGN_OR_RETURN(std::vector<std::string> entries, ListDir(dir));
   SecretData data;
   size_t total = 0;
   for (const std::string& entry : entries) {
-    if (!IsPlainName(entry)) continue;
+    if (!IsKeyName(entry)) continue;
     if (data.size() == kMaxSecretKeys) {
       return absl::FailedPreconditionError(absl::StrCat(dir, " holds more than ", kMaxSecretKeys, " keys"));
     }
-    ASSIGN_OR_RETURN(std::string value, ReadFile(dir + "/" + entry, kMaxSecretBytes - total));
+    ASSIGN_OR_RETURN(std::string value, ReadFile(dir + "/" + entry, kMaxSecretBytes - total, follow_links));
     total += value.size();
     data.emplace(entry, std::move(value));
   }
@@ -254,14 +264,21 @@ absl::StatusOr<SecretData> ReadSecretDirectory(const std::string& dir, const std
       if (!absl::IsNotFound(target.status())) return target.status();
       // A plain directory. One with no keys at all is what a writer killed before its
       // first switch leaves behind: there is no secret yet.
-      ASSIGN_OR_RETURN(SecretData plain, ReadKeys(dir));
+      ASSIGN_OR_RETURN(SecretData plain, ReadKeys(dir, /*follow_links=*/true));
       if (plain.empty()) return absl::NotFoundError(absl::StrCat(where, " holds no keys"));
       return plain;
     }
     // Read every key from the version the link named, then check that the link still
     // names it. A writer removes a version only after moving the link away, so an
     // unchanged link means no key of this read came from a half-removed version.
-    absl::StatusOr<SecretData> data = ReadKeys(dir + "/" + *target);
+    // The kubelet's ..data names a version directory beside it ("..<timestamp>"); a
+    // link anywhere else (another directory, outside the secret) is not read.
+    if (!absl::StartsWith(*target, "..") || *target == ".." || absl::StrContains(*target, '/')) {
+      return absl::DataLossError(absl::StrCat(
+          where, ": ..data points to \"", target->substr(0, 64),
+          "\", not to a version directory beside it; the secret is damaged: write it again (or delete it)"));
+    }
+    absl::StatusOr<SecretData> data = ReadKeys(dir + "/" + *target, /*follow_links=*/false);
     absl::StatusOr<std::string> after = ReadLink(link);
     if (after.ok() && *after == *target) {
       if (absl::IsNotFound(data.status())) {
@@ -334,7 +351,7 @@ absl::Status WriteSecretDirectory(const std::string& dir, const SecretData& data
   }
   for (const std::string& entry : entries) {
     std::string path = dir + "/" + entry;
-    if (IsPlainName(entry)) {
+    if (IsKeyName(entry)) {
       if (data.count(entry) == 0) RETURN_IF_ERROR(RemoveTree(path));  // a key that is gone
     } else if (entry != version && entry != kDataLink && entry != kLockFile) {
       RETURN_IF_ERROR(RemoveTree(path));
@@ -407,7 +424,7 @@ std::string DirectorySecretStore::VersionOf(absl::string_view ns, absl::string_v
   std::string version = "plain";
   for (const std::string& entry : *entries) {
     struct stat info;
-    if (IsPlainName(entry) && stat((*dir + "/" + entry).c_str(), &info) == 0) {
+    if (IsKeyName(entry) && stat((*dir + "/" + entry).c_str(), &info) == 0) {
       absl::StrAppend(&version, ":", entry, "/", info.st_size, "/", info.st_ctim.tv_sec, ".",
                       info.st_ctim.tv_nsec, "/", info.st_ino);
     }

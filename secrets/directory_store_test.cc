@@ -139,6 +139,44 @@ TEST_F(DirectoryStoreTest, DanglingDataLinkIsReportedAsDamage) {
   EXPECT_EQ(*store_->Get(kNs, kName), (SecretData{{"a", "2"}}));
 }
 
+// Found by //fuzz:secrets_directory_fuzz_test: a key may start with one dot
+// (".dockercfg" is a valid Secret key, and the kubelet projects it as such); only the
+// kubelet's own "..*" entries are bookkeeping.
+TEST_F(DirectoryStoreTest, KeyStartingWithADotReadsBack) {
+  SecretData data = {{".dockercfg", "{}"}, {"a", "1"}};
+  ASSERT_THAT(store_->Put(kNs, kName, data), IsOk());
+  EXPECT_EQ(*store_->Get(kNs, kName), data);
+  ASSERT_THAT(store_->Put(kNs, kName, {{"a", "2"}}), IsOk());
+  EXPECT_EQ(*store_->Get(kNs, kName), (SecretData{{"a", "2"}}));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(SecretPath() + "/.dockercfg")));
+}
+
+// A secret directory is read by the server and the agent; whoever can write into it
+// must not make them hang or read outside it.
+TEST_F(DirectoryStoreTest, HostileDirectoryCannotHangOrLeadOutside) {
+  fs::create_directories(SecretPath());
+  ASSERT_EQ(mkfifo((SecretPath() + "/pipe").c_str(), 0600), 0);  // open() would block on it
+  auto data = store_->Get(kNs, kName);
+  EXPECT_FALSE(data.ok()) << "a FIFO is not a key";
+  fs::remove(SecretPath() + "/pipe");
+
+  std::string outside = root_ + "/outside";
+  fs::create_directories(outside);
+  std::ofstream(outside + "/tls.key") << "NOT YOURS";
+  fs::create_symlink(outside, SecretPath() + "/..data");
+  data = store_->Get(kNs, kName);
+  EXPECT_THAT(data, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(data.status().message(), HasSubstr("not to a version directory"));
+
+  // A version directory holds files; a symlink in it is not followed.
+  fs::remove(SecretPath() + "/..data");
+  fs::create_directories(SecretPath() + "/..2026_01_01_00_00_00.000000001");
+  fs::create_symlink(outside + "/tls.key", SecretPath() + "/..2026_01_01_00_00_00.000000001/tls.key");
+  fs::create_symlink("..2026_01_01_00_00_00.000000001", SecretPath() + "/..data");
+  data = store_->Get(kNs, kName);
+  ASSERT_FALSE(data.ok() && data->count("tls.key") && data->at("tls.key") == "NOT YOURS");
+}
+
 TEST_F(DirectoryStoreTest, BadInputIsRefusedAndChangesNothing) {
   SecretData good = {{"token", "secret-value"}};
   ASSERT_THAT(store_->Put(kNs, kName, good), IsOk());
