@@ -111,6 +111,24 @@ absl::StatusOr<PublicKeyInfoParts> SplitPublicKeyInfo(absl::string_view der) {
   if (!parts.algorithm) return Malformed("bad public key algorithm");
   parts.public_key = spki->Decode<ASN1_STRING>(d2i_ASN1_BIT_STRING);
   if (!parts.public_key || !spki->empty()) return Malformed("bad public key");
+  // Every key type a CSR may carry is whole bytes. Unused bits would make the bytes this
+  // path copies into the certificate differ from the DER OpenSSL reads (found by
+  // //fuzz:csr_fuzz_test).
+  if ((parts.public_key->flags & 0x07) != 0) return Malformed("public key is not a whole number of bytes");
+  // And the bytes must be DER (no long-form lengths where short ones fit, say), since
+  // they go into the certificate as they are.
+  unsigned char* algorithm = nullptr;
+  unsigned char* key = nullptr;
+  const int algorithm_length = i2d_X509_ALGOR(parts.algorithm.get(), &algorithm);
+  const int key_length = i2d_ASN1_BIT_STRING(parts.public_key.get(), &key);
+  std::string content;
+  if (algorithm_length > 0 && key_length > 0) {
+    content.append(reinterpret_cast<const char*>(algorithm), static_cast<size_t>(algorithm_length));
+    content.append(reinterpret_cast<const char*>(key), static_cast<size_t>(key_length));
+  }
+  OPENSSL_free(algorithm);
+  OPENSSL_free(key);
+  if (content.empty() || DerElement(0x30, content) != der) return Malformed("public key info is not DER");
   return parts;
 }
 
@@ -131,6 +149,8 @@ absl::StatusOr<CsrParts> SplitCsr(absl::string_view der) {
   absl::StatusOr<DerReader> key = info->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   if (!key.ok()) return Malformed("no subject public key info");
   parts.public_key_info = View(key_start, info->pos());
+  // Read here too, so a request is whole or refused before its signature is checked.
+  if (!SplitPublicKeyInfo(parts.public_key_info).ok()) return Malformed("unreadable subject public key info");
   if (info->Peek(0, V_ASN1_CONTEXT_SPECIFIC)) {
     absl::StatusOr<DerReader> attributes = info->Enter(0, V_ASN1_CONTEXT_SPECIFIC);
     if (!attributes.ok()) return Malformed("unreadable attributes");
@@ -193,6 +213,11 @@ absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
     }
   }
   if (!tbs->empty()) return malformed("unexpected fields in tbsCertificate");
+  // Found by //fuzz:certificate_fuzz_test: what follows the TBS must be the signature
+  // algorithm and the signature, and nothing else, as d2i_X509 requires.
+  UniquePtr<X509_ALGOR> outer_algorithm = certificate->Decode<X509_ALGOR>(d2i_X509_ALGOR);
+  UniquePtr<ASN1_STRING> signature = certificate->Decode<ASN1_STRING>(d2i_ASN1_BIT_STRING);
+  if (!outer_algorithm || !signature || !certificate->empty()) return malformed("unreadable signature");
   ClearSslErrors();
   return parts;
 }
