@@ -2,10 +2,9 @@
 // operator's staged root), as DER. Differential: the fast leaf reader
 // (SummarizeLeafPem, which skips the public key) and SplitCertificate must agree with
 // OpenSSL's d2i_X509 + InspectCertificate on every field they both return. The fast
-// reader takes the issuer as bytes and skips the subject and the public key (it runs on
-// certificates OpenSSL has already verified in the handshake, and the caller is named
-// by the SAN), so it may accept a certificate OpenSSL refuses in those three fields,
-// and only there.
+// reader skips the subject and the public key (it runs on certificates OpenSSL has
+// already verified in the handshake, and the caller is named by the SAN), so it may
+// accept a certificate OpenSSL refuses in those two fields, and only there.
 
 #include <cstdint>
 #include <string>
@@ -57,8 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const bool openssl_whole = cert != nullptr && cursor == data + size;
   const std::string refused_in = cert == nullptr ? relay::fuzz::TakeOpenSslErrorFields() : "";
   const bool refused_in_skipped_field = absl::StrContains(refused_in, "Field=key, Type=X509_CINF") ||
-                                        absl::StrContains(refused_in, "Field=subject, Type=X509_CINF") ||
-                                        absl::StrContains(refused_in, "Field=issuer, Type=X509_CINF");
+                                        absl::StrContains(refused_in, "Field=subject, Type=X509_CINF");
   absl::StatusOr<relay::pki::CertificateInfo> info =
       openssl_whole ? relay::pki::InspectCertificate(cert.get())
                     : absl::StatusOr<relay::pki::CertificateInfo>(absl::InvalidArgumentError("unparsed"));
@@ -72,7 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   absl::StatusOr<relay::pki::internal::CertificateParts> parts = relay::pki::internal::SplitCertificate(der);
   if (parts.ok() && !refused_in_skipped_field) {
-    FUZZ_CHECK(openssl_whole, "OpenSSL parses every certificate SplitCertificate splits (but for its issuer, subject and key)");
+    FUZZ_CHECK(openssl_whole, "OpenSSL parses every certificate SplitCertificate splits (but for its subject and key)");
     FUZZ_CHECK(ASN1_INTEGER_cmp(parts->serial.get(), X509_get0_serialNumber(cert.get())) == 0, "the same serial");
     // As encoded: ASN1_TIME_compare cannot compare a malformed time (e.g. "...z"), even with itself.
     FUZZ_CHECK(TimeDer(parts->not_before.get()) == TimeDer(X509_get0_notBefore(cert.get())), "the same notBefore");
@@ -83,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   absl::StatusOr<relay::pki::LeafSummary> summary = relay::pki::SummarizeLeafPem(ToPem(der));
   if (summary.ok() && !refused_in_skipped_field) {
-    FUZZ_CHECK(openssl_whole, "OpenSSL parses every leaf the fast reader accepts (but for its issuer, subject and key)");
+    FUZZ_CHECK(openssl_whole, "OpenSSL parses every leaf the fast reader accepts (but for its subject and key)");
   }
   if (summary.ok() && info.ok()) {
     FUZZ_CHECK(summary->serial_hex == info->serial_hex, "the same serial");

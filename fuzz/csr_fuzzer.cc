@@ -93,12 +93,37 @@ std::string Reencoded(X509_REQ* request) {
   return DerElement(kSequence, outer);
 }
 
+// The unused-bits count of the request's subjectPublicKey BIT STRING (its first content
+// byte), read from OpenSSL's encoding of the key info; -1 when unreadable.
+int UnusedKeyBits(X509_REQ* request) {
+  const std::string der = Der(X509_REQ_get_X509_PUBKEY(request), [](const X509_PUBKEY* key, unsigned char** out) {
+    return i2d_X509_PUBKEY(const_cast<X509_PUBKEY*>(key), out);
+  });
+  const unsigned char* cursor = reinterpret_cast<const unsigned char*>(der.data());
+  const unsigned char* end = cursor + der.size();
+  long length = 0;
+  int tag = 0, tag_class = 0;
+  if (ASN1_get_object(&cursor, &length, &tag, &tag_class, end - cursor) & 0x80) return -1;  // the SEQUENCE
+  if (ASN1_get_object(&cursor, &length, &tag, &tag_class, end - cursor) & 0x80) return -1;  // the algorithm
+  cursor += length;
+  if ((ASN1_get_object(&cursor, &length, &tag, &tag_class, end - cursor) & 0x80) || tag != V_ASN1_BIT_STRING ||
+      length < 1) {
+    return -1;
+  }
+  return *cursor;
+}
+
 // Requests the fast path refuses by design though d2i_X509_REQ parses them, because
 // d2i_X509_REQ leaves attributes undecoded: requested extensions OpenSSL cannot read
 // either (the CA would refuse them there too), and the limits SplitCsr sets on what a
-// request may carry (pki/der.cc ExtensionsFrom), and a version other than RFC 2986's.
+// request may carry (pki/der.cc ExtensionsFrom), a version other than RFC 2986's, and a
+// key or signature that is not whole bytes.
 bool RefusedOnPurpose(X509_REQ* request) {
   if (X509_REQ_get_version(request) != 0) return true;  // RFC 2986 knows only v1 (0)
+  if (UnusedKeyBits(request) != 0) return true;          // every accepted key is whole bytes
+  const ASN1_BIT_STRING* signature = nullptr;
+  X509_REQ_get0_signature(request, &signature, nullptr);
+  if ((signature->flags & 0x07) != 0) return true;  // X509_REQ_verify refuses it too
   const int attributes = X509_REQ_get_attr_count(request);
   if (attributes > 16) return true;
   int extension_requests = 0;

@@ -162,6 +162,9 @@ absl::StatusOr<CsrParts> SplitCsr(absl::string_view der) {
   if (!parts.signature_algorithm) return Malformed("unreadable signature algorithm");
   parts.signature = request->Decode<ASN1_STRING>(d2i_ASN1_BIT_STRING);
   if (!parts.signature || !request->empty()) return Malformed("unreadable signature");
+  // OpenSSL refuses a signature with unused bits; so does this path (found by
+  // //fuzz:csr_fuzz_test, which verified one OpenSSL would not).
+  if ((parts.signature->flags & 0x07) != 0) return Malformed("signature is not a whole number of bytes");
   ClearSslErrors();
   return parts;
 }
@@ -176,15 +179,22 @@ absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
   absl::StatusOr<DerReader> tbs = certificate->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   if (!tbs.ok()) return malformed("no tbsCertificate");
   CertificateParts parts;
-  if (tbs->Peek(0, V_ASN1_CONTEXT_SPECIFIC) && !tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC, &parts.version).ok()) {
-    return malformed("unreadable version");
+  if (tbs->Peek(0, V_ASN1_CONTEXT_SPECIFIC)) {
+    absl::StatusOr<DerReader> version = tbs->Enter(0, V_ASN1_CONTEXT_SPECIFIC, &parts.version);
+    if (!version.ok() || !version->Decode<ASN1_STRING>(d2i_ASN1_INTEGER) || !version->empty()) {
+      return malformed("unreadable version");
+    }
   }
   parts.serial = tbs->Decode<ASN1_STRING>(d2i_ASN1_INTEGER);
   if (!parts.serial) return malformed("unreadable serial number");
-  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &parts.signature_algorithm).ok()) {
-    return malformed("no signature algorithm");
-  }
-  if (!tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, &parts.issuer).ok()) return malformed("no issuer");
+  // The signature algorithm and the issuer are kept as bytes, but decoded once, so what
+  // this accepts OpenSSL reads too (found by //fuzz:certificate_fuzz_test).
+  const unsigned char* start = tbs->pos();
+  if (!tbs->Decode<X509_ALGOR>(d2i_X509_ALGOR)) return malformed("no signature algorithm");
+  parts.signature_algorithm = View(start, tbs->pos());
+  start = tbs->pos();
+  if (!tbs->Decode<X509_NAME>(d2i_X509_NAME)) return malformed("no issuer");
+  parts.issuer = View(start, tbs->pos());
   absl::StatusOr<DerReader> validity = tbs->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   if (!validity.ok()) return malformed("no validity");
   parts.not_before = validity->Decode<ASN1_TIME>(d2i_ASN1_TIME);
