@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -34,8 +35,19 @@ bool SafeRelativePath(absl::string_view path) {
   return true;
 }
 
+bool InsideDirectory(const std::string& parent, const std::string& dir) {
+  char resolved_parent[PATH_MAX], resolved_dir[PATH_MAX];
+  if (realpath(parent.c_str(), resolved_parent) == nullptr || realpath(dir.c_str(), resolved_dir) == nullptr) {
+    return false;
+  }
+  const std::string inside(resolved_parent), root(resolved_dir);
+  return inside == root || inside.rfind(root + "/", 0) == 0;
+}
+
+// Writes the tree's own files: never through a FIFO (O_NONBLOCK: no reader, ENXIO
+// instead of a hang) or a link.
 void WriteFile(const std::string& path, absl::string_view content) {
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
   if (fd < 0) return;
   if (write(fd, content.data(), content.size()) < 0) {
   }
@@ -66,6 +78,9 @@ void HostileTree(absl::string_view input, const std::string& scratch, const std:
     std::pair<std::string, std::string> spec = absl::StrSplit(line.substr(2), absl::MaxSplits('\t', 1));
     if (!SafeRelativePath(spec.first)) continue;
     const std::string path = dir + "/" + spec.first;
+    // Nothing is made through a linked directory: the tree is built inside `dir` only
+    // (what it links to is the reader's problem, not the builder's).
+    if (!InsideDirectory(path.substr(0, path.rfind('/')), dir)) continue;
     switch (line[0]) {
       case 'f': WriteFile(path, spec.second); break;
       case 'l': symlink(spec.second.c_str(), path.c_str()); break;

@@ -67,7 +67,9 @@ fuzz_one() {
   printf '%-18s %12s executions %6s s  %s\n' "$target" "${executions:-?}" $((SECONDS - start)) "$result"
 }
 
-echo "fuzzing ${targets[*]} (${runs:+$runs runs}${runs:-$seconds s} each, $jobs at once; work in $work)"
+budget="$seconds s"
+[[ -z "$runs" ]] || budget="$runs runs"
+echo "fuzzing ${targets[*]} ($budget each, $jobs at once; work in $work)"
 mkdir -p "$work"
 results="$work/results.txt"
 : >"$results"
