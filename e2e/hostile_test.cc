@@ -264,6 +264,54 @@ TEST_F(HostileTest, AnAgentsStatusFloodIsCappedInTheLogAndCounted) {
   stream->Finish();
 }
 
+// Issue 17: a holder of the shared token could create cluster names without limit
+// (2,000 in 1.3 s in a probe). Registrations are limited per source address.
+TEST_F(HostileTest, RegistrationsAreRateLimitedPerSource) {
+  ServerUnderTest limited(dir_ + "/mgmt-limited",
+                          {"--registrations_per_second_per_source=1", "--registration_burst_per_source=5"});
+  std::string error;
+  ASSERT_TRUE(limited.Start(&error)) << error;
+  const std::string root = SecretFile(limited.secrets_dir(), "relay-root-tls-secret", "ca.crt");
+  const std::string token = SecretFile(limited.secrets_dir(), "relay-identity-token-secret", "token");
+  auto stub = relay::v1::Registration::NewStub(ServerAuthChannel(limited.address(), root));
+  constexpr int kAttempts = 40;
+  int registered = 0, limited_count = 0;
+  const absl::Time started = absl::Now();
+  for (int i = 0; i < kAttempts; ++i) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    context.AddMetadata("authorization", "Bearer " + token);
+    relay::v1::RegisterRequest request;
+    request.set_cluster(absl::StrCat("flood-", i));
+    request.set_csr_pem(Csr(request.cluster()));
+    relay::v1::CertificateResponse response;
+    grpc::Status status = stub->Register(&context, request, &response);
+    if (status.ok()) {
+      ++registered;
+    } else {
+      ASSERT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+      EXPECT_THAT(status.error_message(), HasSubstr("too many registrations from 127.0.0.1"));
+      ++limited_count;
+    }
+  }
+  const double elapsed = absl::ToDoubleSeconds(absl::Now() - started);
+  // The burst of 5, then one a second over the time the attempts took.
+  EXPECT_GE(registered, 5);
+  EXPECT_LE(registered, 5 + static_cast<int>(elapsed + 1));
+  EXPECT_EQ(registered + limited_count, kAttempts);
+  EXPECT_TRUE(WaitFor([&] {
+    return MetricValue(limited.Metrics(), "relay_certificates_refused_total{reason=\"rate_limited\"}") == limited_count;
+  }, kPatience)) << limited.Metrics();
+  // Said once, not once per refusal.
+  EXPECT_GE(CountOccurrences(limited.Log(), "event=registrations_limited"), 1);
+  EXPECT_LE(CountOccurrences(limited.Log(), "event=registrations_limited"), 1 + static_cast<int>(elapsed + 1));
+  EXPECT_EQ(CountOccurrences(limited.Log(), "reason=rate_limited"), 0);
+  // The limit is per source and for Register only: the default server, and east's
+  // stream, go on.
+  EXPECT_THAT(Register("north", Csr("north"), token_), IsOk());
+  EXPECT_TRUE(EastConnected());
+}
+
 // Issue 17: the relay port describes its services (server reflection) only when the
 // operator asks for it.
 grpc::StatusCode ReflectionCall(const std::string& address, const std::string& root) {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
@@ -21,6 +22,9 @@ std::atomic<int> protected_port{-1};
 std::atomic<int> shed_threshold{-1};  // a relay connection on this descriptor or above is shed
 std::atomic<uint64_t> shed_count{0};
 std::atomic<int64_t> last_shed_unix_nanos{0};
+std::atomic<int> max_pending_handshakes{0};
+std::atomic<int> pending_handshakes{0};
+std::atomic<uint64_t> shed_for_handshakes{0};
 
 std::mutex reserve_mu;
 int reserve_fd = -1;  // guarded by reserve_mu
@@ -96,6 +100,12 @@ bool Overloaded(absl::Duration window) {
 
 uint64_t ShedConnections() { return shed_count.load(std::memory_order_relaxed); }
 
+void SetMaxPendingHandshakes(int max) { max_pending_handshakes.store(std::max(max, 0)); }
+int PendingHandshakes() { return pending_handshakes.load(std::memory_order_relaxed); }
+uint64_t ShedForHandshakes() { return shed_for_handshakes.load(std::memory_order_relaxed); }
+void HandshakeStarted() { pending_handshakes.fetch_add(1, std::memory_order_relaxed); }
+void HandshakeEnded() { pending_handshakes.fetch_sub(1, std::memory_order_relaxed); }
+
 }  // namespace relay::mgmt::accept_guard
 
 extern "C" int accept4(int listener, sockaddr* address, socklen_t* length, int flags) {
@@ -109,11 +119,17 @@ extern "C" int accept4(int listener, sockaddr* address, socklen_t* length, int f
   while (true) {
     int connection = real(listener, address, length, flags);
     if (connection >= 0) {
-      if (port < 0 || connection < shed_threshold.load(std::memory_order_relaxed) || LocalPort(listener) != port) {
-        return connection;
+      if (port < 0 || LocalPort(listener) != port) return connection;
+      const int max_pending = max_pending_handshakes.load(std::memory_order_relaxed);
+      if (max_pending > 0 && pending_handshakes.load(std::memory_order_relaxed) >= max_pending) {
+        // Enough connections are in their handshake already: shed it, and drain the
+        // queue the same way (the caller is woken only by new connections).
+        close(connection);
+        shed_for_handshakes.fetch_add(1, std::memory_order_relaxed);
+        continue;
       }
-      // Too few descriptors would be left: shed it, and take the next one (the caller
-      // is woken only by new connections, so the queue is drained here).
+      if (connection < shed_threshold.load(std::memory_order_relaxed)) return connection;
+      // Too few descriptors would be left: shed it, and take the next one.
       close(connection);
       CountShed();
       continue;

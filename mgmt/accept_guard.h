@@ -17,6 +17,11 @@
 //  - On every port, EMFILE/ENFILE never reaches the caller: a reserve descriptor is
 //    given up to accept the waiting connection and close it (the libuv/nginx technique),
 //    and the caller sees EAGAIN, so its listener stays armed.
+//  - On the relay port, while a bound of connections are still in their TLS handshake
+//    (counted by tls_handshake_count.cc through HandshakeStarted/HandshakeEnded), a new
+//    connection is closed at once: idle or slow connections cannot hold the server's
+//    handshake work hostage, and a reconnecting fleet is admitted at the pace the
+//    server finishes handshakes (the rest retry with backoff).
 
 #include <cstdint>
 
@@ -32,8 +37,20 @@ void Protect(int port, int reserve);
 // or shed one within the last `window`: what /readyz reports.
 bool Overloaded(absl::Duration window = absl::Seconds(2));
 
-// Connections closed unserved so far.
+// Connections closed unserved so far because descriptors ran short.
 uint64_t ShedConnections();
+
+// Relay connections are shed while `max` connections are in their TLS handshake
+// (0: no bound).
+void SetMaxPendingHandshakes(int max);
+int PendingHandshakes();
+// Connections closed unserved so far because the handshake bound was reached.
+uint64_t ShedForHandshakes();
+
+// Called by the TLS hooks of the server binary: a server-side handshake began; it
+// finished or its connection went.
+void HandshakeStarted();
+void HandshakeEnded();
 
 }  // namespace relay::mgmt::accept_guard
 

@@ -59,10 +59,13 @@ ABSL_FLAG(absl::Duration, etcd_compaction_interval, absl::Minutes(5),
           "others, agree on who compacts.");
 ABSL_FLAG(std::string, grpc_address, "0.0.0.0:9900",
           "host:port of the relay (Register, Renew, Connect); port 0 picks a free port.");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:9091",
-          "host:port for /metrics (Prometheus text); empty: no metrics endpoint.");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9091",
+          "host:port for /metrics (Prometheus text); empty: no metrics endpoint. Loopback by default: the "
+          "metrics name every cluster. To let Prometheus scrape from elsewhere, give an address it reaches "
+          "(the shipped manifests use 0.0.0.0:9091 behind a NetworkPolicy).");
 ABSL_FLAG(std::string, health_address, "0.0.0.0:8090",
-          "host:port for /healthz and /readyz; empty: no health endpoint.");
+          "host:port for /healthz and /readyz (they say only ok or not ready, for kubelets and load "
+          "balancers); empty: no health endpoint.");
 ABSL_FLAG(std::string, admin_socket, "",
           "Admin API Unix socket (mode 0600) used by relayctl. Empty: <secrets_dir>/admin.sock.");
 ABSL_FLAG(absl::Duration, client_cert_ttl, absl::Hours(720),
@@ -103,6 +106,27 @@ ABSL_FLAG(bool, grpc_reflection, false,
 ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "A relay connection that has not finished its TLS handshake by then is closed, so idle "
           "connections cannot pile up.");
+ABSL_FLAG(int, max_pending_handshakes, 512,
+          "While this many relay connections are still in their TLS handshake, new connections are closed at "
+          "once (agents retry with backoff), so slow or idle connections cannot tie up the server and a "
+          "reconnecting fleet is admitted at the pace the server completes handshakes. 0: no bound.");
+ABSL_FLAG(int, max_concurrent_streams, 16,
+          "Streams one relay connection may have open at once (an agent uses two: its relay stream and a "
+          "renewal). Further calls on that connection wait.");
+ABSL_FLAG(int, max_receive_message_bytes, 64 * 1024,
+          "Largest message a caller may send on any relay method (Register, Renew, the relay stream); a larger "
+          "one ends the call with RESOURCE_EXHAUSTED. Agents' messages are a few KiB.");
+ABSL_FLAG(double, registrations_per_second_per_source, 10,
+          "Register calls one source address may make a second, on average (a token bucket per address), so "
+          "one holder of the shared token cannot create cluster names without limit; beyond it the call is "
+          "RESOURCE_EXHAUSTED and counted in relay_certificates_refused_total{reason=\"rate_limited\"}. Renewals "
+          "are not limited. 0: no limit (a fleet behind one NAT address registering at once may need it higher).");
+ABSL_FLAG(double, registration_burst_per_source, 100,
+          "Register calls one source address may make at once before --registrations_per_second_per_source "
+          "applies.");
+ABSL_FLAG(absl::Duration, min_ping_interval, absl::Seconds(20),
+          "HTTP/2 keepalive enforcement: a client that pings more often than this while sending no data is "
+          "sent GOAWAY (too_many_pings) after two such pings. Agents do not ping; their heartbeats are data.");
 ABSL_FLAG(bool, strict_reregistration, false,
           "Refuse a Register with the shared token whenever the cluster holds a valid certificate. "
           "By default it is refused only while the cluster's agent is connected (a pod that lost "
@@ -191,6 +215,24 @@ int main(int argc, char** argv) {
   options.strict_reregistration = absl::GetFlag(FLAGS_strict_reregistration);
   options.handshake_timeout = DurationFlag("handshake_timeout", absl::GetFlag(FLAGS_handshake_timeout));
   options.grpc_reflection = absl::GetFlag(FLAGS_grpc_reflection);
+  options.max_pending_handshakes = absl::GetFlag(FLAGS_max_pending_handshakes);
+  if (options.max_pending_handshakes < 0) Fail("--max_pending_handshakes must be 0 (no bound) or more");
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  if (options.max_concurrent_streams < 2) {
+    Fail("--max_concurrent_streams must be at least 2 (an agent holds its relay stream while it renews)");
+  }
+  options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_receive_message_bytes);
+  if (options.max_receive_message_bytes < 16 * 1024) {
+    Fail("--max_receive_message_bytes must be at least 16384: a certificate request alone can take several KiB");
+  }
+  options.registrations_per_second_per_source = absl::GetFlag(FLAGS_registrations_per_second_per_source);
+  options.registration_burst_per_source = absl::GetFlag(FLAGS_registration_burst_per_source);
+  if (options.registrations_per_second_per_source < 0 ||
+      (options.registrations_per_second_per_source > 0 && options.registration_burst_per_source < 1)) {
+    Fail("--registrations_per_second_per_source must be 0 (no limit) or more, and "
+         "--registration_burst_per_source at least 1");
+  }
+  options.min_ping_interval = DurationFlag("min_ping_interval", absl::GetFlag(FLAGS_min_ping_interval));
   options.server_cert_lifetime =
       DurationFlag("server_cert_lifetime", absl::GetFlag(FLAGS_server_cert_lifetime));
   options.intermediate_lifetime =

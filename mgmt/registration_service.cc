@@ -90,6 +90,25 @@ grpc::ServerUnaryReactor* RegistrationService::Register(grpc::CallbackServerCont
   };
 
   if (core_->signer() == nullptr) return refuse(CaDisabled());
+  // Before anything else (the token too): one source may not create cluster names, or
+  // guess tokens, faster than the limit. Refusals are counted, and logged once per
+  // episode rather than each, so a flood cannot fill the log either.
+  const std::string source = SourceRateLimiter::SourceOf(context->peer());
+  SourceRateLimiter::Decision admitted = registrations_per_source_.Take(source, now);
+  if (!admitted.allowed) {
+    core_->metrics().certificates_refused.Increment({"rate_limited"});
+    if (admitted.newly_limited) {
+      LogWarning("registrations_limited",
+                 {{"source", source},
+                  {"per_second", absl::StrCat(core_->options().registrations_per_second_per_source)},
+                  {"burst", absl::StrCat(core_->options().registration_burst_per_source)}});
+    }
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 absl::StrCat("too many registrations from ", source, ": at most ",
+                                              core_->options().registrations_per_second_per_source,
+                                              " a second (--registrations_per_second_per_source); retry later")));
+    return reactor;
+  }
   absl::StatusOr<std::string> token = BearerToken(*context);
   if (!token.ok()) {
     bool sent = context->client_metadata().count("authorization") > 0;

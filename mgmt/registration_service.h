@@ -13,13 +13,18 @@
 #include "mgmt/caller_identity.h"
 #include "mgmt/core.h"
 #include "mgmt/relay_hub.h"
+#include "mgmt/source_rate_limiter.h"
 
 namespace relay::mgmt {
 
 class RegistrationService final : public relay::v1::Registration::CallbackService {
  public:
   RegistrationService(Core* core, RelayHub* hub, CallerIdentifier* identifier)
-      : core_(core), hub_(hub), identifier_(identifier) {}
+      : core_(core),
+        hub_(hub),
+        identifier_(identifier),
+        registrations_per_source_(core->options().registrations_per_second_per_source,
+                                  core->options().registration_burst_per_source) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context, const relay::v1::RegisterRequest* request,
                                      relay::v1::CertificateResponse* response) override;
@@ -34,6 +39,7 @@ class RegistrationService final : public relay::v1::Registration::CallbackServic
   Core* const core_;
   RelayHub* const hub_;
   CallerIdentifier* const identifier_;
+  SourceRateLimiter registrations_per_source_;
 };
 
 }  // namespace relay::mgmt

@@ -128,8 +128,12 @@ class ServerImpl final : public ManagementServer {
                              &grpc_port_);
     builder.RegisterService(relay_service_.get());
     builder.RegisterService(registration_service_.get());
-    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
     builder.SetMaxSendMessageSize(kMaxMessageBytes);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(options.min_ping_interval)));
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
     // TLS records of at most 4 KiB (gRPC's default is 16): every relay message but a
     // large push fits one, and each connection's protector buffer shrinks by 12 KiB.
     builder.AddChannelArgument(GRPC_ARG_TSI_MAX_FRAME_SIZE, 4096);
@@ -147,6 +151,7 @@ class ServerImpl final : public ManagementServer {
           ": is the port in use? choose another with --grpc_address"));
     }
     accept_guard::Protect(grpc_port_, ReservedDescriptors());
+    accept_guard::SetMaxPendingHandshakes(options.max_pending_handshakes);
 
     admin_service_ = std::make_unique<AdminService>(core_.get(), &hub_);
     std::string socket = options.admin_socket;
@@ -255,6 +260,10 @@ class ServerImpl final : public ManagementServer {
       uint64_t shed = accept_guard::ShedConnections();
       core_->metrics().connections_shed.Increment({}, static_cast<double>(shed - shed_counted_));
       shed_counted_ = shed;
+      uint64_t shed_for_handshakes = accept_guard::ShedForHandshakes();
+      core_->metrics().handshakes_shed.Increment({}, static_cast<double>(shed_for_handshakes - handshakes_shed_counted_));
+      handshakes_shed_counted_ = shed_for_handshakes;
+      core_->metrics().pending_handshakes.Set({}, accept_guard::PendingHandshakes());
       core_->MaybeRotateIntermediate(now);
       core_->MaybeAdvanceRootRotation(now);
       core_->WarnOfCaExpiry(now);
@@ -327,6 +336,7 @@ class ServerImpl final : public ManagementServer {
   ReplicaFiles files_;          // watches the state's secrets: goes before it
   RelayHub hub_;
   CallerIdentifier identifier_;
+  uint64_t handshakes_shed_counted_ = 0;
   uint64_t shed_counted_ = 0;  // sweeper thread only
   absl::Time next_forget_;     // sweeper thread only
   std::atomic<bool> forgetting_{false};

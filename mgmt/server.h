@@ -44,7 +44,7 @@ struct ServerOptions {
   std::string ns = config::kDefaultNamespace;
   config::MgmtServerValues values;
   std::string grpc_address = "0.0.0.0:9900";
-  std::string metrics_address = "0.0.0.0:9091";  // empty: no metrics endpoint
+  std::string metrics_address = "127.0.0.1:9091";  // empty: no metrics endpoint
   std::string health_address = "0.0.0.0:8090";   // empty: no health endpoint
   std::string admin_socket;  // empty: <secrets_dir>/admin.sock
   std::string ready_file;    // written once serving: grpc_port=, metrics_port=, health_port=
@@ -72,6 +72,20 @@ struct ServerOptions {
   bool strict_reregistration = false;
   // A relay connection that has not completed its TLS handshake by then is closed.
   absl::Duration handshake_timeout = absl::Seconds(10);
+  // While this many relay connections are in their TLS handshake, new ones are closed
+  // at once (0: no bound). Only //mgmt:server counts handshakes (tls_handshake_count.cc).
+  int max_pending_handshakes = 512;
+  // HTTP/2 streams one relay connection may hold at once (an agent needs two).
+  int max_concurrent_streams = 16;
+  // Largest message a caller may send on any relay method; larger ones end the call
+  // with RESOURCE_EXHAUSTED. Every agent message and request is a few KiB.
+  int max_receive_message_bytes = 64 * 1024;
+  // Register calls each source address may make: a token bucket per source (0: no limit).
+  double registrations_per_second_per_source = 10;
+  double registration_burst_per_source = 100;
+  // A client that pings more often than this without sending data is sent GOAWAY
+  // ("too_many_pings") after two such pings.
+  absl::Duration min_ping_interval = absl::Seconds(20);
   // gRPC server reflection on the relay port and the admin socket (off: it describes
   // every service to anyone who connects).
   bool grpc_reflection = false;

@@ -27,6 +27,12 @@ ServerMetrics::ServerMetrics(Metrics& registry)
       connections_shed(registry.AddCounter(
           "relay_connections_shed_total",
           "Relay connections closed unserved because too few file descriptors were free.")),
+      handshakes_shed(registry.AddCounter(
+          "relay_handshakes_shed_total",
+          "Relay connections closed unserved because --max_pending_handshakes connections were still in their "
+          "TLS handshake.")),
+      pending_handshakes(registry.AddGauge("relay_pending_handshakes",
+                                           "Relay connections in their TLS handshake (sampled every 250 ms).")),
       reregistrations(registry.AddCounter(
           "relay_reregistrations_total",
           "Registers with the shared token that replaced a cluster's still valid certificate (its agent was "
@@ -46,6 +52,7 @@ ServerMetrics::ServerMetrics(Metrics& registry)
           "1 on the replica elected to run once-only work (server certificate renewal, clearing dead "
           "replicas' records); a single server always is.")) {
   connections_shed.Touch();
+  handshakes_shed.Touch();
   reregistrations.Touch();
 }
 

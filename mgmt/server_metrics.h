@@ -26,6 +26,8 @@ struct ServerMetrics {
   Gauge& snapshot_version;           // {cluster}
   Gauge& snapshot_acked_version;     // {cluster}
   Counter& connections_shed;
+  Counter& handshakes_shed;
+  Gauge& pending_handshakes;
   Counter& reregistrations;
   Counter& agent_version_skew;  // {how}
   Counter& agent_log_lines_dropped;  // {cluster}

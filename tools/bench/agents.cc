@@ -113,6 +113,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> server_argv = {
         "taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
         "--grpc_address=127.0.0.1:" + port, "--metrics_address=127.0.0.1:0",
+        // Every simulated cluster registers from 127.0.0.1: one source for the limit.
+        "--registrations_per_second_per_source=0",
         "--health_address=127.0.0.1:0", "--ready_file=" + ready_file, "--log_level=warning",
         "--heartbeat_interval=" + absl::GetFlag(FLAGS_heartbeat_interval)};
     *pid = relay::bench::Spawn(server_argv, log);

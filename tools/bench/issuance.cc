@@ -244,6 +244,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir);
   std::vector<std::string> server_argv = {"taskset", "-c", "0", absl::GetFlag(FLAGS_server),
                                          "--secrets_dir=" + dir + "/mgmt", "--grpc_address=127.0.0.1:0",
+                                         "--registrations_per_second_per_source=0",  // one source: 127.0.0.1
                                          "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
                                          "--ready_file=" + dir + "/ready", "--log_level=error"};
   for (const std::string& flag : absl::GetFlag(FLAGS_server_flags)) server_argv.push_back(flag);

@@ -350,6 +350,7 @@ int RunCoordinator() {
     std::filesystem::remove(ready_file);
     replicas[r].pid = Spawn({absl::GetFlag(FLAGS_server), absl::StrCat("--secrets_dir=", dir, "/replica", r),
                              "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0",
+                             "--registrations_per_second_per_source=0",  // one source: 127.0.0.1
                              "--health_address=127.0.0.1:0", "--ready_file=" + ready_file, "--log_level=warning",
                              "--heartbeat_interval=" + absl::GetFlag(FLAGS_heartbeat_interval), "--state=etcd",
                              "--etcd_endpoints=" + absl::StrJoin(endpoints, ","),

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
   pid_t server = relay::bench::Spawn(
       {"taskset", "-c", "0", absl::GetFlag(FLAGS_server), "--secrets_dir=" + dir + "/mgmt",
        "--grpc_address=127.0.0.1:0", "--metrics_address=127.0.0.1:0", "--health_address=127.0.0.1:0",
+       "--registrations_per_second_per_source=0",  // every simulated cluster registers from 127.0.0.1
        "--ready_file=" + ready_file,
        "--heartbeat_interval=" + absl::FormatDuration(interval),
        "--renew_now_window=" + absl::FormatDuration(window)},
