@@ -416,7 +416,7 @@ class AgentImpl final : public Agent {
         RequestRenewal(message.renew_now(), credentials);
       } else if (message.has_heartbeat_ack()) {
         // The round trip is the network's: real time, as the heartbeat was stamped.
-        absl::Duration rtt = absl::Now() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
+        absl::Duration rtt = WallNow() - absl::FromUnixNanos(message.heartbeat_ack().sent_unix_nanos());
         metrics_.heartbeat_rtt.Set(absl::ToDoubleSeconds(rtt));
         metrics_.heartbeat_acks.Increment();
         if (heartbeat) heartbeat->OnAck();

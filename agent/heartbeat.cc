@@ -67,9 +67,9 @@ void Heartbeat::Run() {
     }
     v1::AgentMessage beat;
     beat.mutable_heartbeat()->set_sequence(++sequence);
-    // Real time, not the injected clock's: the server echoes it and the round trip it
-    // measures is the network's.
-    beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(absl::Now()));
+    // The wall clock, not the injected one: the server echoes it (the round trip it
+    // measures is the network's) and compares it with its own (clock skew).
+    beat.mutable_heartbeat()->set_sent_unix_nanos(absl::ToUnixNanos(WallNow()));
     if (!stream_.write(beat)) return;
     {
       absl::MutexLock lock(&mu_);

@@ -8,6 +8,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+#include "common/clock.h"
 #include "common/flags.h"
 #include "common/log.h"
 #include "config/values.h"
@@ -122,6 +123,10 @@ int main(int argc, char** argv) {
   options.rotation = absl::GetFlag(FLAGS_rotation);
 
   relay::BlockTerminationSignals();
+  if (relay::TestClockOffset() != absl::ZeroDuration()) {
+    relay::LogWarning("test_clock_offset", {{"offset", absl::FormatDuration(relay::TestClockOffset())},
+                                            {"why", "RELAY_TEST_CLOCK_OFFSET is set: a test hook, never for production"}});
+  }
   relay::LogInfo("starting", {{"cluster", options.cluster},
                               {"secrets", relay::kube::DescribeSecretBackend(options.secrets_backend,
                                                                              options.secrets_dir, options.kubeconfig)},

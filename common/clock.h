@@ -29,6 +29,15 @@ class Wakeup {
   bool notified_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// The wall clock of this process: absl::Now(), moved by RELAY_TEST_CLOCK_OFFSET when
+// that is set (a signed duration such as "-3m"): the hook tests use to play a machine
+// whose clock is off, since LD_PRELOAD time shifting does not reach Abseil's futex
+// waits. It moves relay's own sense of time (schedules, validity checks, heartbeat
+// stamps), not OpenSSL's in the TLS handshake.
+absl::Time WallNow();
+// The offset in force (zero when unset); a binary logs it at start when it is not zero.
+absl::Duration TestClockOffset();
+
 class Clock {
  public:
   virtual ~Clock() = default;
@@ -39,7 +48,7 @@ class Clock {
   // when woken by `wakeup`.
   virtual bool SleepUntil(absl::Time deadline, Wakeup& wakeup) = 0;
 
-  // The process's wall clock.
+  // The process's wall clock (WallNow()).
   static Clock& Real();
 };
 

@@ -176,6 +176,7 @@ void RelayStream::OnReadDone(bool ok) {
     ack.mutable_heartbeat_ack()->set_sequence(incoming_.heartbeat().sequence());
     ack.mutable_heartbeat_ack()->set_sent_unix_nanos(incoming_.heartbeat().sent_unix_nanos());
     Send(std::move(ack));
+    MeasureClockSkew(incoming_.heartbeat().sent_unix_nanos());
   } else if (incoming_.has_ack()) {
     // Recorded without waiting: the stream reads on at once.
     int64_t version = incoming_.ack().snapshot_version();
@@ -254,6 +255,22 @@ void RelayHub::Add(RelayStream* stream) {
   if (ConnectionDirectory* connections = core_->connections()) connections->Connected(stream->cluster(), stream->serial());
 }
 
+void RelayStream::MeasureClockSkew(int64_t sent_unix_nanos) {
+  if (sent_unix_nanos <= 0) return;  // an agent that does not stamp its heartbeats
+  // The agent's clock minus this one's, plus the one-way delay (milliseconds: noise
+  // next to the minutes that matter).
+  const absl::Duration skew = absl::FromUnixNanos(sent_unix_nanos) - absl::Now();
+  core_->metrics().agent_clock_skew.Set({identity_.cluster}, absl::ToDoubleSeconds(skew));
+  if (skew_logged_ || absl::AbsDuration(skew) < kReportedClockSkew) return;
+  skew_logged_ = true;
+  LogWarning("agent_clock_skew",
+             {{"cluster", identity_.cluster},
+              {"skew_seconds", absl::StrCat(absl::ToInt64Seconds(skew))},
+              {"hint", absl::StrCat("the agent's clock is ", skew > absl::ZeroDuration() ? "ahead of" : "behind",
+                                    " this server's; set both right (NTP): certificates are dated 5 minutes back, "
+                                    "so a larger difference makes new ones look not yet valid")}});
+}
+
 void RelayHub::Remove(RelayStream* stream) {
   bool was_current = false;
   {
@@ -266,6 +283,7 @@ void RelayHub::Remove(RelayStream* stream) {
   }
   if (was_current) {
     core_->metrics().SetConnected(stream->cluster(), false);
+    core_->metrics().agent_clock_skew.Remove({stream->cluster()});
     LogInfo("agent_disconnected", {{"cluster", stream->cluster()}});
     if (ConnectionDirectory* connections = core_->connections()) connections->Disconnected(stream->cluster());
   }

@@ -26,6 +26,8 @@ class RelayStream : public grpc::ServerBidiReactor<relay::v1::AgentMessage, rela
   // lines are dropped and counted (relay_agent_log_lines_dropped_total).
   static constexpr double kAgentLogLinesPerSecond = 5;
   static constexpr double kAgentLogBurst = 20;
+  // A clock difference worth a log line (the metric shows every one).
+  static constexpr absl::Duration kReportedClockSkew = absl::Seconds(10);
 
   RelayStream(Core* core, RelayHub* hub, CallerIdentifier* identifier, grpc::CallbackServerContext* context);
 
@@ -73,6 +75,10 @@ class RelayStream : public grpc::ServerBidiReactor<relay::v1::AgentMessage, rela
   bool AllowLogLine();
   TokenBucket log_budget_{kAgentLogLinesPerSecond, kAgentLogBurst, absl::Now()};
   bool log_limited_ = false;  // the drop has been logged once
+  // Compares a heartbeat's stamp with this server's clock: relay_agent_clock_skew_seconds,
+  // and a log line the first time on this stream that it is large.
+  void MeasureClockSkew(int64_t sent_unix_nanos);
+  bool skew_logged_ = false;  // read callbacks only
 };
 
 class RelayHub {

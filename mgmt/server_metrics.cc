@@ -31,6 +31,12 @@ ServerMetrics::ServerMetrics(Metrics& registry)
           "relay_handshakes_shed_total",
           "Relay connections closed unserved because --max_pending_handshakes connections were still in their "
           "TLS handshake.")),
+      agent_clock_skew(registry.AddGauge(
+          "relay_agent_clock_skew_seconds",
+          "A connected agent's clock minus the server's, from its latest heartbeat (positive: ahead; the one-way "
+          "network delay is included). Certificates are dated 5 minutes back, so beyond that new ones look not "
+          "yet valid to an agent that is behind.",
+          {"cluster"})),
       pending_handshakes(registry.AddGauge("relay_pending_handshakes",
                                            "Relay connections in their TLS handshake (sampled every 250 ms).")),
       reregistrations(registry.AddCounter(

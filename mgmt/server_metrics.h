@@ -27,6 +27,7 @@ struct ServerMetrics {
   Gauge& snapshot_acked_version;     // {cluster}
   Counter& connections_shed;
   Counter& handshakes_shed;
+  Gauge& agent_clock_skew;  // {cluster}
   Gauge& pending_handshakes;
   Counter& reregistrations;
   Counter& agent_version_skew;  // {how}

@@ -254,7 +254,7 @@ absl::StatusOr<UniquePtr<X509>> BuildAndSign(const SubjectKey& subject_key,
 }  // namespace
 
 absl::Duration Backdate(absl::Duration lifetime) {
-  return std::min(absl::Seconds(30), lifetime / 10);
+  return std::min(absl::Minutes(5), lifetime / 10);
 }
 
 CertificateSpec RootCaSpec(absl::string_view common_name, absl::Time now,

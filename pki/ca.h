@@ -37,8 +37,10 @@ struct CertificateSpec {
   absl::Duration lifetime;
 };
 
-// How far notBefore is set back from `now`: min(30 s, lifetime / 10), so clocks that
-// disagree a little still accept a new certificate, and short lifetimes stay sane.
+// How far notBefore is set back from `now`: min(5 min, lifetime / 10), so a machine
+// whose clock is minutes behind the server's still accepts a new certificate (and a new
+// root, at a rotation); short lifetimes stay sane. Kubernetes' CSR signer backdates by
+// 5 minutes for the same reason.
 absl::Duration Backdate(absl::Duration lifetime);
 
 CertificateSpec RootCaSpec(absl::string_view common_name, absl::Time now, absl::Duration lifetime);

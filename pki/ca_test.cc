@@ -59,7 +59,7 @@ TEST_P(CaTest, ClientLeafHasTheClusterIdentityAndClientAuthOnly) {
   EXPECT_EQ(info.common_name, "cluster-1");
   EXPECT_THAT(info.dns_names, ElementsAre("cluster-1"));
   EXPECT_EQ(info.serial_hex.size(), 32u);  // 128 random bits, top bits fixed to 01
-  EXPECT_EQ(info.not_before, now - absl::Seconds(30));
+  EXPECT_EQ(info.not_before, now - absl::Minutes(5));
   EXPECT_EQ(info.not_after, now + absl::Hours(24 * 30));
   EXPECT_THAT(CheckKeyMatchesCertificate(leaf.get(), key.get()), IsOk());
 
@@ -118,7 +118,8 @@ TEST_P(CaTest, SerialsAreRandom) {
 
 TEST_P(CaTest, ShortLifetimesAreBackdatedByATenth) {
   EXPECT_EQ(Backdate(absl::Seconds(30)), absl::Seconds(3));
-  EXPECT_EQ(Backdate(absl::Hours(1)), absl::Seconds(30));
+  EXPECT_EQ(Backdate(absl::Minutes(20)), absl::Minutes(2));
+  EXPECT_EQ(Backdate(absl::Hours(1)), absl::Minutes(5));
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
   UniquePtr<X509> leaf = ValueOrDie(
       pki_.intermediate->Issue(key.get(), ClientSpec("c", ReferenceTime(), absl::Seconds(30))));
@@ -180,8 +181,8 @@ TEST_P(CaTest, ClockSkewIsReportedAsSuchWithTheDifference) {
   absl::Time issued = ReferenceTime() + absl::Hours(2);
   UniquePtr<X509> leaf = ValueOrDie(pki_.intermediate->Issue(key.get(), ClientSpec("c", issued, absl::Hours(1))));
   std::vector<const X509*> intermediates = {pki_.intermediate->certificate()};
-  // The leaf starts 30 s before `issued` (backdated); this clock is 120 s behind that.
-  absl::Status behind = VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, issued - absl::Seconds(150),
+  // The leaf starts 5 min before `issued` (backdated); this clock is 120 s behind that.
+  absl::Status behind = VerifyChain(leaf.get(), intermediates, {pki_.root.get()}, issued - absl::Seconds(420),
                                     Purpose::kClientAuth);
   EXPECT_THAT(behind, StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(behind.message(), HasSubstr("is not yet valid"));

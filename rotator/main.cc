@@ -8,6 +8,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/flags.h"
 #include "common/http_server.h"
 #include "common/log.h"
@@ -140,6 +141,10 @@ int main(int argc, char** argv) {
         {nullptr, [&rotator] { return rotator.HealthProblem(); }, [] { return std::string(); }});
     if (!started.ok()) Fail(std::string(started.status().message()));
     health_http = *std::move(started);
+  }
+  if (relay::TestClockOffset() != absl::ZeroDuration()) {
+    relay::LogWarning("test_clock_offset", {{"offset", absl::FormatDuration(relay::TestClockOffset())},
+                                            {"why", "RELAY_TEST_CLOCK_OFFSET is set: a test hook, never for production"}});
   }
   relay::LogInfo("starting", {{"cluster", options.cluster},
                               {"secrets", relay::kube::DescribeSecretBackend(backend, secrets_dir, kubeconfig)},
