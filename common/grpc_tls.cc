@@ -169,7 +169,7 @@ Peer PeerOf(const grpc::ServerContextBase& context) {
   return peer;
 }
 
-absl::Status IssueNoSessionTickets() {
+absl::Status ApplyServerTlsPolicy() {
   static absl::once_flag once;
   static absl::Status* result = new absl::Status();
   absl::call_once(once, [] {
@@ -180,7 +180,8 @@ absl::Status IssueNoSessionTickets() {
         "[relay_ssl]\n"
         "system_default = relay_tls_defaults\n"
         "[relay_tls_defaults]\n"
-        "NumTickets = 0\n";
+        "NumTickets = 0\n"
+        "Options = -SessionTicket, ServerPreference\n";
     OPENSSL_load_builtin_modules();
     CONF* conf = NCONF_new(nullptr);
     BIO* bio = BIO_new_mem_buf(kConfig, -1);
@@ -190,7 +191,7 @@ absl::Status IssueNoSessionTickets() {
     BIO_free(bio);
     NCONF_free(conf);
     ERR_clear_error();
-    if (!ok) *result = absl::InternalError("cannot configure OpenSSL to issue no session tickets");
+    if (!ok) *result = absl::InternalError("cannot configure OpenSSL's TLS defaults (no session tickets, the server's cipher order)");
   });
   return *result;
 }

@@ -33,14 +33,19 @@ std::shared_ptr<grpc::ServerCredentials> RelayServerCredentialsFromPem(const std
                                                                        const std::string& chain_pem,
                                                                        const std::string& root_pem);
 
-// Makes every TLS server context this process creates afterwards issue no TLS 1.3
-// session tickets. Agents never resume a session (a restarted server would not know
-// its tickets anyway), and each of OpenSSL's two default tickets costs both ends a copy
-// of the session that re-decodes the client certificate: ~5% of the server's CPU per
-// agent connect, and more on the agent. gRPC 1.51 offers no hook on its SSL_CTX, so
-// this goes through OpenSSL's configuration ("system_default" of the ssl_conf module).
-// Call before building the gRPC server; safe to call more than once.
-absl::Status IssueNoSessionTickets();
+// Makes every TLS server context this process creates afterwards choose the cipher by
+// its own order (gRPC's list holds only AEAD suites with ECDHE; testssl asks for a
+// server order anyway) and issue no session tickets, TLS 1.3 (NumTickets 0) or TLS 1.2
+// (RFC 5077: SSL_OP_NO_TICKET). Agents never resume a session (a restarted server would
+// not know its tickets anyway), and each of OpenSSL's two default TLS 1.3 tickets costs
+// both ends a copy of the session that re-decodes the client certificate: ~5% of the
+// server's CPU per agent connect, and more on the agent. A TLS 1.2 ticket is the
+// session's master secret sealed with a key that lives as long as gRPC's SSL_CTX:
+// whoever reads that key from the server's memory decrypts every TLS 1.2 session it
+// sealed, which undoes ECDHE's forward secrecy for no gain here. gRPC 1.51 offers no
+// hook on its SSL_CTX, so this goes through OpenSSL's configuration ("system_default" of
+// the ssl_conf module). Call before building the gRPC server; safe to call more than once.
+absl::Status ApplyServerTlsPolicy();
 
 // Server-authenticated TLS (Register): the server must chain to `root_pem` and name
 // the channel's authority.

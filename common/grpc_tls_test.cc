@@ -15,17 +15,21 @@ using ::relay::testing::IsOk;
 
 // gRPC builds its SSL_CTX inside; what it gets is whatever OpenSSL applies to every
 // new context, which is what this checks.
-TEST(IssueNoSessionTicketsTest, NewServerContextsIssueNoTickets) {
+TEST(ApplyServerTlsPolicyTest, NewServerContextsIssueNoTicketsAndPreferTheServersCiphers) {
   SSL_CTX* before = SSL_CTX_new(TLS_server_method());
   ASSERT_NE(before, nullptr);
   EXPECT_EQ(SSL_CTX_get_num_tickets(before), 2u);  // OpenSSL's default
+  EXPECT_EQ(SSL_CTX_get_options(before) & SSL_OP_NO_TICKET, 0u);
+  EXPECT_EQ(SSL_CTX_get_options(before) & SSL_OP_CIPHER_SERVER_PREFERENCE, 0u);
   SSL_CTX_free(before);
 
-  ASSERT_THAT(IssueNoSessionTickets(), IsOk());
-  ASSERT_THAT(IssueNoSessionTickets(), IsOk());  // a second call changes nothing
+  ASSERT_THAT(ApplyServerTlsPolicy(), IsOk());
+  ASSERT_THAT(ApplyServerTlsPolicy(), IsOk());  // a second call changes nothing
   SSL_CTX* after = SSL_CTX_new(TLS_server_method());
   ASSERT_NE(after, nullptr);
   EXPECT_EQ(SSL_CTX_get_num_tickets(after), 0u);
+  EXPECT_NE(SSL_CTX_get_options(after) & SSL_OP_NO_TICKET, 0u) << "no TLS 1.2 (RFC 5077) tickets either";
+  EXPECT_NE(SSL_CTX_get_options(after) & SSL_OP_CIPHER_SERVER_PREFERENCE, 0u);
   SSL_CTX_free(after);
 }
 

@@ -104,7 +104,7 @@ class ServerImpl final : public ManagementServer {
   absl::Status Serve() {
     const ServerOptions& options = core_->options();
 
-    RETURN_IF_ERROR(grpc_tls::IssueNoSessionTickets());
+    RETURN_IF_ERROR(grpc_tls::ApplyServerTlsPolicy());
     core_->registry().SetForeignChangeListener(
         [this](const ClusterRecord& before, const ClusterRecord& after) { OnForeignChange(before, after); });
     core_->OnTrustBundleChange([this] { hub_.BroadcastTrustBundle(); });
