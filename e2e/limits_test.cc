@@ -45,11 +45,7 @@ class LimitsTest : public ::testing::Test {
     ASSERT_TRUE(server_->Start(&error)) << error;
     root_ = SecretFile(server_->secrets_dir(), "relay-root-tls-secret", "ca.crt");
     token_ = SecretFile(server_->secrets_dir(), "relay-identity-token-secret", "token");
-    std::string store = dir_ + "/east";
-    ASSERT_EQ(server_->Relayctl({"register", "--cluster=east", "--secrets_dir=" + store}).exit_code, 0);
-    east_ = std::make_unique<AgentUnderTest>("east", store, server_->address());
-    east_->Start();
-    ASSERT_TRUE(east_->WaitConnected(absl::Seconds(20))) << east_->Log();
+    east_ = StartConnectedAgent(*server_, dir_, "east");
   }
 
   bool EastConnected() {

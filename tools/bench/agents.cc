@@ -7,6 +7,12 @@
 //
 //   tools/bazel run -c opt //tools/bench:agents -- [--agents=10000] [--load_cpus=0,1]
 //
+// With --soak=DURATION (e.g. 1h) the storms give way to a soak: the fleet stays
+// connected while every agent renews once per --soak_rotation_every (spread over it) and
+// snapshots are pushed (--soak_pushes_per_minute, through the admin API); every minute
+// it prints the server's RSS and open descriptors, the streams up, and the renewals and
+// pushes so far with their failures; at the end, RSS growth after --soak_warmup.
+//
 // File descriptors: one per agent connection here and one per agent in the server; the
 // hard limit on these machines is 20,000 per process, so one load process carries up
 // to ~19,000 agents (both processes raise their soft limit to the hard one).
@@ -56,6 +62,13 @@ ABSL_FLAG(int, callers, 32, "Concurrent callers for Register and Renew.");
 ABSL_FLAG(std::string, heartbeat_interval, "5s", "Server --heartbeat_interval (agents follow it).");
 ABSL_FLAG(std::string, heartbeat_window, "10s", "How long heartbeats are measured once all are connected.");
 ABSL_FLAG(std::string, server, "mgmt/server", "Path of the management server binary.");
+ABSL_FLAG(absl::Duration, soak, absl::ZeroDuration(),
+          "Instead of the rotation and reconnect storms, keep the fleet connected this long (e.g. 1h) under "
+          "renewals and pushes, printing server RSS and descriptors every minute. 0: no soak.");
+ABSL_FLAG(absl::Duration, soak_rotation_every, absl::Minutes(3),
+          "In a soak, every agent renews once per this period, the renewals spread evenly over it.");
+ABSL_FLAG(int, soak_pushes_per_minute, 1000, "In a soak, snapshots pushed a minute (one cluster each, in turn).");
+ABSL_FLAG(absl::Duration, soak_warmup, absl::Minutes(5), "In a soak, RSS growth is measured from the end of this.");
 ABSL_FLAG(std::string, load_cpus, "0,1",
           "CPUs the load process (the simulated agents) may run on, comma-separated, e.g. 1 or 0,1. "
           "The server always runs on CPU 0; with 0,1 part of the load shares its core.");
@@ -74,6 +87,118 @@ using ::relay::bench::Percentile;
 using ::relay::bench::RssMiB;
 
 }  // namespace
+
+int OpenDescriptors(pid_t pid) {
+  std::error_code error;
+  int count = 0;
+  for (auto it = std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++count;
+  }
+  return count;
+}
+
+// The soak (--soak): renewals and pushes under a connected fleet, printed every minute.
+// Returns the number of failures (renewals, pushes, streams lost).
+int Soak(std::vector<Agent>& agents, pid_t server, const std::string& admin_socket) {
+  const int n = static_cast<int>(agents.size());
+  const absl::Duration duration = absl::GetFlag(FLAGS_soak);
+  const absl::Duration period = std::max(absl::GetFlag(FLAGS_soak_rotation_every), absl::Seconds(1));
+  const int pushes_per_minute = std::max(absl::GetFlag(FLAGS_soak_pushes_per_minute), 0);
+  auto admin = v1::Admin::NewStub(grpc::CreateChannel("unix:" + admin_socket, grpc::InsecureChannelCredentials()));
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> renewals{0}, renew_failures{0}, pushes{0}, push_failures{0};
+  const absl::Time start = absl::Now();
+  // Renewals: agent i renews at start + k * period + i * period / n, on four threads.
+  constexpr int kRenewers = 4;
+  std::vector<std::thread> renewers;
+  for (int t = 0; t < kRenewers; ++t) {
+    renewers.emplace_back([&, t] {
+      for (int64_t round = 0; !stop; ++round) {
+        for (int i = t; i < n && !stop; i += kRenewers) {
+          const absl::Time due = start + period * round + period * i / n;
+          while (!stop && absl::Now() < due) absl::SleepFor(std::min(due - absl::Now(), absl::Milliseconds(200)));
+          if (stop) break;
+          auto key = relay::pki::GenerateKey();
+          v1::RenewRequest request;
+          request.set_csr_pem(*relay::pki::CreateCsrPem(key->get(), agents[i].cluster));
+          grpc::ClientContext context;
+          context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+          v1::CertificateResponse response;
+          if (!agents[i].registration->Renew(&context, request, &response).ok()) renew_failures++;
+          renewals++;
+        }
+      }
+    });
+  }
+  // Pushes: one cluster at a time, in turn, paced to the rate.
+  std::thread pusher([&] {
+    if (pushes_per_minute == 0) return;
+    const absl::Duration gap = absl::Minutes(1) / pushes_per_minute;
+    for (int64_t k = 0; !stop; ++k) {
+      const absl::Time due = start + gap * k;
+      while (!stop && absl::Now() < due) absl::SleepFor(std::min(due - absl::Now(), absl::Milliseconds(200)));
+      if (stop) break;
+      v1::PushSnapshotRequest request;
+      request.set_cluster(agents[k % n].cluster);
+      v1::Resource* resource = request.add_resources();
+      resource->set_name("soak.txt");
+      resource->set_content(absl::StrCat("push ", k));
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      v1::PushSnapshotResponse response;
+      if (!admin->PushSnapshot(&context, request, &response).ok()) push_failures++;
+      pushes++;
+    }
+  });
+  auto streams_up = [&] {
+    int up = 0;
+    for (Agent& agent : agents) {
+      auto stream = std::atomic_load(&agent.stream);
+      if (stream && !stream->finished()) ++up;
+    }
+    return up;
+  };
+  std::printf("soak: %d agents for %s, each renewing every %s, %d pushes a minute\n", n,
+              absl::FormatDuration(duration).c_str(), absl::FormatDuration(period).c_str(), pushes_per_minute);
+  std::printf("soak  minute  server RSS MiB  descriptors  streams up  renewals (failed)  pushes (failed)\n");
+  double rss_after_warmup = -1, rss_last = 0;
+  int fds_min = 1 << 30, fds_max = 0, up_min = n;
+  const absl::Time warmed = start + absl::GetFlag(FLAGS_soak_warmup);
+  for (int minute = 1; start + absl::Minutes(minute) <= start + duration; ++minute) {
+    absl::SleepFor(start + absl::Minutes(minute) - absl::Now());
+    rss_last = RssMiB(server);
+    const int fds = OpenDescriptors(server);
+    const int up = streams_up();
+    if (rss_after_warmup < 0 && absl::Now() >= warmed) rss_after_warmup = rss_last;
+    if (absl::Now() >= warmed) {
+      fds_min = std::min(fds_min, fds);
+      fds_max = std::max(fds_max, fds);
+    }
+    up_min = std::min(up_min, up);
+    std::printf("soak  %6d  %13.1f  %11d  %10d  %9lld (%lld)  %9lld (%lld)\n", minute, rss_last, fds, up,
+                static_cast<long long>(renewals.load()), static_cast<long long>(renew_failures.load()),
+                static_cast<long long>(pushes.load()), static_cast<long long>(push_failures.load()));
+    std::fflush(stdout);
+  }
+  stop = true;
+  for (std::thread& renewer : renewers) renewer.join();
+  pusher.join();
+  const int lost = n - up_min;
+  if (rss_after_warmup > 0) {
+    std::printf("soak result: RSS %.1f MiB after warm-up, %.1f MiB at the end (%+.1f%%); descriptors %d..%d after "
+                "warm-up; %lld renewals, %lld failed; %lld pushes, %lld failed; %d streams lost\n",
+                rss_after_warmup, rss_last, (rss_last - rss_after_warmup) * 100 / rss_after_warmup, fds_min,
+                fds_max, static_cast<long long>(renewals.load()), static_cast<long long>(renew_failures.load()),
+                static_cast<long long>(pushes.load()), static_cast<long long>(push_failures.load()), lost);
+  } else {
+    std::printf("soak result: shorter than the warm-up (--soak_warmup): no growth figure; %lld renewals, %lld "
+                "failed; %lld pushes, %lld failed; %d streams lost\n",
+                static_cast<long long>(renewals.load()), static_cast<long long>(renew_failures.load()),
+                static_cast<long long>(pushes.load()), static_cast<long long>(push_failures.load()), lost);
+  }
+  return static_cast<int>(renew_failures + push_failures) + lost;
+}
 
 int main(int argc, char** argv) {
   relay::SetUsage("relay-bench-agents", "relay fleet benchmark (see the comment at the top of tools/bench/agents.cc)");
@@ -204,6 +329,20 @@ int main(int argc, char** argv) {
   {
     absl::MutexLock lock(&rtt_mu);
     heartbeat_rtts = rtts;
+  }
+
+  if (absl::GetFlag(FLAGS_soak) > absl::ZeroDuration()) {
+    const int failures = Soak(agents, server, dir + "/mgmt/admin.sock");
+    stop_heartbeats = true;
+    heartbeats.join();
+    for (Agent& agent : agents) std::atomic_load(&agent.stream)->Cancel();
+    kill(server, SIGTERM);
+    waitpid(server, nullptr, 0);
+    std::filesystem::remove_all(dir);
+    std::printf("agents %d (registration failures %d), connected %d of %d in %.1f s, heartbeat p99 %.2f ms\n", n,
+                register_failures, connected_count, n, absl::ToDoubleSeconds(connected_in),
+                Percentile(heartbeat_rtts, 0.99));
+    return failures == 0 && register_failures == 0 ? 0 : 1;
   }
 
   // 4. Rotation storm: every agent renews over its own connection.
