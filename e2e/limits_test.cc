@@ -105,6 +105,7 @@ TEST_F(LimitsTest, ConnectionsInTheirHandshakeAreBoundedAndTimedOut) {
 TEST_F(LimitsTest, StreamsPerConnectionAreCapped) {
   ASSERT_NO_FATAL_FAILURE(StartWith({"--max_concurrent_streams=2"}));
   east_->Stop();  // its certificate opens the streams below
+  ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, kPatience));
   std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
   std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
   auto channel = MutualTlsChannel(server_->address(), root_, key, chain);
@@ -142,7 +143,8 @@ TEST_F(LimitsTest, OversizedMessagesAreRefusedOnEveryMethod) {
   relay::v1::CertificateResponse response;
   EXPECT_THAT(registration->Renew(&renew_context, renew, &response), StatusIs(absl::StatusCode::kResourceExhausted));
 
-  east_->Stop();
+  east_->Stop();  // its certificate opens the stream below, which must not replace the agent's
+  ASSERT_TRUE(WaitFor([&] { return !EastConnected(); }, kPatience));
   std::string key = east_->SecretKey("relay-client-tls-secret", "tls.key");
   std::string chain = east_->SecretKey("relay-client-tls-secret", "tls.crt");
   auto stub = relay::v1::Relay::NewStub(MutualTlsChannel(server_->address(), root_, key, chain));
