@@ -32,20 +32,7 @@ std::string ToPem(absl::string_view der) {
   return pem + "-----END CERTIFICATE-----\n";
 }
 
-std::string NameDer(const X509_NAME* name) {
-  const unsigned char* der = nullptr;
-  size_t length = 0;
-  if (X509_NAME_get0_der(const_cast<X509_NAME*>(name), &der, &length) != 1) return "";
-  return std::string(reinterpret_cast<const char*>(der), length);
-}
-
-std::string TimeDer(const ASN1_TIME* time) {
-  unsigned char* der = nullptr;
-  const int length = i2d_ASN1_TIME(time, &der);
-  std::string out = length > 0 ? std::string(reinterpret_cast<char*>(der), static_cast<size_t>(length)) : "";
-  OPENSSL_free(der);
-  return out;
-}
+using relay::fuzz::Der;
 
 }  // namespace
 
@@ -73,9 +60,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(openssl_whole, "OpenSSL parses every certificate SplitCertificate splits (but for its subject and key)");
     FUZZ_CHECK(ASN1_INTEGER_cmp(parts->serial.get(), X509_get0_serialNumber(cert.get())) == 0, "the same serial");
     // As encoded: ASN1_TIME_compare cannot compare a malformed time (e.g. "...z"), even with itself.
-    FUZZ_CHECK(TimeDer(parts->not_before.get()) == TimeDer(X509_get0_notBefore(cert.get())), "the same notBefore");
-    FUZZ_CHECK(TimeDer(parts->not_after.get()) == TimeDer(X509_get0_notAfter(cert.get())), "the same notAfter");
-    FUZZ_CHECK(parts->issuer == NameDer(X509_get_issuer_name(cert.get())), "the same issuer");
+    FUZZ_CHECK(Der(i2d_ASN1_TIME, parts->not_before.get()) == Der(i2d_ASN1_TIME, X509_get0_notBefore(cert.get())), "the same notBefore");
+    FUZZ_CHECK(Der(i2d_ASN1_TIME, parts->not_after.get()) == Der(i2d_ASN1_TIME, X509_get0_notAfter(cert.get())), "the same notAfter");
+    FUZZ_CHECK(parts->issuer == Der(i2d_X509_NAME, X509_get_issuer_name(cert.get())), "the same issuer");
   }
   relay::pki::internal::SplitClientCertificate(der).IgnoreError();
 
@@ -88,7 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(summary->not_before == info->not_before, "the same notBefore");
     FUZZ_CHECK(summary->not_after == info->not_after, "the same notAfter");
     FUZZ_CHECK(summary->dns_names == info->dns_names, "the same DNS names");
-    FUZZ_CHECK(summary->issuer_der == NameDer(X509_get_issuer_name(cert.get())), "the same issuer");
+    FUZZ_CHECK(summary->issuer_der == Der(i2d_X509_NAME, X509_get_issuer_name(cert.get())), "the same issuer");
   }
   relay::pki::ClearSslErrors();
   return 0;

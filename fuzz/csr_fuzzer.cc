@@ -27,19 +27,7 @@ namespace {
 
 using relay::pki::UniquePtr;
 
-template <typename T, typename Encode>
-std::string Der(const T* object, Encode encode) {
-  unsigned char* out = nullptr;
-  int length = encode(object, &out);
-  if (length <= 0) return "";
-  std::string bytes(reinterpret_cast<const char*>(out), static_cast<size_t>(length));
-  OPENSSL_free(out);
-  return bytes;
-}
-
-int EncodeExtension(const X509_EXTENSION* extension, unsigned char** out) {
-  return i2d_X509_EXTENSION(const_cast<X509_EXTENSION*>(extension), out);
-}
+using relay::fuzz::Der;
 
 // The DNS names of the subjectAltName OpenSSL finds in the request's extensions.
 std::vector<std::string> OpenSslDnsNames(X509_REQ* request) {
@@ -68,17 +56,11 @@ std::string Reencoded(X509_REQ* request) {
   const long version = X509_REQ_get_version(request);
   if (version < 0 || version > 127) return "";
   std::string info = DerElement(kInteger, std::string(1, static_cast<char>(version)));
-  info += Der(X509_REQ_get_subject_name(request), [](const X509_NAME* name, unsigned char** out) {
-    return i2d_X509_NAME(const_cast<X509_NAME*>(name), out);
-  });
-  info += Der(X509_REQ_get_X509_PUBKEY(request), [](const X509_PUBKEY* key, unsigned char** out) {
-    return i2d_X509_PUBKEY(const_cast<X509_PUBKEY*>(key), out);
-  });
+  info += Der(i2d_X509_NAME, X509_REQ_get_subject_name(request));
+  info += Der(i2d_X509_PUBKEY, X509_REQ_get_X509_PUBKEY(request));
   std::vector<std::string> attributes;
   for (int i = 0; i < X509_REQ_get_attr_count(request); ++i) {
-    attributes.push_back(Der(X509_REQ_get_attr(request, i), [](const X509_ATTRIBUTE* attribute, unsigned char** out) {
-      return i2d_X509_ATTRIBUTE(const_cast<X509_ATTRIBUTE*>(attribute), out);
-    }));
+    attributes.push_back(Der(i2d_X509_ATTRIBUTE, X509_REQ_get_attr(request, i)));
   }
   std::sort(attributes.begin(), attributes.end());  // DER orders a SET OF by encoding
   std::string attribute_set;
@@ -88,17 +70,15 @@ std::string Reencoded(X509_REQ* request) {
   const X509_ALGOR* algorithm = nullptr;
   X509_REQ_get0_signature(request, &signature, &algorithm);
   std::string outer = DerElement(kSequence, info);
-  outer += Der(algorithm, [](const X509_ALGOR* a, unsigned char** out) { return i2d_X509_ALGOR(a, out); });
-  outer += Der(signature, [](const ASN1_BIT_STRING* b, unsigned char** out) { return i2d_ASN1_BIT_STRING(b, out); });
+  outer += Der(i2d_X509_ALGOR, algorithm);
+  outer += Der(i2d_ASN1_BIT_STRING, signature);
   return DerElement(kSequence, outer);
 }
 
 // The unused-bits count of the request's subjectPublicKey BIT STRING (its first content
 // byte), read from OpenSSL's encoding of the key info; -1 when unreadable.
 int UnusedKeyBits(X509_REQ* request) {
-  const std::string der = Der(X509_REQ_get_X509_PUBKEY(request), [](const X509_PUBKEY* key, unsigned char** out) {
-    return i2d_X509_PUBKEY(const_cast<X509_PUBKEY*>(key), out);
-  });
+  const std::string der = Der(i2d_X509_PUBKEY, X509_REQ_get_X509_PUBKEY(request));
   const unsigned char* cursor = reinterpret_cast<const unsigned char*>(der.data());
   const unsigned char* end = cursor + der.size();
   long length = 0;
@@ -157,7 +137,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(X509_NAME_cmp(parts->subject.get(), X509_REQ_get_subject_name(request.get())) == 0,
                "the same subject");
     X509_PUBKEY* key = X509_REQ_get_X509_PUBKEY(request.get());
-    FUZZ_CHECK(Der(key, i2d_X509_PUBKEY) == parts->public_key_info, "the same public key info");
+    FUZZ_CHECK(Der(i2d_X509_PUBKEY, key) == parts->public_key_info, "the same public key info");
     const ASN1_BIT_STRING* signature = nullptr;
     const X509_ALGOR* algorithm = nullptr;
     X509_REQ_get0_signature(request.get(), &signature, &algorithm);
@@ -170,8 +150,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // extensions it does not (the CA checks the SAN the fast path returns).
     if (openssl_count == fast_count) {
       for (int i = 0; i < fast_count; ++i) {
-        FUZZ_CHECK(Der(sk_X509_EXTENSION_value(extensions, i), EncodeExtension) ==
-                       Der(sk_X509_EXTENSION_value(parts->extensions.get(), i), EncodeExtension),
+        FUZZ_CHECK(Der(i2d_X509_EXTENSION, sk_X509_EXTENSION_value(extensions, i)) ==
+                       Der(i2d_X509_EXTENSION, sk_X509_EXTENSION_value(parts->extensions.get(), i)),
                    "the same extensions");
       }
     } else {

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "pki/ssl_types.h"
+
 namespace relay::fuzz {
 
 // A property the code under test must keep for every input; abort() is what libFuzzer
@@ -28,6 +30,15 @@ const std::string& ScratchDir();
 
 // Removes everything under `dir`, leaving `dir` itself.
 void ClearDir(const std::string& dir);
+
+// `object` as DER, by `i2d` (i2d_X509_NAME, i2d_ASN1_TIME, ...); "" when it cannot be
+// encoded.
+template <typename I2d, typename T>
+std::string Der(I2d i2d, const T* object) {
+  std::string out;
+  pki::EncodeDer(i2d, object, &out);
+  return out;
+}
 
 // The "Field=..., Type=..." notes OpenSSL's ASN.1 decoder left on its error queue, which
 // name each structure a failed decode was in; empties the queue.

@@ -119,19 +119,21 @@ extern "C" int accept4(int listener, sockaddr* address, socklen_t* length, int f
   while (true) {
     int connection = real(listener, address, length, flags);
     if (connection >= 0) {
-      if (port < 0 || LocalPort(listener) != port) return connection;
+      if (port < 0) return connection;
       const int max_pending = max_pending_handshakes.load(std::memory_order_relaxed);
-      if (max_pending > 0 && pending_handshakes.load(std::memory_order_relaxed) >= max_pending) {
-        // Enough connections are in their handshake already: shed it, and drain the
-        // queue the same way (the caller is woken only by new connections).
-        close(connection);
-        shed_for_handshakes.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      if (connection < shed_threshold.load(std::memory_order_relaxed)) return connection;
-      // Too few descriptors would be left: shed it, and take the next one.
+      const bool handshakes_full =
+          max_pending > 0 && pending_handshakes.load(std::memory_order_relaxed) >= max_pending;
+      const bool descriptors_short = connection >= shed_threshold.load(std::memory_order_relaxed);
+      // Only then is it worth asking which port this is (a system call).
+      if ((!handshakes_full && !descriptors_short) || LocalPort(listener) != port) return connection;
+      // Shed it, and take the next one: the caller is woken only by new connections, so
+      // the queue is drained here.
       close(connection);
-      CountShed();
+      if (handshakes_full) {
+        shed_for_handshakes.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        CountShed();
+      }
       continue;
     }
     if (errno == EMFILE || errno == ENFILE) {

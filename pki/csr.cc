@@ -97,12 +97,13 @@ absl::StatusOr<std::string> RequestedCluster(const X509_NAME* subject,
   return cluster;
 }
 
-// The public key of a SubjectPublicKeyInfo. For P-256 under OpenSSL 3 the point goes
-// straight to EVP_PKEY_fromdata, skipping the provider decoder chain (der.h says why);
-// everything else, and BoringSSL (whose parser is quick), uses d2i_PUBKEY.
-absl::StatusOr<UniquePtr<EVP_PKEY>> PublicKeyFromInfo(absl::string_view der) {
+// The public key of a SubjectPublicKeyInfo (`der`, split by SplitCsr into `parts`). For
+// P-256 under OpenSSL 3 the point goes straight to EVP_PKEY_fromdata, skipping the
+// provider decoder chain (der.h says why); everything else, and BoringSSL (whose parser
+// is quick), uses d2i_PUBKEY.
+absl::StatusOr<UniquePtr<EVP_PKEY>> PublicKeyFromInfo([[maybe_unused]] const internal::PublicKeyInfoParts& parts,
+                                                      absl::string_view der) {
 #if !defined(OPENSSL_IS_BORINGSSL)
-  ASSIGN_OR_RETURN(internal::PublicKeyInfoParts parts, internal::SplitPublicKeyInfo(der));
   const ASN1_OBJECT* algorithm = nullptr;
   int parameter_type = 0;
   const void* parameter = nullptr;
@@ -229,7 +230,7 @@ absl::StatusOr<VerifiedCsr> VerifyCsrDer(absl::string_view der) {
   ASSIGN_OR_RETURN(internal::CsrParts parts, internal::SplitCsr(der));
   VerifiedCsr result;
   result.public_key_info = std::string(parts.public_key_info);
-  ASSIGN_OR_RETURN(result.public_key, PublicKeyFromInfo(parts.public_key_info));
+  ASSIGN_OR_RETURN(result.public_key, PublicKeyFromInfo(parts.public_key_parts, parts.public_key_info));
   ASSIGN_OR_RETURN(result.key_type, CheckKeyPolicy(result.public_key.get()));
   RETURN_IF_ERROR(VerifySignature(parts, result.public_key.get()));
   ASSIGN_OR_RETURN(result.cluster, RequestedCluster(parts.subject.get(), parts.extensions.get()));

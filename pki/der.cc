@@ -117,18 +117,11 @@ absl::StatusOr<PublicKeyInfoParts> SplitPublicKeyInfo(absl::string_view der) {
   if ((parts.public_key->flags & 0x07) != 0) return Malformed("public key is not a whole number of bytes");
   // And the bytes must be DER (no long-form lengths where short ones fit, say), since
   // they go into the certificate as they are.
-  unsigned char* algorithm = nullptr;
-  unsigned char* key = nullptr;
-  const int algorithm_length = i2d_X509_ALGOR(parts.algorithm.get(), &algorithm);
-  const int key_length = i2d_ASN1_BIT_STRING(parts.public_key.get(), &key);
-  std::string content;
-  if (algorithm_length > 0 && key_length > 0) {
-    content.append(reinterpret_cast<const char*>(algorithm), static_cast<size_t>(algorithm_length));
-    content.append(reinterpret_cast<const char*>(key), static_cast<size_t>(key_length));
+  std::string algorithm, key;
+  if (!EncodeDer(i2d_X509_ALGOR, parts.algorithm.get(), &algorithm) ||
+      !EncodeDer(i2d_ASN1_BIT_STRING, parts.public_key.get(), &key) || DerElement(0x30, algorithm + key) != der) {
+    return Malformed("public key info is not DER");
   }
-  OPENSSL_free(algorithm);
-  OPENSSL_free(key);
-  if (content.empty() || DerElement(0x30, content) != der) return Malformed("public key info is not DER");
   return parts;
 }
 
@@ -149,8 +142,10 @@ absl::StatusOr<CsrParts> SplitCsr(absl::string_view der) {
   absl::StatusOr<DerReader> key = info->Enter(V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
   if (!key.ok()) return Malformed("no subject public key info");
   parts.public_key_info = View(key_start, info->pos());
-  // Read here too, so a request is whole or refused before its signature is checked.
-  if (!SplitPublicKeyInfo(parts.public_key_info).ok()) return Malformed("unreadable subject public key info");
+  // Decoded here, so a request is whole or refused before its signature is checked.
+  absl::StatusOr<PublicKeyInfoParts> key_parts = SplitPublicKeyInfo(parts.public_key_info);
+  if (!key_parts.ok()) return Malformed("unreadable subject public key info");
+  parts.public_key_parts = *std::move(key_parts);
   if (info->Peek(0, V_ASN1_CONTEXT_SPECIFIC)) {
     absl::StatusOr<DerReader> attributes = info->Enter(0, V_ASN1_CONTEXT_SPECIFIC);
     if (!attributes.ok()) return Malformed("unreadable attributes");

@@ -33,6 +33,7 @@ struct CsrParts {
   absl::string_view signed_info;      // DER of certificationRequestInfo (points into input)
   UniquePtr<X509_NAME> subject;
   absl::string_view public_key_info;  // DER of subjectPKInfo (points into input)
+  PublicKeyInfoParts public_key_parts;  // the same, decoded
   UniquePtr<STACK_OF(X509_EXTENSION)> extensions;  // from the extensionRequest attribute
   UniquePtr<X509_ALGOR> signature_algorithm;
   UniquePtr<ASN1_STRING> signature;   // the BIT STRING
