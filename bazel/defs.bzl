@@ -1,6 +1,8 @@
 """Shared build definitions for relay."""
 
-# Use on every target that links gRPC (directly or through a dependency).
+# Use on every target that links gRPC (directly or through a dependency), or needs
+# OpenSSL's own API: skipped under --config=boringssl (one TLS library per process).
+# (--config=tsan skips what links gRPC through @system//:grpc itself.)
 GRPC_COMPATIBLE = select({
     "//bazel:use_boringssl": ["//bazel:incompatible"],
     "//conditions:default": [],

@@ -147,3 +147,58 @@ cc_library(
     ))
 
 etcd_api = repository_rule(implementation = _etcd_api_impl, local = True)
+
+# A Debian source package as Debian builds it: the upstream tarball with the patches in
+# debian/patches/series applied, both files checked against the SHA-256 in the .dsc.
+# Then `shims`: text replacements this Bazel needs (each must match, or the fetch fails),
+# and `overlay` copied in as relay/BUILD.bazel. Fetched only when a build asks for it.
+# deb.debian.org's pool keeps only the versions a release still carries: when bookworm
+# moves on, take version, checksums and tarball prefix from the new .dsc.
+def _debian_source_impl(ctx):
+    package = ctx.attr.package
+    pool_dir = package[:4] if package.startswith("lib") else package[0]
+    pool = "https://deb.debian.org/debian/pool/main/%s/%s/" % (pool_dir, package)
+    upstream_version = ctx.attr.version.split("-")[0]
+    ctx.download_and_extract(
+        url = pool + "%s_%s.orig.tar.gz" % (package, upstream_version),
+        sha256 = ctx.attr.orig_sha256,
+        stripPrefix = ctx.attr.strip_prefix,
+    )
+    ctx.download_and_extract(
+        url = pool + "%s_%s.debian.tar.xz" % (package, ctx.attr.version),
+        sha256 = ctx.attr.debian_sha256,
+        output = "debian-source",
+    )
+    for line in ctx.read("debian-source/debian/patches/series").split("\n"):
+        patch = line.split("#")[0].strip()
+        if patch:
+            # GNU patch, as quilt applies them (Bazel's own patcher allows no offsets).
+            result = ctx.execute(["patch", "-p1", "--forward", "--batch", "-i",
+                                  "debian-source/debian/patches/" + patch])
+            if result.return_code != 0:
+                fail("%s: debian/patches/%s did not apply (is `patch` installed? run tools/bazel): %s" %
+                     (package, patch, result.stdout + result.stderr))
+    for path, pairs in ctx.attr.shims.items():
+        if len(pairs) % 2:
+            fail("shims[%s]: pairs of (old, new) text expected" % path)
+        text = ctx.read(path)
+        for i in range(0, len(pairs), 2):
+            if pairs[i] not in text:
+                fail("%s %s: shim target %r not found (a new version? revisit the shims)" %
+                     (package, path, pairs[i]))
+            text = text.replace(pairs[i], pairs[i + 1])
+        ctx.file(path, text)
+    ctx.file("relay/BUILD.bazel", ctx.read(ctx.attr.overlay))
+
+debian_source = repository_rule(
+    implementation = _debian_source_impl,
+    attrs = {
+        "package": attr.string(mandatory = True),
+        "version": attr.string(mandatory = True),
+        "orig_sha256": attr.string(mandatory = True),
+        "debian_sha256": attr.string(mandatory = True),
+        "strip_prefix": attr.string(),
+        "shims": attr.string_list_dict(),
+        "overlay": attr.label(mandatory = True),
+    },
+)
