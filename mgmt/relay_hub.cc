@@ -196,15 +196,28 @@ void RelayStream::OnReadDone(bool ok) {
   } else if (incoming_.has_trust_bundle_ack()) {
     const std::string digest = incoming_.trust_bundle_ack().digest();
     const bool log = AllowLogLine();
-    core_->registry().RecordTrustBundleAckAsync(
-        identity_.cluster, digest, [cluster = identity_.cluster, digest, log](absl::Status recorded) {
-          if (!log) return;
-          if (!recorded.ok()) {
-            LogWarning("trust_bundle_ack_not_recorded", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
-          } else {
-            LogInfo("trust_bundle_acked", {{"cluster", cluster}, {"digest", digest.substr(0, 12)}});
-          }
-        });
+    // Only the bundle this server serves now is recorded: an ack of anything else says
+    // nothing the root rotation gate can use, and an agent alternating two digests would
+    // otherwise cost a registry write per message.
+    if (const std::string serving = core_->trust_bundle_digest(); digest != serving) {
+      core_->metrics().trust_bundle_acks_ignored.Increment();
+      if (log) {
+        LogWarning("trust_bundle_ack_ignored",
+                   {{"cluster", identity_.cluster},
+                    {"digest", digest.substr(0, 12)},
+                    {"why", absl::StrCat("not the trust bundle this server serves (", serving.substr(0, 12), ")")}});
+      }
+    } else {
+      core_->registry().RecordTrustBundleAckAsync(
+          identity_.cluster, digest, [cluster = identity_.cluster, digest, log](absl::Status recorded) {
+            if (!log) return;
+            if (!recorded.ok()) {
+              LogWarning("trust_bundle_ack_not_recorded", {{"cluster", cluster}, {"error", std::string(recorded.message())}});
+            } else {
+              LogInfo("trust_bundle_acked", {{"cluster", cluster}, {"digest", digest.substr(0, 12)}});
+            }
+          });
+    }
   } else if (incoming_.has_status()) {
     if (AllowLogLine()) {
       LogInfo("agent_status", {{"cluster", identity_.cluster}, {"message", incoming_.status().message().substr(0, 256)}});

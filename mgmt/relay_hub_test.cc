@@ -188,7 +188,7 @@ TEST_F(RelayHubTest, HelloForAnotherClusterOrAnotherMajorVersionIsClosed) {
 }
 
 // An agent that holds another trust bundle gets the server's after Welcome; its ack is
-// recorded, and a bad digest is not.
+// recorded, and an ack of any other digest (malformed, or not the bundle served) is not.
 TEST_F(RelayHubTest, AnAgentBehindGetsTheTrustBundleAndItsAckIsRecorded) {
   Stream stream(*services_, east_);
   const std::string old_digest(64, 'a');
@@ -210,6 +210,18 @@ TEST_F(RelayHubTest, AnAgentBehindGetsTheTrustBundleAndItsAckIsRecorded) {
     std::optional<ClusterRecord> record = services_->core().registry().Find("east");
     return record && record->trust_bundle == services_->core().trust_bundle_digest();
   }));
+  // Well-formed digests of bundles this server does not serve, alternating: each would
+  // otherwise be a registry write.
+  for (int i = 0; i < 4; ++i) {
+    v1::AgentMessage foreign;
+    foreign.mutable_trust_bundle_ack()->set_digest(std::string(64, i % 2 ? 'b' : 'c'));
+    ASSERT_TRUE(stream.Write(foreign));
+  }
+  EXPECT_TRUE(WaitFor([&] { return services_->core().metrics().trust_bundle_acks_ignored.Value({}) == 5; }))
+      << "the malformed ack and the four foreign ones are counted";
+  std::optional<ClusterRecord> record = services_->core().registry().Find("east");
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->trust_bundle, services_->core().trust_bundle_digest());
   EXPECT_THAT(stream.Finish(), IsOk());
 }
 

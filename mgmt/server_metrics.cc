@@ -53,6 +53,10 @@ ServerMetrics::ServerMetrics(Metrics& registry)
           "Log lines an agent's messages (status, acks) would have caused beyond the limit per stream "
           "(5 a second, bursts of 20), dropped so one agent cannot flood the server's log.",
           {"cluster"})),
+      trust_bundle_acks_ignored(registry.AddCounter(
+          "relay_trust_bundle_acks_ignored_total",
+          "Trust bundle acks naming a bundle other than the one this server serves; not recorded (an agent "
+          "that keeps sending them is misbehaving, or acks a bundle the server has since replaced).")),
       housekeeping_leader(registry.AddGauge(
           "relay_housekeeping_leader",
           "1 on the replica elected to run once-only work (server certificate renewal, clearing dead "
@@ -60,6 +64,7 @@ ServerMetrics::ServerMetrics(Metrics& registry)
   connections_shed.Touch();
   handshakes_shed.Touch();
   reregistrations.Touch();
+  trust_bundle_acks_ignored.Touch();
 }
 
 void ServerMetrics::SetConnected(const std::string& cluster, bool connected) {

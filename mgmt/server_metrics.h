@@ -32,6 +32,7 @@ struct ServerMetrics {
   Counter& reregistrations;
   Counter& agent_version_skew;  // {how}
   Counter& agent_log_lines_dropped;  // {cluster}
+  Counter& trust_bundle_acks_ignored;
   Gauge& housekeeping_leader;   // 1 on the replica that runs once-only work
 };
 
