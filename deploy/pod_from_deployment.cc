@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "yaml-cpp/yaml.h"
 
 namespace {
@@ -38,6 +40,9 @@ The rules, applied in this order and nothing else:
   7. Dropped: probes (podman would run them as healthchecks on the manifest's ports,
      which a test moves with rule 4; the test checks the endpoints itself) and container
      ports (meaningless on the host network).
+  8. --memory_limit_scale=N multiplies every container's memory limit by N (default
+     1): for builds under a sanitizer, which need several times the memory the shipped
+     limits allow (AddressSanitizer's shadow and quarantine).
 
 Options:
   --manifest=FILE              the manifest (several documents)
@@ -49,6 +54,7 @@ Options:
   --service_account_dir=PATH   rule 6
   --apiserver=HOST:PORT        rule 6
   --configmaps_out=FILE        write the manifest's ConfigMaps there (rule 5)
+  --memory_limit_scale=N       rule 8
 )";
 
 constexpr char kServiceAccountMount[] = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -63,6 +69,7 @@ struct Options {
   std::map<std::string, std::string> images;                            // container -> image
   std::map<std::string, std::vector<std::string>> args;                  // container -> --flag=value
   std::map<std::string, std::string> host_dirs;                          // volume -> path
+  int memory_limit_scale = 1;
 };
 
 // "KEY=VALUE" split at the first '=' (or at `separator`).
@@ -89,7 +96,11 @@ Options Parse(int argc, char** argv) {
     else if (name == "service_account_dir") options.service_account_dir = value;
     else if (name == "apiserver") options.apiserver = value;
     else if (name == "configmaps_out") options.configmaps_out = value;
-    else if (name == "image") options.images.insert(Split(value, '=', "--image"));
+    else if (name == "memory_limit_scale") {
+      if (!absl::SimpleAtoi(value, &options.memory_limit_scale) || options.memory_limit_scale < 1) {
+        Fail("--memory_limit_scale takes a whole number from 1, got \"" + value + "\"");
+      }
+    } else if (name == "image") options.images.insert(Split(value, '=', "--image"));
     else if (name == "host_dir") options.host_dirs.insert(Split(value, '=', "--host_dir"));
     else if (name == "arg") {
       auto [container, flag] = Split(value, ':', "--arg");
@@ -117,6 +128,18 @@ std::vector<YAML::Node> Load(const std::string& path) {
   } catch (const YAML::Exception& error) {
     Fail(path + ": " + error.what());
   }
+}
+
+// Rule 8 on one quantity: "64Mi" times 8 is "512Mi". Whole numbers with an optional
+// unit suffix, as the shipped manifests write them.
+std::string ScaleQuantity(const std::string& quantity, int scale) {
+  size_t digits = 0;
+  while (digits < quantity.size() && absl::ascii_isdigit(quantity[digits])) ++digits;
+  int64_t amount = 0;
+  if (digits == 0 || !absl::SimpleAtoi(quantity.substr(0, digits), &amount)) {
+    Fail("memory limit \"" + quantity + "\" is not a whole number with a unit; --memory_limit_scale cannot scale it");
+  }
+  return std::to_string(amount * scale) + quantity.substr(digits);
 }
 
 // Rule 4 on one container's args.
@@ -200,6 +223,13 @@ int main(int argc, char** argv) {
     container.remove("livenessProbe");
     container.remove("startupProbe");
     container.remove("ports");
+    // Rule 8.
+    const YAML::Node& shipped = container;  // const lookups add no keys
+    if (options.memory_limit_scale != 1 && shipped["resources"] && shipped["resources"]["limits"] &&
+        shipped["resources"]["limits"]["memory"]) {
+      container["resources"]["limits"]["memory"] =
+          ScaleQuantity(shipped["resources"]["limits"]["memory"].as<std::string>(), options.memory_limit_scale);
+    }
   }
   for (const auto& [name, unused] : options.images) {
     if (!containers_seen.count(name)) Fail("--image names container " + name + ", which the pod does not have");

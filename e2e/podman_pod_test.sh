@@ -11,7 +11,8 @@
 # and image it made. Where podman cannot run containers at all it says
 # so in one line (RELAY_TEST_SKIPPED: ...), which .ci/run counts as skipped; under
 # CI=true that is a failure instead (tools/bazel installs all it needs). The target is
-# tagged external, so Bazel never caches a skip as a pass.
+# tagged external, so Bazel never caches a skip as a pass. Its arguments go to
+# pod_from_deployment (under --config=asan: --memory_limit_scale, see e2e/BUILD.bazel).
 set -uo pipefail
 
 runfiles=$(pwd)
@@ -53,6 +54,12 @@ fail() {
   echo "--- server log";  tail -n 40 "$work/server.log" 2>/dev/null
   echo "--- agent log";   podman logs "$pod-agent" 2>&1 | tail -n 40
   echo "--- rotator log"; podman logs "$pod-rotator" 2>&1 | tail -n 40
+  # A container the kernel killed (its memory limit) leaves no line in its log.
+  echo "--- containers"
+  podman ps -a --filter "pod=$pod" --format '{{.Names}} {{.Status}}' 2>&1
+  for container in "$pod-agent" "$pod-rotator"; do
+    podman inspect "$container" --format "$container: exit {{.State.ExitCode}}, OOM-killed {{.State.OOMKilled}}" 2>&1
+  done
   exit 1
 }
 
@@ -159,7 +166,7 @@ deploy/pod_from_deployment --manifest=deploy/kubernetes/agent.yaml --deployment=
   --arg=rotator:--health_address=127.0.0.1:$rotator_health_port --arg=rotator:--retry_max=1s \
   --host_dir=output="$work/output" \
   --service_account_dir="$work/serviceaccount" --apiserver=127.0.0.1:$workload_port \
-  --configmaps_out="$work/configmaps.yaml" > "$work/pod.yaml" || fail "pod_from_deployment failed"
+  --configmaps_out="$work/configmaps.yaml" "$@" > "$work/pod.yaml" || fail "pod_from_deployment failed"
 play_pod() {
   played=$(podman kube play --configmap="$work/configmaps.yaml" "$work/pod.yaml" 2>&1) ||
     skip "podman kube play failed: $(echo "$played" | tail -n 1)"
