@@ -135,11 +135,13 @@ std::vector<YAML::Node> Load(const std::string& path) {
 std::string ScaleQuantity(const std::string& quantity, int scale) {
   size_t digits = 0;
   while (digits < quantity.size() && absl::ascii_isdigit(quantity[digits])) ++digits;
+  const std::string unit = quantity.substr(digits);
+  static const std::set<std::string> kUnits = {"", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"};
   int64_t amount = 0;
-  if (digits == 0 || !absl::SimpleAtoi(quantity.substr(0, digits), &amount)) {
+  if (digits == 0 || !kUnits.count(unit) || !absl::SimpleAtoi(quantity.substr(0, digits), &amount)) {
     Fail("memory limit \"" + quantity + "\" is not a whole number with a unit; --memory_limit_scale cannot scale it");
   }
-  return std::to_string(amount * scale) + quantity.substr(digits);
+  return std::to_string(amount * scale) + unit;
 }
 
 // Rule 4 on one container's args.
