@@ -239,6 +239,20 @@ TEST_P(CaTest, LeafSummaryRefusesWhatIsNotACertificate) {
   EXPECT_THAT(summary.status().message(), HasSubstr("certificate is malformed"));
 }
 
+// Found by //fuzz:certificate_fuzzer: a second subjectAltName (RFC 5280 4.2 allows one)
+// added names the full parse does not see. The fast reader refuses the certificate.
+TEST_P(CaTest, LeafSummaryRefusesAnExtensionThatAppearsTwice) {
+  UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
+  UniquePtr<X509> leaf = ValueOrDie(
+      pki_.intermediate->Issue(key.get(), ClientSpec("cluster-7", ReferenceTime(), absl::Hours(2))));
+  X509_EXTENSION* san = X509_get_ext(leaf.get(), X509_get_ext_by_NID(leaf.get(), NID_subject_alt_name, -1));
+  ASSERT_NE(san, nullptr);
+  ASSERT_EQ(X509_add_ext(leaf.get(), san, -1), 1);
+  absl::StatusOr<LeafSummary> summary = SummarizeLeafPem(ValueOrDie(CertificateToPem(leaf.get())));
+  ASSERT_FALSE(summary.ok());
+  EXPECT_THAT(summary.status().message(), HasSubstr("an extension appears twice"));
+}
+
 TEST_P(CaTest, ExpiredLeafDoesNotVerify) {
   UniquePtr<EVP_PKEY> key = ValueOrDie(GenerateKey());
   UniquePtr<X509> leaf = ValueOrDie(

@@ -1,5 +1,8 @@
 #include "pki/der.h"
 
+#include <set>
+#include <string>
+
 #include <openssl/asn1.h>
 #include <openssl/crypto.h>
 #include <openssl/obj_mac.h>
@@ -207,12 +210,19 @@ absl::StatusOr<CertificateParts> SplitCertificate(absl::string_view der) {
     if (!extensions.ok() || !explicit_extensions->empty() || !parts.extensions) {
       return malformed("unreadable extensions");
     }
+    // Found by //fuzz:certificate_fuzzer: a second subjectAltName added its names to the
+    // first one's, where OpenSSL sees none. RFC 5280 4.2: no extension may appear twice
+    // (OpenSSL 3's verification refuses such a certificate too).
+    std::set<std::string> seen_oids;
     while (!extensions->empty()) {
       const unsigned char* start = extensions->pos();
       UniquePtr<X509_EXTENSION> extension = extensions->Decode<X509_EXTENSION>(d2i_X509_EXTENSION);
-      if (!extension || !sk_X509_EXTENSION_push(parts.extensions.get(), extension.get())) {
-        return malformed("unreadable extension");
+      if (!extension) return malformed("unreadable extension");
+      const ASN1_OBJECT* oid = X509_EXTENSION_get_object(extension.get());
+      if (!seen_oids.emplace(reinterpret_cast<const char*>(OBJ_get0_data(oid)), OBJ_length(oid)).second) {
+        return malformed("an extension appears twice (RFC 5280 4.2)");
       }
+      if (!sk_X509_EXTENSION_push(parts.extensions.get(), extension.get())) return malformed("unreadable extension");
       extension.release();  // the stack owns it
       parts.extension_der.push_back(View(start, extensions->pos()));
     }
