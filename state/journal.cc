@@ -163,21 +163,27 @@ Journal::Journal(std::string path, int fd, bool empty, bool checksummed)
       needs_header_(empty),
       failure_(empty || checksummed ? absl::OkStatus()
                                     : absl::FailedPreconditionError(absl::StrCat(
-                                          "journal ", path_, " is in the older format: compact it first"))),
-      callback_thread_([this] { RunCallbacks(); }),
-      writer_([this] { WriteBatches(); }) {}
+                                          "journal ", path_, " is in the older format: compact it first"))) {}
+
+void Journal::StartThreads() {
+  std::call_once(threads_started_, [this] {
+    callback_thread_ = std::thread([this] { RunCallbacks(); });
+    writer_ = std::thread([this] { WriteBatches(); });
+  });
+}
 
 Journal::~Journal() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  writer_.join();  // writes what is queued first
+  // Nothing else uses the journal now, so the threads either started or never will.
+  if (writer_.joinable()) writer_.join();  // writes what is queued first
   {
     absl::MutexLock lock(&callbacks_mu_);
     callbacks_stopping_ = true;
   }
-  callback_thread_.join();  // runs what is left
+  if (callback_thread_.joinable()) callback_thread_.join();  // runs what is left
   absl::MutexLock lock(&mu_);
   if (fd_ >= 0) close(fd_);
 }
@@ -188,6 +194,7 @@ size_t Journal::appended() const {
 }
 
 void Journal::Enqueue(Pending pending) {
+  StartThreads();
   pending.line = FramedLine(pending.line);
   absl::MutexLock lock(&mu_);
   if (needs_header_) {
@@ -213,6 +220,7 @@ absl::Status Journal::Append(const std::string& line) {
 }
 
 void Journal::Post(absl::AnyInvocable<void() &&> task) {
+  StartThreads();
   absl::MutexLock lock(&callbacks_mu_);
   callbacks_.emplace_back([task = std::move(task)](absl::Status) mutable { std::move(task)(); }, absl::OkStatus());
 }

@@ -20,6 +20,7 @@
 // the next compaction.
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -108,6 +109,9 @@ class Journal {
   };
 
   Journal(std::string path, int fd, bool empty, bool checksummed);
+  // Starts the writer and callback threads the first time they have work: a journal
+  // opened only to be read (and compacted) costs no threads.
+  void StartThreads();
   void Enqueue(Pending pending);
   void WriteBatches();
   void RunCallbacks();
@@ -129,7 +133,7 @@ class Journal {
   std::vector<std::pair<Done, absl::Status>> callbacks_ ABSL_GUARDED_BY(callbacks_mu_);
   bool callbacks_stopping_ ABSL_GUARDED_BY(callbacks_mu_) = false;
 
-  // Last: they start after the members they use.
+  std::once_flag threads_started_;
   std::thread callback_thread_;
   std::thread writer_;
 };
