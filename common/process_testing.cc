@@ -9,6 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fstream>
+
+#include "absl/random/random.h"
 #include "absl/time/clock.h"
 #include "common/test_dir.h"
 
@@ -43,19 +46,45 @@ bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout) {
   return condition();
 }
 
-int FreePort() {
+namespace {
+
+// True when nothing holds 127.0.0.1:`port` (0: any port), which then is in `*port`.
+bool Bindable(int* port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
   sockaddr_in address{};
   address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(*port));
   inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
   socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
+  bool bound = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+               getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
   close(fd);
-  return port;
+  if (bound) *port = ntohs(address.sin_port);
+  return bound;
+}
+
+// The first port of the kernel's ephemeral range (32768 unless configured).
+int EphemeralRangeStart() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  return range >> low && low > 10000 ? low : 32768;
+}
+
+}  // namespace
+
+int FreePort() {
+  // Below the ephemeral range: a port from bind(0) may later become some connection's
+  // local port while the test's server is down, and its restart on that port then fails
+  // "Address already in use" (ha_test did, with 100 agents reconnecting).
+  thread_local absl::BitGen random;
+  const int below = EphemeralRangeStart();
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    int port = absl::Uniform(random, 10000, below);
+    if (Bindable(&port)) return port;
+  }
+  int port = 0;
+  return Bindable(&port) ? port : 0;
 }
 
 Process::Process(std::vector<std::string> argv, std::string log_path) : log_path_(std::move(log_path)) {

@@ -18,7 +18,8 @@ namespace relay::testing {
 // Polls `condition` until it holds or `timeout` passes; its last answer.
 bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
+// so that no connection's local port can take it while a server restarts.
 int FreePort();
 
 // A child process (searched on PATH), stdin from /dev/null, stdout and stderr appended to
