@@ -18,6 +18,7 @@
 #include "common/status_matchers.h"
 #include "common/unix_socket_path.h"
 #include "e2e/harness.h"
+#include "e2e/openssl_pki.h"
 #include "e2e/relay_client.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -390,6 +391,44 @@ TEST_F(HaTest, AgentsOfAKilledReplicaMoveToAnotherWithoutRegisteringAgain) {
   ASSERT_EQ(deregistered.exit_code, 0) << deregistered.output;
   EXPECT_TRUE(WaitFor([&] { return absl::StrContains(agents[1]->Log(), "cluster deregistered"); }, kPatience))
       << agents[1]->Log();
+}
+
+// etcd as production runs it: TLS only, client certificates required, both made with
+// the openssl command line as an operator (or kubeadm) makes them. A replica given
+// --etcd_ca_file, --etcd_cert_file and --etcd_key_file serves; one given none is refused
+// at start-up, and told about the TLS flags.
+TEST(HaTlsTest, AReplicaReachesATlsEtcdWithTheEtcdTlsFlags) {
+  const std::string dir = MakeTempDir("ha-tls");
+  OpensslPki pki(dir);
+  std::string error;
+  ASSERT_TRUE(pki.MakeRoot("etcd-ca", &error)) << error;
+  ASSERT_TRUE(pki.Issue("etcd-server", "etcd-ca",
+                        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+                        &error))
+      << error;
+  ASSERT_TRUE(pki.MakeClient("relay-mgmt", "etcd-ca", "relay-mgmt", &error)) << error;
+  state::testing::EtcdTlsFiles tls{pki.Path("etcd-ca.crt"), pki.Path("etcd-server.crt"), pki.Path("etcd-server.key"),
+                                   pki.Path("relay-mgmt.crt"), pki.Path("relay-mgmt.key")};
+  absl::StatusOr<std::unique_ptr<state::testing::EtcdUnderTest>> etcd = state::testing::EtcdUnderTest::Start(1, &tls);
+  ASSERT_THAT(etcd, IsOk());
+  WriteFile(dir + "/state.key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n");
+  const std::vector<std::string> flags = {"--state=etcd", "--etcd_endpoints=" + (*etcd)->endpoint(),
+                                          "--state_encryption_key_file=" + dir + "/state.key"};
+
+  ServerUnderTest refused(dir + "/plaintext", flags);
+  EXPECT_FALSE(refused.Start(&error));
+  EXPECT_THAT(error, HasSubstr("--etcd_ca_file"));
+
+  std::vector<std::string> with_tls = flags;
+  with_tls.insert(with_tls.end(), {"--etcd_ca_file=" + pki.Path("etcd-ca.crt"),
+                                   "--etcd_cert_file=" + pki.Path("relay-mgmt.crt"),
+                                   "--etcd_key_file=" + pki.Path("relay-mgmt.key")});
+  ServerUnderTest server(dir + "/tls", with_tls);
+  ASSERT_TRUE(server.Start(&error)) << error;
+  std::unique_ptr<AgentUnderTest> agent = StartConnectedAgent(server, dir, "east");
+  EXPECT_NE(state::testing::ReadEtcdValue(**etcd, "/relay/gloo-mesh/r/clusters/east"), "") << server.Log();
+  EXPECT_NE(state::testing::ReadEtcdValue(**etcd, "/relay/gloo-mesh/s/gloo-mesh/relay-root-tls-secret"), "");
 }
 
 class HaOnThreeMembersTest : public HaTest {

@@ -142,14 +142,31 @@ bool Unreachable(const grpc::Status& status) {
          status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
+// What an operator checks when etcd cannot be reached. gRPC reports a TLS mismatch as
+// unreachable too ("Socket closed" for plaintext to a TLS etcd, "Endpoint read failed"
+// when etcd refuses the client certificate), so the TLS settings are named as well.
+std::string WhatToCheck(const EtcdOptions& options) {
+  std::string check = "Check that etcd runs, that --etcd_endpoints names it";
+  if (options.ca_file.empty()) {
+    return check + ", and, if it serves TLS, give --etcd_ca_file (and --etcd_cert_file and --etcd_key_file "
+                   "when it asks for client certificates)";
+  }
+  if (options.cert_file.empty()) {
+    return check + ", that --etcd_ca_file signed its serving certificate, and, if it asks for client "
+                   "certificates (--client-cert-auth), give --etcd_cert_file and --etcd_key_file";
+  }
+  return check + ", that --etcd_ca_file signed its serving certificate, and that the CA etcd trusts "
+                 "(its --trusted-ca-file) signed --etcd_cert_file";
+}
+
 // An etcd answer in our terms: unreachable is UNAVAILABLE, naming the member and what
 // to check; anything else keeps its code.
-absl::Status FromEtcd(const grpc::Status& status, const std::string& endpoint, absl::string_view what) {
+absl::Status FromEtcd(const grpc::Status& status, const std::string& endpoint, absl::string_view what,
+                      const EtcdOptions& options) {
   if (status.ok()) return absl::OkStatus();
   if (Unreachable(status)) {
     return absl::UnavailableError(absl::StrCat("etcd at ", endpoint, " did not answer (", what, "): ",
-                                               status.error_message(),
-                                               ". Check that etcd runs and --etcd_endpoints names it"));
+                                               status.error_message(), ". ", WhatToCheck(options)));
   }
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
                       absl::StrCat("etcd at ", endpoint, " refused ", what, ": ", status.error_message()));
@@ -284,7 +301,7 @@ class EtcdStateStore final : public StateStore {
     // Compacted already, by an earlier call or by etcd's own --auto-compaction: done.
     if (status.error_code() == grpc::StatusCode::OUT_OF_RANGE) return absl::OkStatus();
     if (Unreachable(status)) members_->Failed(member);
-    return FromEtcd(status, member.endpoint, absl::StrCat("a compaction to revision ", target));
+    return FromEtcd(status, member.endpoint, absl::StrCat("a compaction to revision ", target), options_);
   }
 
   // For the secret store.
@@ -309,10 +326,10 @@ class EtcdStateStore final : public StateStore {
       context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
       status = member.kv->Range(&context, request, response);
       if (status.ok()) return absl::OkStatus();
-      if (!Unreachable(status)) return FromEtcd(status, member.endpoint, "a read");
+      if (!Unreachable(status)) return FromEtcd(status, member.endpoint, "a read", options_);
       members_->Failed(member);
     }
-    return FromEtcd(status, members_->Endpoints(), "a read");
+    return FromEtcd(status, members_->Endpoints(), "a read", options_);
   }
 
   // One transaction, not retried elsewhere: its outcome may be unknown when it fails.
@@ -322,7 +339,7 @@ class EtcdStateStore final : public StateStore {
     context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.timeout));
     grpc::Status status = member.kv->Txn(&context, request, response);
     if (Unreachable(status)) members_->Failed(member);
-    return FromEtcd(status, member.endpoint, "a write");
+    return FromEtcd(status, member.endpoint, "a write", options_);
   }
 
  private:
@@ -371,7 +388,7 @@ class EtcdStateStore final : public StateStore {
                                      Members::Member& member, const pb::TxnResponse& response) {
     if (!status.ok()) {
       if (Unreachable(status)) members_->Failed(member);
-      absl::Status failed = FromEtcd(status, member.endpoint, absl::StrCat("a write of ", key));
+      absl::Status failed = FromEtcd(status, member.endpoint, absl::StrCat("a write of ", key), options_);
       if (!absl::IsUnavailable(failed)) return failed;
       return absl::UnavailableError(absl::StrCat(failed.message(), "; the write may or may not have been made"));
     }

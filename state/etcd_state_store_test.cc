@@ -11,11 +11,15 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/process_testing.h"
+#include "common/test_dir.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "common/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "pki/ca.h"
+#include "pki/keys.h"
+#include "pki/pem.h"
 #include "state/etcd_testing.h"
 
 namespace relay::state {
@@ -192,6 +196,103 @@ TEST_F(EtcdStateStoreTest, NoEtcdAtAllIsAClearErrorAtOpen) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("--etcd_endpoints")));
   options.endpoints = {};
   EXPECT_THAT(OpenEtcdStateStore(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// etcd as production runs it (kubeadm's, for one): TLS only, and a client certificate
+// from its CA required (--client-cert-auth). The store is configured as --etcd_ca_file,
+// --etcd_cert_file and --etcd_key_file configure it; the certificates come from relay's
+// pki, so etcd's Go crypto/x509 checks them too.
+class EtcdTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = relay::testing::MakeTestDir("etcd-tls");
+    std::unique_ptr<pki::Issuer> ca = MakeCa("ca");
+    std::unique_ptr<pki::Issuer> other_ca = MakeCa("other-ca");
+    ASSERT_TRUE(ca && other_ca);
+    absl::Time now = absl::Now();
+    Issue(*ca, "server", pki::ServerSpec("etcd", {"localhost"}, {"127.0.0.1"}, now, absl::Hours(1)));
+    Issue(*ca, "client", pki::ClientSpec("relay-mgmt", now, absl::Hours(1)));
+    Issue(*other_ca, "stranger", pki::ClientSpec("relay-mgmt", now, absl::Hours(1)));
+    testing::EtcdTlsFiles tls{Path("ca.crt"), Path("server.crt"), Path("server.key"), Path("client.crt"),
+                              Path("client.key")};
+    absl::StatusOr<std::unique_ptr<testing::EtcdUnderTest>> etcd = testing::EtcdUnderTest::Start(1, &tls);
+    ASSERT_THAT(etcd, IsOk());
+    etcd_ = *std::move(etcd);
+  }
+
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+
+  std::unique_ptr<pki::Issuer> MakeCa(const std::string& name) {
+    absl::Time now = absl::Now();
+    absl::StatusOr<pki::UniquePtr<EVP_PKEY>> key = pki::GenerateKey();
+    if (!key.ok()) return nullptr;
+    absl::StatusOr<pki::UniquePtr<X509>> cert =
+        pki::CreateSelfSignedCertificate(key->get(), pki::RootCaSpec(name, now, absl::Hours(2)));
+    if (!cert.ok()) return nullptr;
+    relay::testing::WriteFileBytes(Path(name + ".crt"), *pki::CertificateToPem(cert->get()));
+    absl::StatusOr<std::unique_ptr<pki::Issuer>> issuer = pki::Issuer::Create(*std::move(cert), *std::move(key), now);
+    return issuer.ok() ? *std::move(issuer) : nullptr;
+  }
+
+  void Issue(const pki::Issuer& ca, const std::string& name, const pki::CertificateSpec& spec) {
+    absl::StatusOr<pki::UniquePtr<EVP_PKEY>> key = pki::GenerateKey();
+    ASSERT_THAT(key, IsOk());
+    absl::StatusOr<pki::UniquePtr<X509>> cert = ca.Issue(key->get(), spec);
+    ASSERT_THAT(cert, IsOk());
+    relay::testing::WriteFileBytes(Path(name + ".crt"), *pki::CertificateToPem(cert->get()));
+    relay::testing::WriteFileBytes(Path(name + ".key"), *pki::PrivateKeyToPem(key->get()));
+  }
+
+  EtcdOptions Options(const std::string& ca, const std::string& cert, const std::string& key) const {
+    EtcdOptions options;
+    options.endpoints = {etcd_->endpoint()};
+    options.ca_file = ca.empty() ? "" : Path(ca);
+    options.cert_file = cert.empty() ? "" : Path(cert);
+    options.key_file = key.empty() ? "" : Path(key);
+    options.timeout = absl::Seconds(2);
+    return options;
+  }
+
+  std::string dir_;
+  std::unique_ptr<testing::EtcdUnderTest> etcd_;
+};
+
+TEST_F(EtcdTlsTest, TheRightCaAndClientCertificateReadAndWrite) {
+  absl::StatusOr<std::unique_ptr<StateStore>> first = OpenEtcdStateStore(Options("ca.crt", "client.crt", "client.key"));
+  ASSERT_THAT(first, IsOk());
+  absl::StatusOr<std::unique_ptr<StateStore>> second = OpenEtcdStateStore(Options("ca.crt", "client.crt", "client.key"));
+  ASSERT_THAT(second, IsOk());
+  ASSERT_THAT((*first)->CompareAndSetAndWait("clusters/east", "state=registered", 0), IsOk());
+  EXPECT_EQ((*second)->Get("clusters/east")->value, "state=registered");
+  EXPECT_NE(testing::ReadEtcdValue(*etcd_, "/relay/gloo-mesh/r/clusters/east"), "");
+}
+
+// Each way of getting TLS wrong is refused at start-up, naming etcd and what to check;
+// nothing is written.
+TEST_F(EtcdTlsTest, AnythingElseIsRefusedAtOpenWithWhatToCheck) {
+  struct Case {
+    const char* what;
+    EtcdOptions options;
+    absl::StatusCode code;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"plaintext to a TLS etcd", Options("", "", ""), absl::StatusCode::kUnavailable, "--etcd_ca_file"},
+      {"no client certificate", Options("ca.crt", "", ""), absl::StatusCode::kUnavailable, "--etcd_cert_file"},
+      {"a client certificate from another CA", Options("ca.crt", "stranger.crt", "stranger.key"),
+       absl::StatusCode::kUnavailable, "(its --trusted-ca-file) signed --etcd_cert_file"},
+      {"etcd's certificate checked against another CA", Options("other-ca.crt", "client.crt", "client.key"),
+       absl::StatusCode::kUnavailable, "--etcd_ca_file signed its serving certificate"},
+      {"a CA file that is not there", Options("missing.crt", "client.crt", "client.key"),
+       absl::StatusCode::kNotFound, "cannot read the etcd CA file"},
+      {"a certificate without its key", Options("ca.crt", "client.crt", ""), absl::StatusCode::kNotFound,
+       "client key"},
+  };
+  for (const Case& test : cases) {
+    SCOPED_TRACE(test.what);
+    EXPECT_THAT(OpenEtcdStateStore(test.options), StatusIs(test.code, HasSubstr(test.says)));
+  }
+  EXPECT_EQ(testing::ReadEtcdValue(*etcd_, "/relay/gloo-mesh/r/clusters/east"), "");
 }
 
 // Three members; the leader is killed (SIGKILL) under two replicas' stores, one of

@@ -3,8 +3,10 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -17,9 +19,16 @@
 namespace relay::state::testing {
 namespace {
 
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
 // True when etcd answers a read at `endpoint`.
-bool Serves(const std::string& endpoint) {
-  auto stub = etcdserverpb::KV::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+bool Serves(const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = etcdserverpb::KV::NewStub(grpc::CreateChannel(endpoint, credentials));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
   etcdserverpb::RangeRequest request;
@@ -33,8 +42,9 @@ struct MemberStatus {
   uint64_t id = 0;
   uint64_t leader = 0;
 };
-std::optional<MemberStatus> StatusOf(const std::string& endpoint) {
-  auto stub = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));
+std::optional<MemberStatus> StatusOf(const std::string& endpoint,
+                                     const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = etcdserverpb::Maintenance::NewStub(grpc::CreateChannel(endpoint, credentials));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
   etcdserverpb::StatusResponse response;
@@ -44,10 +54,18 @@ std::optional<MemberStatus> StatusOf(const std::string& endpoint) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<EtcdUnderTest>> EtcdUnderTest::Start(int members) {
+absl::StatusOr<std::unique_ptr<EtcdUnderTest>> EtcdUnderTest::Start(int members, const EtcdTlsFiles* tls) {
   std::unique_ptr<EtcdUnderTest> etcd(new EtcdUnderTest);
   etcd->dir_ = relay::testing::MakeTestDir("etcd");
   if (etcd->dir_.empty()) return absl::InternalError("cannot make a directory for etcd");
+  etcd->credentials_ = grpc::InsecureChannelCredentials();
+  if (tls != nullptr) {
+    grpc::SslCredentialsOptions options;
+    options.pem_root_certs = ReadWhole(tls->ca_file);
+    options.pem_cert_chain = ReadWhole(tls->client_cert_file);
+    options.pem_private_key = ReadWhole(tls->client_key_file);
+    etcd->credentials_ = grpc::SslCredentials(options);
+  }
   std::vector<std::string> peers;
   std::vector<std::string> peer_urls;
   for (int i = 0; i < members; ++i) {
@@ -60,12 +78,18 @@ absl::StatusOr<std::unique_ptr<EtcdUnderTest>> EtcdUnderTest::Start(int members)
   }
   for (int i = 0; i < members; ++i) {
     Member& member = etcd->members_[i];
-    std::string client_url = "http://" + member.endpoint;
+    std::string client_url = (tls != nullptr ? "https://" : "http://") + member.endpoint;
     member.argv = {"etcd", "--name=" + member.name, "--data-dir=" + etcd->dir_ + "/" + member.name,
                    "--listen-client-urls=" + client_url, "--advertise-client-urls=" + client_url,
                    "--listen-peer-urls=" + peer_urls[i], "--initial-advertise-peer-urls=" + peer_urls[i],
                    "--initial-cluster=" + absl::StrJoin(peers, ","), "--initial-cluster-state=new",
                    "--initial-cluster-token=relay-test", "--log-level=warn"};
+    if (tls != nullptr) {
+      for (std::string flag : {"--cert-file=" + tls->server_cert_file, "--key-file=" + tls->server_key_file,
+                               "--trusted-ca-file=" + tls->ca_file, std::string("--client-cert-auth")}) {
+        member.argv.push_back(std::move(flag));
+      }
+    }
   }
   RETURN_IF_ERROR(etcd->Launch());
   return etcd;
@@ -78,7 +102,7 @@ absl::Status EtcdUnderTest::Launch() {
   }
   auto all_serve = [&] {
     for (Member& member : members_) {
-      if (!member.process->Running() || !Serves(member.endpoint)) return false;
+      if (!member.process->Running() || !Serves(member.endpoint, credentials_)) return false;
     }
     return true;
   };
@@ -131,7 +155,7 @@ absl::StatusOr<int> EtcdUnderTest::WaitForLeader(absl::Duration timeout) {
         bool disagree = false;
         for (int i = 0; i < size(); ++i) {
           if (!members_[i].process->Running()) continue;
-          std::optional<MemberStatus> status = StatusOf(members_[i].endpoint);
+          std::optional<MemberStatus> status = StatusOf(members_[i].endpoint, credentials_);
           if (!status) {
             absl::StrAppend(&said, members_[i].name, " did not answer; ");
             return false;
@@ -153,7 +177,7 @@ absl::StatusOr<int> EtcdUnderTest::WaitForLeader(absl::Duration timeout) {
 EtcdUnderTest::~EtcdUnderTest() { Stop(); }
 
 std::string ReadEtcdValue(EtcdUnderTest& etcd, const std::string& key) {
-  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(etcd.endpoint(), grpc::InsecureChannelCredentials()));
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(etcd.endpoint(), etcd.credentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   etcdserverpb::RangeRequest request;
@@ -164,7 +188,7 @@ std::string ReadEtcdValue(EtcdUnderTest& etcd, const std::string& key) {
 }
 
 bool EtcdCompactedPast(EtcdUnderTest& etcd, int64_t revision) {
-  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(etcd.endpoint(), grpc::InsecureChannelCredentials()));
+  auto kv = etcdserverpb::KV::NewStub(grpc::CreateChannel(etcd.endpoint(), etcd.credentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   etcdserverpb::RangeRequest request;
