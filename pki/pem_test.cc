@@ -11,6 +11,7 @@ namespace {
 
 using ::relay::pki::testing::TestPki;
 using ::relay::pki::testing::ValueOrDie;
+using ::relay::testing::IsOk;
 using ::relay::testing::StatusIs;
 using ::testing::HasSubstr;
 
@@ -55,6 +56,12 @@ TEST_F(PemTest, TruncatedAndGarbageInputIsRefused) {
   EXPECT_FALSE(ParseCertificatePem(bad_base64).ok());
   EXPECT_FALSE(ParsePrivateKeyPem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").ok());
   EXPECT_THAT(ParseCertificateChainPem("").status().message(), HasSubstr("empty"));
+}
+
+TEST_F(PemTest, ACertificateGivenAsAKeySaysNoKeyBlockIsThere) {
+  EXPECT_THAT(ParsePrivateKeyPem(root_pem_),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no -----BEGIN ... PRIVATE KEY----- line")));
+  EXPECT_THAT(ParsePrivateKeyPem(root_pem_ + ValueOrDie(PrivateKeyToPem(pki_.root_key.get()))), IsOk());
 }
 
 TEST_F(PemTest, InputOverTheSizeLimitIsRefusedBeforeParsing) {
