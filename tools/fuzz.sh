@@ -8,8 +8,8 @@
 #   --seconds=N  how long each target fuzzes (default 600)
 #   --runs=N     fuzz each target for N executions instead (docs/SECURITY.md: 10000000)
 #   --chunk=M    with --runs: start a fresh fuzzer process every M executions, each from
-#                the corpus the last one grew (default 1000000). ASan's bookkeeping grows
-#                by about 1 KB per execution (allocation stacks, quarantine) in a
+#                the corpus the last one grew (default 500000). ASan's bookkeeping grows
+#                by 1 to 3 KB per execution (allocation stacks, quarantine) in a
 #                yaml-cpp parse, so one process of 10 million would pass -rss_limit_mb.
 #   --jobs=N     targets fuzzing at once (default: the number of cores)
 #   --work=DIR   where each target's growing corpus and any crash are kept between runs
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 all_targets=(pem csr certificate values journal resource_names bootstrap_token secrets_directory)
 seconds=600
 runs=""
-chunk=1000000
+chunk=500000
 jobs=$(nproc)
 work=/tmp/relay-fuzz
 targets=()
