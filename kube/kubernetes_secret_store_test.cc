@@ -157,6 +157,26 @@ TEST(KubernetesSecretStoreTest, AnExpiredWatchRelistsOnceAndGoesOn) {
   EXPECT_TRUE(WaitFor([&] { return changes >= 1; }, kPatience));
 }
 
+// kube-apiserver ends every watch at its timeout (the store asks for 300 s): the store
+// watches again from the last version it saw, without listing, and misses nothing.
+TEST(KubernetesSecretStoreTest, AWatchTheApiserverEndsIsResumedFromItsVersion) {
+  OnTestApiServer on = Start();
+  std::atomic<int> changes{0};
+  auto watch = on.store->Watch("gloo-mesh", "watched", [&] { changes++; });
+  ASSERT_TRUE(WaitFor([&] { return on.server->Count("WATCH") >= 1; }, kPatience));
+  const int64_t lists = on.server->Count("LIST");
+  for (int round = 1; round <= 3; ++round) {
+    ASSERT_THAT(on.store->Put("gloo-mesh", "watched", {{"round", absl::StrCat(round)}}), IsOk());
+    ASSERT_TRUE(WaitFor([&] { return changes >= round; }, kPatience));
+    const int64_t watches = on.server->Count("WATCH");
+    on.server->EndWatches();
+    ASSERT_TRUE(WaitFor([&] { return on.server->Count("WATCH") > watches; }, kPatience));
+  }
+  EXPECT_EQ(on.server->Count("LIST"), lists);
+  EXPECT_EQ(on.server->Count("WATCH END"), 3);
+  EXPECT_EQ(changes, 3);
+}
+
 // The apiserver away: calls fail UNAVAILABLE naming it, nothing half-written; back, the
 // watch resumes and reports what changed.
 TEST(KubernetesSecretStoreTest, WhileTheApiIsDownCallsFailCleanlyAndTheWatchResumes) {

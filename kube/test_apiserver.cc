@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <regex>
 #include <vector>
 
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
@@ -175,6 +177,11 @@ void TestApiServer::Compact() {
   events_.clear();
   compacted_ = revision_;
   compactions_++;
+}
+
+void TestApiServer::EndWatches() {
+  absl::MutexLock lock(&mu_);
+  watch_ends_++;
 }
 
 void TestApiServer::InjectConflicts(int count) {
@@ -397,13 +404,26 @@ void TestApiServer::Routes() {
       return Fail(response, 400, "BadRequest", "invalid resourceVersion: " + from_text);
     }
     const bool bookmarks = request.get_param_value("allowWatchBookmarks") == "true";
+    int64_t timeout_seconds = 0;
+    const std::string timeout_text = request.get_param_value("timeoutSeconds");
+    if (!timeout_text.empty() && (!absl::SimpleAtoi(timeout_text, &timeout_seconds) || timeout_seconds < 0)) {
+      return Fail(response, 400, "BadRequest", "invalid timeoutSeconds: " + timeout_text);
+    }
     struct WatchState {
       uint64_t position;
       uint64_t generation;
       uint64_t compactions;
+      uint64_t watch_ends;
+      absl::Time deadline;
       std::vector<std::string> initial;  // synthetic ADDED events for a watch from "now"
     };
     auto state = std::make_shared<WatchState>();
+    absl::Duration lasts = absl::Seconds(timeout_seconds);
+    if (timeout_seconds == 0) {
+      absl::BitGen random;
+      lasts = options_.min_request_timeout * absl::Uniform(random, 1.0, 2.0);
+    }
+    state->deadline = absl::Now() + lasts;
     {
       absl::MutexLock lock(&mu_);
       if (from != 0 && from < compacted_) {
@@ -414,6 +434,7 @@ void TestApiServer::Routes() {
       state->position = from == 0 ? revision_ : from;
       state->generation = generation_;
       state->compactions = compactions_;
+      state->watch_ends = watch_ends_;
       if (from == 0) {
         for (const auto& [key, secret] : secrets_) {
           if (key.first != ns || (!only_name.empty() && key.second != only_name)) continue;
@@ -431,11 +452,17 @@ void TestApiServer::Routes() {
             absl::MutexLock lock(&mu_);
             auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
               return !lines.empty() || generation_ != state->generation || compactions_ != state->compactions ||
+                     watch_ends_ != state->watch_ends ||
                      (!events_.empty() && events_.back().object.resource_version > state->position);
             };
-            mu_.AwaitWithTimeout(absl::Condition(&ready), options_.bookmark_interval);
+            mu_.AwaitWithTimeout(absl::Condition(&ready),
+                                 std::max(absl::ZeroDuration(),
+                                          std::min(options_.bookmark_interval, state->deadline - absl::Now())));
             if (generation_ != state->generation) return false;  // the server went down: cut
-            if (compactions_ != state->compactions) {
+            if (watch_ends_ != state->watch_ends || absl::Now() >= state->deadline) {
+              counts_["WATCH END"]++;
+              end = true;
+            } else if (compactions_ != state->compactions) {
               counts_["WATCH ERROR 410"]++;
               lines.push_back(json{{"type", "ERROR"},
                                    {"object", json::parse(StatusJson(410, "Expired",

@@ -28,6 +28,10 @@
 //   as the HTTP status when the watch starts, or as an ERROR event carrying a Status
 //   with code 410 when the history is compacted under a running watch (the two forms
 //   clients meet; https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes).
+//   A watch ends, the response complete and without an event, after timeoutSeconds; without
+//   it, after a random time between --min-request-timeout (1800 s) and twice that, as
+//   kube-apiserver does (apiserver/pkg/endpoints/handlers/get.go, ListResource): a
+//   client must watch again from the last version it saw.
 //
 // - Authorization (RBAC), when rules are given: a request is allowed when a rule grants
 //   its verb (get, list, watch, create, update, delete) on secrets; a rule with
@@ -39,7 +43,8 @@
 //   its own (ca_pem()), as a cluster's CA bundle.
 //
 // Test hooks: Compact() (forget history), InjectConflicts(n) (the next n updates answer
-// 409 as if another writer came first), Stop()/Start() (down and back on the same port).
+// 409 as if another writer came first), Stop()/Start() (down and back on the same port),
+// EndWatches() (every running watch ends now, as at its timeout).
 
 #include <cstdint>
 #include <deque>
@@ -70,6 +75,9 @@ class TestApiServer {
   struct Options {
     std::string token = "test-bearer-token";
     absl::Duration bookmark_interval = absl::Seconds(1);
+    // kube-apiserver's --min-request-timeout: how long a watch without timeoutSeconds
+    // may run at least.
+    absl::Duration min_request_timeout = absl::Seconds(1800);
     // Unset: every authenticated request is allowed. Set: only what a rule grants.
     std::optional<std::vector<Rule>> rules;
     bool tls = false;
@@ -96,6 +104,9 @@ class TestApiServer {
   // From now on every `n`th update is refused 409 Conflict (0: none), as if another
   // writer had come first.
   void InjectConflictEvery(int n);
+  // Every running watch ends now, cleanly (as when its timeout comes): no event, the
+  // response complete.
+  void EndWatches();
   // Down (connections refused, watches cut) and back on the same port, state kept.
   void Stop();
   absl::Status Restart();
@@ -151,6 +162,7 @@ class TestApiServer {
   uint64_t puts_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;   // bumped by Stop: running watches end
   uint64_t compactions_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by Compact: running watches get 410
+  uint64_t watch_ends_ ABSL_GUARDED_BY(mu_) = 0;   // bumped by EndWatches: running watches end
   std::map<std::string, int64_t> counts_ ABSL_GUARDED_BY(mu_);
 };
 

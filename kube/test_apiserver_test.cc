@@ -166,5 +166,31 @@ TEST_F(TestApiServerTest, ACompactedVersionIs410InBothForms) {
   EXPECT_EQ(events.back()["object"]["code"], 410);
 }
 
+// A watch ends by itself after timeoutSeconds, complete and without an event; one that
+// EndWatches() ends too. Either way the client watches again from where it was.
+TEST_F(TestApiServerTest, AWatchEndsAfterItsTimeoutSeconds) {
+  std::string now = json::parse(client_->Get(Path().c_str())->body)["metadata"]["resourceVersion"];
+  httplib::Client watcher(server_->url());
+  watcher.set_bearer_token_auth(server_->token().c_str());
+  int status = 0;
+  std::vector<json> events = Watch(watcher, Path() + "?watch=true&timeoutSeconds=1&resourceVersion=" + now, &status,
+                                   [](const std::vector<json>&) { return false; });
+  EXPECT_EQ(status, 200);
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(server_->Count("WATCH END"), 1);
+
+  std::thread ender([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    server_->EndWatches();
+  });
+  events = Watch(watcher, Path() + "?watch=true&allowWatchBookmarks=true&resourceVersion=" + now, &status,
+                 [](const std::vector<json>&) { return false; });
+  ender.join();
+  EXPECT_EQ(server_->Count("WATCH END"), 2);
+  for (const json& event : events) EXPECT_EQ(event["type"], "BOOKMARK");
+
+  EXPECT_EQ(client_->Get((Path() + "?watch=true&timeoutSeconds=soon").c_str())->status, 400);
+}
+
 }  // namespace
 }  // namespace relay::kube::testing
