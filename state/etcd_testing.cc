@@ -3,10 +3,8 @@
 #include <signal.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -18,13 +16,6 @@
 
 namespace relay::state::testing {
 namespace {
-
-std::string ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 // True when etcd answers a read at `endpoint`.
 bool Serves(const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
@@ -61,9 +52,9 @@ absl::StatusOr<std::unique_ptr<EtcdUnderTest>> EtcdUnderTest::Start(int members,
   etcd->credentials_ = grpc::InsecureChannelCredentials();
   if (tls != nullptr) {
     grpc::SslCredentialsOptions options;
-    options.pem_root_certs = ReadWhole(tls->ca_file);
-    options.pem_cert_chain = ReadWhole(tls->client_cert_file);
-    options.pem_private_key = ReadWhole(tls->client_key_file);
+    options.pem_root_certs = relay::testing::ReadFileBytes(tls->ca_file);
+    options.pem_cert_chain = relay::testing::ReadFileBytes(tls->client_cert_file);
+    options.pem_private_key = relay::testing::ReadFileBytes(tls->client_key_file);
     etcd->credentials_ = grpc::SslCredentials(options);
   }
   std::vector<std::string> peers;
