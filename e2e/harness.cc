@@ -127,7 +127,10 @@ bool ServerUnderTest::Start(std::string* error) {
   std::string ready = absl::StrCat(secrets_dir_, ".ready.", start_count_);
   std::string log = absl::StrCat(secrets_dir_, ".server.", start_count_++, ".log");
   std::remove(ready.c_str());  // another object may have started a server on this store
-  int port = grpc_port_ != 0 ? grpc_port_ : fixed_grpc_port_;
+  // A restart keeps the port (agents know it). The first start takes one from FreePort,
+  // below the ephemeral range: one the kernel hands out for :0 may become some
+  // connection's local port while the server is down, and the restart then fails.
+  int port = grpc_port_ != 0 ? grpc_port_ : fixed_grpc_port_ != 0 ? fixed_grpc_port_ : FreePort();
   std::vector<std::string> argv = {ServerBinary(),
                                    "--secrets_dir=" + secrets_dir_,
                                    absl::StrCat("--grpc_address=127.0.0.1:", port),
