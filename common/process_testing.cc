@@ -5,13 +5,17 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/test_dir.h"
 
@@ -71,6 +75,26 @@ int EphemeralRangeStart() {
   return range >> low && low > 10000 ? low : 32768;
 }
 
+// A port is free from FreePort's check until its server binds it, and tests run two at
+// once: an etcd member of ha_test once found its port taken (by another member or another
+// test's server) in a CI run. So FreePort claims a port for its process until the process
+// exits: an exclusive flock on /tmp/relay-test-ports/<port>, the descriptor kept open
+// (flock conflicts between open file descriptions, so this process cannot get it twice
+// either). The descriptor, or -1 when someone holds the claim, or kNoClaims when no claim
+// can be made (the directory cannot be made or opened): then the port is used unclaimed.
+constexpr int kNoClaims = -2;
+int Claim(int port) {
+  static const char kDirectory[] = "/tmp/relay-test-ports";
+  if (mkdir(kDirectory, 01777) != 0 && errno != EEXIST) return kNoClaims;
+  int fd = open(absl::StrCat(kDirectory, "/", port).c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return kNoClaims;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 }  // namespace
 
 int FreePort() {
@@ -81,7 +105,10 @@ int FreePort() {
   const int below = EphemeralRangeStart();
   for (int attempt = 0; attempt < 1000; ++attempt) {
     int port = absl::Uniform(random, 10000, below);
-    if (Bindable(&port)) return port;
+    int claim = Claim(port);
+    if (claim == -1) continue;
+    if (Bindable(&port)) return port;  // the claim stays held until this process exits
+    if (claim >= 0) close(claim);
   }
   int port = 0;
   return Bindable(&port) ? port : 0;

@@ -19,7 +19,8 @@ namespace relay::testing {
 bool WaitFor(const std::function<bool()>& condition, absl::Duration timeout);
 
 // A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range
-// so that no connection's local port can take it while a server restarts.
+// so that no connection's local port can take it while a server restarts. No other call,
+// in this process or another test's, returns it while this process lives.
 int FreePort();
 
 // A child process (searched on PATH), stdin from /dev/null, stdout and stderr appended to
